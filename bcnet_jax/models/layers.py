@@ -1,0 +1,252 @@
+"""Width-aware layers: one definition, supernet mode and compact mode.
+
+Every layer names the dims (DESIGN §2) of its input and output channels and
+receives a `Widths` context at call time:
+
+- supernet mode: parameters have the supernet channels C' of their dims; the
+  context carries traced path-id vectors. A kernel is masked to the
+  block-diagonal path(in) == path(out) >= 0, BatchNorm keeps per-channel (so
+  per-path) statistics, updates running statistics only on active channels,
+  and zeroes inactive channels after normalization (DESIGN §3 notes).
+- compact mode: parameters have the channels of one static width vector;
+  nothing is masked. `slicing.slice_params` cuts supernet parameters down to it.
+
+Layers choose a lowering for speed (DESIGN §3): 'native' is XLA's convolution
+everywhere; 'cpu' writes 1x1 convs as einsum and depthwise convs as shifted
+multiply-adds, which XLA:CPU runs several times faster; 'auto' picks 'cpu' on
+the CPU backend and 'native' elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from bcnet_jax.paths import NUM_PATHS, PathIds
+from bcnet_jax.space import SearchSpace
+
+LOWERINGS = ('auto', 'native', 'cpu')
+
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+dense_init = nn.initializers.variance_scaling(1.0 / 3, 'fan_in', 'uniform')
+
+
+@dataclasses.dataclass(frozen=True)
+class Widths:
+  """What a layer needs to know about the widths of one forward pass."""
+  space: SearchSpace
+  widths: tuple[int, ...] | None  # static bins (compact mode) or None
+  path_ids: PathIds | None  # traced ids (supernet mode) or None
+  lowering: str
+
+  @property
+  def supernet(self) -> bool:
+    return self.path_ids is not None
+
+  def channels(self, dim: str) -> int:
+    d = self.space.dim(dim)
+    if self.supernet:
+      return d.supernet_channels
+    return d.edges[self.widths[d.group]]
+
+  def ids(self, dim: str | None) -> jax.Array | None:
+    if dim is None or not self.supernet:
+      return None
+    return self.path_ids[dim]
+
+  def active(self, dim: str) -> jax.Array | None:
+    """Float 1/0 per channel of `dim` in supernet mode, else None."""
+    ids = self.ids(dim)
+    return None if ids is None else (ids >= 0).astype(jnp.float32)
+
+  def resolved_lowering(self) -> str:
+    if self.lowering == 'auto':
+      return 'cpu' if jax.default_backend() == 'cpu' else 'native'
+    return self.lowering
+
+
+def _padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+  p = (kernel_size - 1) // 2  # symmetric, as in the PyTorch originals
+  return ((p, p), (p, p))
+
+
+def _conv_native(x, kernel, strides: int, groups: int):
+  return lax.conv_general_dilated(
+      x, kernel, (strides, strides), _padding(kernel.shape[0]),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
+
+
+def _conv_1x1_einsum(x, kernel, strides: int):
+  return jnp.einsum('nhwc,cd->nhwd', x[:, ::strides, ::strides, :],
+                    kernel[0, 0])
+
+
+def _conv_depthwise_shifted(x, kernel, strides: int):
+  k = kernel.shape[0]
+  (p, _), _ = _padding(k)
+  n, h, w, c = x.shape
+  ho, wo = (h + 2 * p - k) // strides + 1, (w + 2 * p - k) // strides + 1
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  out = jnp.zeros((n, ho, wo, c), x.dtype)
+  for i in range(k):
+    for j in range(k):
+      tap = xp[:, i:i + strides * (ho - 1) + 1:strides,
+               j:j + strides * (wo - 1) + 1:strides, :]
+      out = out + tap * kernel[i, j, 0]
+  return out
+
+
+class Conv(nn.Module):
+  """Conv from dim `in_dim` (None: the input image) to dim `out_dim`."""
+  in_dim: str | None
+  out_dim: str
+  kernel_size: int = 3
+  strides: int = 1
+  depthwise: bool = False
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, ctx: Widths) -> jax.Array:
+    features = ctx.channels(self.out_dim)
+    k = self.kernel_size
+    if self.depthwise:
+      if x.shape[-1] != features:
+        raise ValueError(f'{self.name}: depthwise conv needs in == out '
+                         f'channels, got {x.shape[-1]} and {features}')
+      shape = (k, k, 1, features)
+    else:
+      shape = (k, k, x.shape[-1], features)
+    kernel = self.param('kernel', conv_init, shape, jnp.float32)
+    ids_in, ids_out = ctx.ids(self.in_dim), ctx.ids(self.out_dim)
+    if ids_in is not None and not self.depthwise:
+      mask = (ids_in[:, None] == ids_out[None, :]) & (ids_out[None, :] >= 0)
+      kernel = kernel * mask.astype(kernel.dtype)
+    lowering = ctx.resolved_lowering()
+    if self.depthwise and lowering == 'cpu':
+      y = _conv_depthwise_shifted(x, kernel, self.strides)
+    elif k == 1 and not self.depthwise and lowering == 'cpu':
+      y = _conv_1x1_einsum(x, kernel, self.strides)
+    else:
+      y = _conv_native(x, kernel, self.strides,
+                       features if self.depthwise else 1)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (features,),
+                         jnp.float32)
+      active = ctx.active(self.out_dim)
+      if active is not None:
+        y = y * active
+    return y
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over one dim; masked channels keep their running statistics."""
+  dim: str
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, ctx: Widths, *, train: bool) -> jax.Array:
+    c = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (c,),
+                            jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (c,), jnp.float32)
+    active = ctx.active(self.dim)
+    if train:
+      mean = jnp.mean(x, axis=(0, 1, 2))
+      var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+      if not self.is_initializing():
+        new_mean = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        new_var = self.momentum * ra_var.value + (1 - self.momentum) * var
+        if active is not None:
+          new_mean = jnp.where(active > 0, new_mean, ra_mean.value)
+          new_var = jnp.where(active > 0, new_var, ra_var.value)
+        ra_mean.value, ra_var.value = new_mean, new_var
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    y = (x - mean) * (lax.rsqrt(var + self.epsilon) * scale) + bias
+    return y if active is None else y * active
+
+
+class Classifier(nn.Module):
+  """Dense head from dim `in_dim` to fixed classes, one logit set per path.
+
+  Supernet mode returns [paths, batch, classes]: path k sees only its own
+  features, the bias is shared. Compact mode returns [batch, classes].
+  """
+  in_dim: str
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, ctx: Widths) -> jax.Array:
+    kernel = self.param('kernel', dense_init, (x.shape[-1], self.num_classes),
+                        jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (self.num_classes,),
+                      jnp.float32)
+    ids = ctx.ids(self.in_dim)
+    if ids is None:
+      return x @ kernel + bias
+    per_path = jnp.stack([(ids == k) for k in range(NUM_PATHS)]).astype(
+        x.dtype)
+    return jnp.einsum('bc,pc,cn->pbn', x, per_path, kernel) + bias
+
+
+def conv_bn(x: jax.Array, ctx: Widths, in_dim: str | None, out_dim: str, *,
+            name: str, train: bool, suffix: str = '', kernel_size: int = 3,
+            strides: int = 1,
+            depthwise: bool = False,
+            act: Callable[[jax.Array], jax.Array] | None = None,
+            bn_kwargs: dict[str, Any] | None = None) -> jax.Array:
+  """Conv `{name}_conv{suffix}` + BatchNorm `{name}_bn{suffix}` (+ act)."""
+  x = Conv(in_dim, out_dim, kernel_size, strides, depthwise,
+           name=f'{name}_conv{suffix}')(x, ctx)
+  x = BatchNorm(out_dim, **(bn_kwargs or {}), name=f'{name}_bn{suffix}')(
+      x, ctx, train=train)
+  return x if act is None else act(x)
+
+
+def global_pool(x: jax.Array) -> jax.Array:
+  return jnp.mean(x, axis=(1, 2))
+
+
+class WidthModel(nn.Module):
+  """Base of every model: supernet mode if `widths` is None, else compact.
+
+  Attributes:
+    space: the model's search space (groups, bins, edges).
+    widths: static bins per group for a compact model; None for the supernet.
+    num_classes: classifier outputs.
+    in_channels: channels of the input image.
+    resolution: input height = width, used by `dummy_input` and cost model.
+    lowering: 'auto', 'native' or 'cpu' (see module docstring).
+  """
+  space: SearchSpace
+  widths: tuple[int, ...] | None = None
+  num_classes: int = 10
+  in_channels: int = 3
+  resolution: int = 32
+  lowering: str = 'auto'
+
+  def context(self, path_ids: PathIds | None) -> Widths:
+    if self.lowering not in LOWERINGS:
+      raise ValueError(f'lowering must be one of {LOWERINGS}, got '
+                       f'{self.lowering!r}')
+    if (path_ids is None) == (self.widths is None):
+      raise ValueError(
+          'a supernet (widths=None) takes path ids (paths.left/right/pair); '
+          'a compact model (static widths) takes none')
+    if path_ids is not None:
+      missing = [d.name for d in self.space.dims if d.name not in path_ids]
+      if missing:
+        raise ValueError(f'path ids missing for dims {missing}')
+    return Widths(self.space, self.widths, path_ids, self.lowering)
+
+  def dummy_input(self, batch: int = 1) -> jax.Array:
+    return jnp.zeros((batch, self.resolution, self.resolution,
+                      self.in_channels), jnp.float32)

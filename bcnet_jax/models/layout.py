@@ -1,0 +1,84 @@
+"""The layer table: every width-aware layer of a model, read off its trace.
+
+One source of truth for the cost model and for `slice_params`: rather than a
+second hand-written description of each architecture, the model is traced
+once (shapes only) with `nn.intercept_methods`, and every Conv, BatchNorm and
+Classifier reports its dims, kernel and output size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bcnet_jax import paths
+from bcnet_jax.models import layers
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+  """One width-aware layer.
+
+  Attributes:
+    path: module path of its variables, e.g. ('stage1_block1_conv1',).
+    kind: 'conv', 'depthwise', 'bn' or 'dense'.
+    in_dim: dim of the input channels; None for a fixed count (the image).
+    out_dim: dim of the output channels; None for a fixed count (classes).
+    in_channels: the fixed input count where in_dim is None.
+    out_channels: the fixed output count where out_dim is None.
+    kernel_size: k of a k x k kernel (1 for bn and dense).
+    out_pixels: output height x width (1 for dense).
+    use_bias: whether the layer has a bias.
+  """
+  path: tuple[str, ...]
+  kind: str
+  in_dim: str | None
+  out_dim: str | None
+  in_channels: int
+  out_channels: int
+  kernel_size: int = 1
+  out_pixels: int = 1
+  use_bias: bool = False
+
+
+def _record(module: nn.Module, x, y) -> Layer | None:
+  path = tuple(module.path)
+  if isinstance(module, layers.Conv):
+    return Layer(path, 'depthwise' if module.depthwise else 'conv',
+                 module.in_dim, module.out_dim, x.shape[-1], y.shape[-1],
+                 module.kernel_size, y.shape[1] * y.shape[2], module.use_bias)
+  if isinstance(module, layers.BatchNorm):
+    return Layer(path, 'bn', module.dim, module.dim, x.shape[-1],
+                 x.shape[-1])
+  if isinstance(module, layers.Classifier):
+    return Layer(path, 'dense', module.in_dim, None, x.shape[-1],
+                 module.num_classes, use_bias=True)
+  return None
+
+
+@functools.lru_cache(maxsize=64)
+def layer_table(model: layers.WidthModel) -> tuple[Layer, ...]:
+  """The layers of `model` in call order, traced at `model.resolution`."""
+  supernet = model.clone(widths=None, parent=None)
+  space = supernet.space
+  records = []
+
+  def interceptor(next_fun, args, kwargs, context):
+    y = next_fun(*args, **kwargs)
+    if context.method_name == '__call__':
+      layer = _record(context.module, args[0], y)
+      if layer is not None and layer.path not in {r.path for r in records}:
+        records.append(layer)
+    return y
+
+  def init(rng):
+    ids = paths.pair(space, jnp.asarray(space.full()))
+    return supernet.init(rng, supernet.dummy_input(1), ids, train=False)
+
+  with nn.intercept_methods(interceptor):
+    jax.eval_shape(init, jax.random.key(0))
+  return tuple(records)

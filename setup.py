@@ -1,0 +1,30 @@
+"""bcnet_jax: BCNet width search in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name='bcnet_jax',
+    version='0.1.0',
+    description='BCNet (Bilaterally Coupled Network) width search in JAX/Flax',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    packages=setuptools.find_packages(include=['bcnet_jax', 'bcnet_jax.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'absl-py>=2.1,<3',
+        'chex>=0.1.90,<0.2',
+        'flax>=0.12,<0.13',
+        'importlib_resources>=6',  # tensorflow-datasets needs it, undeclared
+        'jax>=0.10,<0.11',
+        'ml-collections>=1.1,<2',
+        'numpy>=1.26,<3',
+        'optax>=0.2.5,<0.3',
+        'orbax-checkpoint>=0.12,<0.13',
+        'pillow>=10',  # tensorflow-datasets' image decoding without TF
+        'tensorflow-datasets>=4.9.9,<5',
+    ],
+    extras_require={
+        'test': ['pytest>=8', 'pytest-xdist>=3.6'],
+        'tf': ['tensorflow>=2.18,<3'],  # only to build tfds datasets
+    },
+)
