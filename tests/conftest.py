@@ -10,3 +10,9 @@ os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')  # tests are CPU-only
 from tests import jax_setup  # noqa: E402  pylint: disable=g-import-not-at-top
 
 jax_setup.configure()
+
+# absltest helpers (create_tempdir, ...) read absl flags, which pytest never
+# parses.
+from absl import flags  # noqa: E402  pylint: disable=g-import-not-at-top
+
+flags.FLAGS.mark_as_parsed()

@@ -1,0 +1,102 @@
+"""`python -m bcnet_jax.models`: list models, or print one width's costs.
+
+  python -m bcnet_jax.models --list
+  python -m bcnet_jax.models --model resnet20_cifar
+  python -m bcnet_jax.models --model resnet20_cifar --widths=4,3,2,...
+  python -m bcnet_jax.models --arch workdir/search/arch.json
+  python -m bcnet_jax.models --model mobilenetv2 --resolution 160
+
+The last line of stdout is one JSON object (model, groups, bins, min_bins,
+resolution, widths, channels, macs, params); logs go to stderr. Bad input
+exits with status 2 and says why on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from bcnet_jax import models
+from bcnet_jax import space as space_lib
+from bcnet_jax.costs import CostModel
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m bcnet_jax.models',
+      description='Search spaces, MACs and params of the registry models.')
+  parser.add_argument('--list', action='store_true',
+                      help='print the model names, one per line')
+  parser.add_argument('--model', help=f'one of: {", ".join(models.MODELS)}')
+  parser.add_argument('--widths', help='bins per group, comma-separated '
+                      '(default: full nominal width)')
+  parser.add_argument('--arch', help='an arch JSON file (DESIGN §2)')
+  parser.add_argument('--resolution', type=int,
+                      help='input size (default: the model\'s, or the arch\'s)')
+  parser.add_argument('--bins', type=int, help='B (default: the model\'s)')
+  parser.add_argument('--min-bins', type=int, help='m (default: the model\'s)')
+  return parser.parse_args(argv)
+
+
+def describe(args: argparse.Namespace) -> dict:
+  """The JSON object the CLI prints; raises ValueError on bad input."""
+  arch = None
+  if args.arch:
+    arch = space_lib.read_arch(args.arch)
+    if not isinstance(arch, dict) or 'model' not in arch:
+      raise ValueError(f'{args.arch} is not an arch JSON object')
+    if args.model and args.model != arch['model']:
+      raise ValueError(f'--model {args.model} but {args.arch} is for '
+                       f'{arch["model"]}')
+    if args.widths:
+      raise ValueError('give --widths or --arch, not both')
+  name = args.model or (arch and arch['model'])
+  if not name:
+    raise ValueError('give --model NAME (see --list) or --arch PATH')
+  bins = args.bins if arch is None else arch.get('bins')
+  min_bins = args.min_bins if arch is None else arch.get('min_bins')
+  space = models.get_space(name, bins=bins, min_bins=min_bins)
+  if arch is not None:
+    widths = space.widths_from_arch(arch)
+  elif args.widths:
+    widths = space.parse_widths(args.widths)
+  else:
+    widths = space.full()
+  resolution = args.resolution
+  if resolution is None and arch is not None:
+    resolution = arch['resolution']
+  if resolution is not None and resolution < 1:
+    raise ValueError(f'--resolution must be >= 1, got {resolution}')
+  costs = CostModel(models.get_model(name, space=space, resolution=resolution))
+  arch_out = space.arch(widths, resolution=costs.resolution,
+                        macs=costs.macs(widths), params=costs.params(widths))
+  return {'model': name, 'groups': space.num_groups, 'bins': space.bins,
+          'min_bins': space.min_bins, 'resolution': costs.resolution,
+          'widths': arch_out['widths'], 'channels': arch_out['channels'],
+          'macs': arch_out['macs'], 'params': arch_out['params']}
+
+
+def main(argv: list[str] | None = None) -> int:
+  logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                      format='%(levelname)s %(message)s')
+  logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  if args.list:
+    print('\n'.join(models.MODELS))
+    return 0
+  try:
+    result = describe(args)
+  except (ValueError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  logging.info('%s at %dx%d: %s MACs, %s params', result['model'],
+               result['resolution'], result['resolution'],
+               f'{result["macs"]:,}', f'{result["params"]:,}')
+  print(json.dumps(result))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
