@@ -20,6 +20,7 @@ import numpy as np
 
 from bcnet_jax import models
 from bcnet_jax import paths
+from bcnet_jax.models import layout
 from bcnet_jax.models import slicing
 from tests import images
 
@@ -164,7 +165,7 @@ class _ModelTests:
 
 
 def _layer_dim(h: Harness, path) -> str:
-  (layer,) = [l for l in models.layout.layer_table(h.model) if l.path == path]
+  (layer,) = [l for l in layout.layer_table(h.model) if l.path == path]
   return layer.out_dim
 
 

@@ -87,14 +87,15 @@ class WidthVectorTest(parameterized.TestCase):
     np.testing.assert_array_equal(cbar + c, 21)
 
   def test_wrong_length(self):
-    with self.assertRaisesRegex(ValueError, '12 entries.*stage1.*shape \\(3,\\)'):
+    with self.assertRaisesRegex(ValueError,
+                                '12 entries.*stage1.*shape \\(3,\\)'):
       self.space.validate_widths([1, 2, 3])
 
   def test_out_of_range_names_group_and_range(self):
     c = self.space.full()
     c[4] = 21
     with self.assertRaisesRegex(
-        ValueError, "group 'stage2' has width 21, allowed range is \\[1, 20\\]"):
+        ValueError, "'stage2' has width 21, allowed range is \\[1, 20\\]"):
       self.space.validate_widths(c)
     c[4] = 0
     with self.assertRaisesRegex(ValueError, "'stage2' has width 0"):

@@ -4,10 +4,12 @@ Synopsis:
 
   from bcnet_jax import models
   supernet = models.get_model('resnet20_cifar')             # supernet mode
-  compact = models.get_model('resnet20_cifar', widths=c)    # sliced kernels
-  variables = jax.jit(supernet.init, static_argnames='train')(
-      jax.random.key(0), supernet.dummy_input(), paths.pair(space, c),
-      train=False)
+  ids = paths.pair(supernet.space, c)                       # traced widths
+  variables = supernet.init(key, supernet.dummy_input(2), ids, train=False)
+  logits, aux = supernet.apply(variables, x, ids, train=False)  # [2, B, K]
+  compact = models.compact_like(supernet, c)                # sliced kernels
+  compact.apply(slicing.slice_params(supernet, variables, c, 'left'), x,
+                train=False)                                # == logits[0]
 """
 
 from __future__ import annotations

@@ -27,13 +27,6 @@ def resnet_groups() -> list[tuple[str, int]]:
   return [(f'ch{i}', c) for i, c in enumerate(RESNET_MAX)]
 
 
-def _head(x: jax.Array, ctx: layers.Widths, dim: str, num_classes: int):
-  features = layers.global_pool(x)
-  logits = layers.Classifier(dim, num_classes, name='classifier')(
-      features, ctx)
-  return logits, {'features': features}
-
-
 class CbmMobileNet(layers.WidthModel):
   """Stem, IR(ch0-ch1-ch0), IR(ch0-ch2-ch0), IR(ch0-ch3-ch4, s2),
   IR(ch4-ch5-ch4), 1x1 conv ch4-ch6, pool, FC."""
@@ -51,7 +44,7 @@ class CbmMobileNet(layers.WidthModel):
                             name=f'block{i}', train=train, act=nn.relu)
     x = layers.conv_bn(x, ctx, 'ch4', 'ch6', name='head', kernel_size=1,
                        train=train, act=nn.relu)
-    return _head(x, ctx, 'ch6', self.num_classes)
+    return layers.classify(x, ctx, 'ch6', self.num_classes, train=train)
 
 
 class CbmResNet(layers.WidthModel):
@@ -76,5 +69,5 @@ class CbmResNet(layers.WidthModel):
                     train=train)
     x = basic_block(x, ctx, 'ch4', 'ch6', 'ch4', strides=1, name='block5',
                     train=train)
-    return _head(x, ctx, 'ch4', self.num_classes)
+    return layers.classify(x, ctx, 'ch4', self.num_classes, train=train)
 

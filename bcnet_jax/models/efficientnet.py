@@ -102,8 +102,5 @@ class EfficientNetB0(layers.WidthModel):
               train=train))
     x = layers.conv_bn(x, ctx, blocks[-1][-1], 'head', name='head',
                        kernel_size=1, train=train, act=nn.swish, bn_kwargs=BN)
-    features = layers.global_pool(x)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
-    logits = layers.Classifier('head', self.num_classes, name='classifier')(
-        x, ctx)
-    return logits, {'features': features}
+    return layers.classify(x, ctx, 'head', self.num_classes, train=train,
+                           dropout_rate=self.dropout_rate)

@@ -215,8 +215,14 @@ def conv_bn(x: jax.Array, ctx: Widths, in_dim: str | None, out_dim: str, *,
   return x if act is None else act(x)
 
 
-def global_pool(x: jax.Array) -> jax.Array:
-  return jnp.mean(x, axis=(1, 2))
+def classify(x: jax.Array, ctx: Widths, dim: str, num_classes: int, *,
+             train: bool, dropout_rate: float = 0.0
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Global average pool, dropout, `classifier`: a model's (logits, aux)."""
+  features = jnp.mean(x, axis=(1, 2))
+  x = nn.Dropout(dropout_rate, deterministic=not train)(features)
+  logits = Classifier(dim, num_classes, name='classifier')(x, ctx)
+  return logits, {'features': features}
 
 
 class WidthModel(nn.Module):

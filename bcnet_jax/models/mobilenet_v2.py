@@ -88,8 +88,5 @@ class MobileNetV2(layers.WidthModel):
         dim = f'stage{s}'
     x = layers.conv_bn(x, ctx, dim, 'head', name='head', kernel_size=1,
                        train=train, act=nn.relu6)
-    features = layers.global_pool(x)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
-    logits = layers.Classifier('head', self.num_classes, name='classifier')(
-        x, ctx)
-    return logits, {'features': features}
+    return layers.classify(x, ctx, 'head', self.num_classes, train=train,
+                           dropout_rate=self.dropout_rate)

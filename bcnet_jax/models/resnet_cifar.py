@@ -61,7 +61,4 @@ class ResNetCifar(layers.WidthModel):
                         strides=2 if s > 1 and b == 1 else 1,
                         name=f'stage{s}_block{b}', train=train)
         dim = f'stage{s}'
-    features = layers.global_pool(x)
-    logits = layers.Classifier(dim, self.num_classes, name='classifier')(
-        features, ctx)
-    return logits, {'features': features}
+    return layers.classify(x, ctx, dim, self.num_classes, train=train)

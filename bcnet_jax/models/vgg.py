@@ -38,7 +38,4 @@ class VGG16Cifar(layers.WidthModel):
       x = layers.conv_bn(x, ctx, dim, f'layer{i}', name=f'layer{i}',
                          train=train, act=nn.relu)
       dim = f'layer{i}'
-    features = layers.global_pool(x)
-    logits = layers.Classifier(dim, self.num_classes, name='classifier')(
-        features, ctx)
-    return logits, {'features': features}
+    return layers.classify(x, ctx, dim, self.num_classes, train=train)
