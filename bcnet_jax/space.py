@@ -29,6 +29,7 @@ import numpy as np
 ARCH_FORMAT = 1
 DEFAULT_BINS = 20
 DEFAULT_MIN_BINS = 1
+SIDES = ('left', 'right')
 
 
 def _round_half_up(x: float) -> int:
@@ -221,6 +222,17 @@ class SearchSpace:
     if c.ndim != 1:
       raise ValueError(f'expected one width vector, got shape {c.shape}')
     return {d.name: d.edges[int(c[d.group])] for d in self.dims}
+
+  def channel_indices(self, widths: Any, side: str) -> dict[str, np.ndarray]:
+    """Per dim, the supernet channels of path L(c) (side 'left') or R(c)."""
+    if side not in SIDES:
+      raise ValueError(f'side must be one of {SIDES}, got {side!r}')
+    chans = self.channels(widths)
+    out = {}
+    for d in self.dims:
+      start = 0 if side == 'left' else d.supernet_channels - chans[d.name]
+      out[d.name] = np.arange(start, start + chans[d.name])
+    return out
 
   def channel_matrix(self, widths: Any) -> np.ndarray:
     """[K, D] int64 channels of every dim for a batch of width vectors."""

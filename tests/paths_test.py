@@ -6,7 +6,6 @@ import numpy as np
 
 from bcnet_jax import models
 from bcnet_jax import paths
-from bcnet_jax.models import slicing
 
 
 def ids_of(space, indices, value):
@@ -27,10 +26,10 @@ class PathsTest(parameterized.TestCase):
     rng = np.random.default_rng(0)
     for c in [space.smallest(), space.full(), *space.sample(rng, 5)]:
       cbar = space.complement(c)
-      left, right = (slicing.channel_indices(space, c, s)
+      left, right = (space.channel_indices(c, s)
                      for s in ('left', 'right'))
       want_pair = ids_of(space, left, 0)
-      for d, idx in slicing.channel_indices(space, cbar, 'right').items():
+      for d, idx in space.channel_indices(cbar, 'right').items():
         want_pair[d][idx] = 1
       for helper, want in ((paths.left, ids_of(space, left, 0)),
                            (paths.right, ids_of(space, right, 0)),

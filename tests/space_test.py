@@ -9,7 +9,6 @@ import numpy as np
 
 from bcnet_jax import models
 from bcnet_jax import space as space_lib
-from bcnet_jax.models import slicing
 
 
 def assert_edge_requirements(test, e, nominal, bins, min_bins):
@@ -32,9 +31,9 @@ class EdgesTest(parameterized.TestCase):
     for c in range(min_bins, bins + 1):
       widths = np.full(space.num_groups, c)
       cbar = space.complement(widths)
-      left, right = (slicing.channel_indices(space, widths, s)
+      left, right = (space.channel_indices(widths, s)
                      for s in ('left', 'right'))
-      left_bar, right_bar = (slicing.channel_indices(space, cbar, s)
+      left_bar, right_bar = (space.channel_indices(cbar, s)
                              for s in ('left', 'right'))
       for d in space.dims:
         assert_edge_requirements(self, d.edges, d.nominal, bins, min_bins)

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from flax import traverse_util
+import numpy as np
 
 from bcnet_jax.models import layers
 from bcnet_jax.models.layout import Layer, layer_table
-
-SIDES = ('left', 'right')
-
-
-def channel_indices(space, widths: Any, side: str) -> dict[str, np.ndarray]:
-  """Per dim, the supernet channels of path L(c) or R(c)."""
-  if side not in SIDES:
-    raise ValueError(f'side must be one of {SIDES}, got {side!r}')
-  chans = space.channels(widths)
-  out = {}
-  for d in space.dims:
-    n = chans[d.name]
-    start = 0 if side == 'left' else d.supernet_channels - n
-    out[d.name] = np.arange(start, start + n)
-  return out
-
 
 def _axes(layer: Layer, leaf: str) -> dict[int, str]:
   """Which axis of a layer's variable `leaf` runs over which dim."""
@@ -51,7 +35,7 @@ def slice_params(model: layers.WidthModel, variables: Any, widths: Any,
   Returns:
     Variables of `models.compact_like(model, widths)`, same collections.
   """
-  index = channel_indices(model.space, widths, side)
+  index = model.space.channel_indices(widths, side)
   by_path = {layer.path: layer for layer in layer_table(model)}
   flat = traverse_util.flatten_dict(dict(variables))
   out = {}
