@@ -44,7 +44,7 @@ def create_schedule(config: Any, total_steps: int) -> optax.Schedule:
 
 
 def decay_mask(params: Any) -> Any:
-  """True for conv and dense kernels: BN parameters and biases are not decayed."""
+  """True for conv and dense kernels; BN parameters and biases: False."""
   flat = traverse_util.flatten_dict(params)
   return traverse_util.unflatten_dict(
       {k: k[-1] == 'kernel' for k in flat})

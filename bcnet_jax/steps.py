@@ -60,18 +60,19 @@ def passes(space, widths: jax.Array, *, objective: str, complementary: bool,
     select = [(0, 0), (1, 1), (1, 0), (0, 1)]
   else:
     ids = [paths.left(space, c), paths.right(space, cbar),
-             paths.right(space, c), paths.left(space, cbar)]
+           paths.right(space, c), paths.left(space, cbar)]
     select = [(0, 0), (2, 0), (3, 0), (1, 0)]
   return ids, select
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
                   label_smoothing: float) -> jax.Array:
-  """Mean cross-entropy over the batch axis (-2) of float32 logits."""
+  """Mean over the batch axis (-2), in float32 or wider."""
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   targets = optax.smooth_labels(
-      jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  return jnp.mean(optax.softmax_cross_entropy(
-      logits.astype(jnp.float32), targets), axis=-1)
+      jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype),
+      label_smoothing)
+  return jnp.mean(optax.softmax_cross_entropy(logits, targets), axis=-1)
 
 
 def _apply_gradients(state: TrainState, grads, batch_stats,

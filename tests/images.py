@@ -21,3 +21,10 @@ def mnist_images(n: int, resolution: int, channels: int = 3,
   x = jax.image.resize(x, (n, resolution, resolution, 1), 'bilinear')
   x = (np.asarray(x) - 0.13) / 0.31
   return np.repeat(x, channels, axis=-1)
+
+
+def mnist_batch(n: int, resolution: int = 32, offset: int = 0
+                ) -> dict[str, np.ndarray]:
+  """{'image', 'label'}: n real digits and their labels."""
+  return {'image': mnist_images(n, resolution, offset=offset),
+          'label': _mnist()[1][offset:offset + n].astype(np.int32)}
