@@ -32,6 +32,9 @@ class FusedEqualsReferenceTest(parameterized.TestCase):
 
   @parameterized.named_parameters((name, name) for name in FAMILIES)
   def test_same_losses_gradients_and_batch_stats(self, name):
+    self.check_fused_equals_reference(name)
+
+  def check_fused_equals_reference(self, name):
     # float64 and batch 4 for the reasons given in models_test.
     model = models.get_model(name, resolution=32,
                              **models_test.NO_DROPOUT.get(name, {}))
