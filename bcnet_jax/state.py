@@ -26,15 +26,12 @@ class TrainState:
 def create_train_state(model: layers.WidthModel,
                        tx: optax.GradientTransformation, rng: jax.Array, *,
                        pool_size: int = 100) -> TrainState:
-  """Initial state of a supernet (widths=None) or compact model.
+  """Initial state of a supernet (a model with widths=None).
 
   Jit it with `out_shardings` to create it directly where it will live.
   """
-  if model.widths is None:
-    ids = (paths.pair(model.space, jnp.asarray(model.space.full())),)
-  else:
-    ids = ()
-  variables = model.init(rng, model.dummy_input(1), *ids, train=False)
+  ids = paths.pair(model.space, jnp.asarray(model.space.full()))
+  variables = model.init(rng, model.dummy_input(1), ids, train=False)
   params = variables['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables['batch_stats'],

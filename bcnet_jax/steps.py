@@ -146,23 +146,3 @@ def train_step(state: TrainState, batch: Batch, widths: jax.Array, *,
                      'path_losses': path_losses,
                      'grad_norm': optax.global_norm(grads)}
 
-
-def compact_train_step(state: TrainState, batch: Batch, *,
-                       model: layers.WidthModel,
-                       tx: optax.GradientTransformation,
-                       label_smoothing: float = 0.0,
-                       dtype: Any = jnp.float32, seed: int = 0
-                       ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One plain step of a compact model (no masks). `state` may be donated."""
-  rng = jax.random.fold_in(jax.random.key(seed), state.step)
-
-  def loss_fn(params):
-    (logits, _), new = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats},
-        batch['image'].astype(dtype), train=True, mutable=['batch_stats'],
-        rngs={'dropout': rng})
-    return cross_entropy(logits, batch['label'], label_smoothing), new
-
-  (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  new_state = _apply_gradients(state, grads, new['batch_stats'], tx)
-  return new_state, {'loss': loss, 'grad_norm': optax.global_norm(grads)}
