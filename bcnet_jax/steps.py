@@ -75,15 +75,6 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
   return jnp.mean(optax.softmax_cross_entropy(logits, targets), axis=-1)
 
 
-def _apply_gradients(state: TrainState, grads, batch_stats,
-                     tx: optax.GradientTransformation, **changes) -> TrainState:
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  return state.replace(step=state.step + 1,
-                       params=optax.apply_updates(state.params, updates),
-                       batch_stats=batch_stats, opt_state=opt_state,
-                       **changes)
-
-
 def train_step(state: TrainState, batch: Batch, widths: jax.Array, *,
                model: layers.WidthModel, tx: optax.GradientTransformation,
                objective: str = 'bcnet', complementary: bool = True,
@@ -139,9 +130,11 @@ def train_step(state: TrainState, batch: Batch, widths: jax.Array, *,
     record_losses = path_losses.reshape(-1, 2).mean(axis=1)
   record_widths = jnp.stack([c, model.space.supernet_bins - c]
                             )[:len(record_losses)]
-  new_state = _apply_gradients(state, grads, stats, tx,
-                               pool=loss_pool.offer(state.pool, record_widths,
-                                                 record_losses))
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(
+      step=state.step + 1, params=optax.apply_updates(state.params, updates),
+      batch_stats=stats, opt_state=opt_state,
+      pool=loss_pool.offer(state.pool, record_widths, record_losses))
   return new_state, {'loss': jnp.mean(path_losses), 'objective': value,
                      'path_losses': path_losses,
                      'grad_norm': optax.global_norm(grads)}
