@@ -137,5 +137,5 @@ def train_step(state: TrainState, batch: Batch, widths: jax.Array, *,
       pool=loss_pool.offer(state.pool, record_widths, record_losses))
   return new_state, {'loss': jnp.mean(path_losses), 'objective': value,
                      'path_losses': path_losses,
-                     'grad_norm': optax.global_norm(grads)}
+                     'grad_norm': optax.tree.norm(grads)}
 

@@ -28,10 +28,10 @@ STEM, HEAD, SE_RATIO = 32, 1280, 0.25
 BN = {'epsilon': 1e-3, 'momentum': 0.99}
 
 
-def _blocks():
+def _blocks(stages):
   """Yields (name, stage, t, k, stride, in group, in ch, hidden, out group)."""
   in_group, in_ch = 'stem', STEM
-  for s, (t, k, stride, c, n) in enumerate(STAGES, 1):
+  for s, (t, k, stride, c, n) in enumerate(stages, 1):
     for b in range(1, n + 1):
       name = f'stage{s}_block{b}'
       hidden = in_group if t == 1 else f'{name}_expand'
@@ -40,19 +40,19 @@ def _blocks():
       in_group, in_ch = f'stage{s}', c
 
 
-def groups() -> list[tuple[str, int]]:
+def groups(stages=STAGES) -> list[tuple[str, int]]:
   out = [('stem', STEM)]
-  for name, s, t, _, _, _, in_ch, _, _ in _blocks():
+  for name, s, t, _, _, _, in_ch, _, _ in _blocks(stages):
     if t != 1:
       out.append((f'{name}_expand', in_ch * t))
     if name.endswith('_block1'):
-      out.append((f'stage{s}', STAGES[s - 1][3]))
+      out.append((f'stage{s}', stages[s - 1][3]))
   return out + [('head', HEAD)]
 
 
-def derived_dims() -> list[tuple[str, str, int]]:
+def derived_dims(stages=STAGES) -> list[tuple[str, str, int]]:
   return [(f'{name}_se', in_group, max(1, int(SE_RATIO * in_ch)))
-          for name, _, _, _, _, in_group, in_ch, _, _ in _blocks()]
+          for name, _, _, _, _, in_group, in_ch, _, _ in _blocks(stages)]
 
 
 class SqueezeExcite(nn.Module):
@@ -71,6 +71,8 @@ class SqueezeExcite(nn.Module):
 
 
 class EfficientNetB0(layers.WidthModel):
+  # The space's groups(...) and derived_dims(...) must use the same stages.
+  stages: tuple[tuple[int, int, int, int, int], ...] = STAGES
   dropout_rate: float = 0.2
   drop_path_rate: float = 0.2
 
@@ -89,7 +91,7 @@ class EfficientNetB0(layers.WidthModel):
     ctx = self.context(path_ids)
     x = layers.conv_bn(x, ctx, None, 'stem', name='stem', strides=2,
                        train=train, act=nn.swish, bn_kwargs=BN)
-    blocks = list(_blocks())
+    blocks = list(_blocks(self.stages))
     for i, (name, _, _, k, stride, in_group, _, hidden, out) in enumerate(
         blocks):
       x = inverted_residual(

@@ -24,10 +24,10 @@ CIFAR_STRIDES = (1, 1, 1, 2, 1, 2, 1)
 STEM, HEAD = 32, 1280
 
 
-def groups() -> list[tuple[str, int]]:
+def groups(stages=STAGES) -> list[tuple[str, int]]:
   out = [('stem', STEM)]
   in_ch = STEM
-  for s, (t, c, n) in enumerate(STAGES, 1):
+  for s, (t, c, n) in enumerate(stages, 1):
     for b in range(1, n + 1):
       if t != 1:
         out.append((f'stage{s}_block{b}_expand', in_ch * t))
@@ -67,6 +67,7 @@ def inverted_residual(
 
 
 class MobileNetV2(layers.WidthModel):
+  stages: tuple[tuple[int, int, int], ...] = STAGES  # the space's groups(...)
   strides: tuple[int, ...] = IMAGENET_STRIDES
   stem_strides: int = 2
   dropout_rate: float = 0.2
@@ -78,7 +79,7 @@ class MobileNetV2(layers.WidthModel):
     x = layers.conv_bn(x, ctx, None, 'stem', name='stem',
                        strides=self.stem_strides, train=train, act=nn.relu6)
     dim = 'stem'
-    for s, ((t, _, n), stride) in enumerate(zip(STAGES, self.strides), 1):
+    for s, ((t, _, n), stride) in enumerate(zip(self.stages, self.strides), 1):
       for b in range(1, n + 1):
         name = f'stage{s}_block{b}'
         x = inverted_residual(

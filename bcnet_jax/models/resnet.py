@@ -17,9 +17,9 @@ STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
 STEM, EXPANSION = 64, 4
 
 
-def groups() -> list[tuple[str, int]]:
+def groups(stages=STAGES) -> list[tuple[str, int]]:
   out = [('stem', STEM)]
-  for s, (width, n, _) in enumerate(STAGES, 1):
+  for s, (width, n, _) in enumerate(stages, 1):
     for b in range(1, n + 1):
       out += [(f'stage{s}_block{b}_mid1', width),
               (f'stage{s}_block{b}_mid2', width)]
@@ -43,6 +43,7 @@ def bottleneck(x: jax.Array, ctx: layers.Widths, in_dim: str, out_dim: str, *,
 
 
 class ResNet50(layers.WidthModel):
+  stages: tuple[tuple[int, int, int], ...] = STAGES  # the space's groups(...)
 
   @nn.compact
   def __call__(self, x: jax.Array, path_ids: PathIds | None = None, *,
@@ -52,7 +53,7 @@ class ResNet50(layers.WidthModel):
                        strides=2, train=train, act=nn.relu)
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     dim = 'stem'
-    for s, (_, n, stride) in enumerate(STAGES, 1):
+    for s, (_, n, stride) in enumerate(self.stages, 1):
       for b in range(1, n + 1):
         x = bottleneck(x, ctx, dim, f'stage{s}',
                        strides=stride if b == 1 else 1,
