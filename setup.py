@@ -16,6 +16,7 @@ setuptools.setup(
         'flax>=0.12,<0.13',
         'importlib_resources>=6',  # tensorflow-datasets needs it, undeclared
         'jax>=0.10,<0.11',
+        'matplotlib>=3.8,<4',
         'ml-collections>=1.1,<2',
         'numpy>=1.26,<3',
         'optax>=0.2.5,<0.3',

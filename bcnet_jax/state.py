@@ -20,20 +20,23 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: optax.OptState
-  pool: loss_pool.LossPool
+  pool: loss_pool.LossPool | None  # None for a compact model
 
 
 def create_train_state(model: layers.WidthModel,
                        tx: optax.GradientTransformation, rng: jax.Array, *,
                        pool_size: int = 100) -> TrainState:
-  """Initial state of a supernet (a model with widths=None).
+  """Initial state of a supernet (widths=None) or a compact model.
 
   Jit it with `out_shardings` to create it directly where it will live.
   """
-  ids = paths.pair(model.space, jnp.asarray(model.space.full()))
-  variables = model.init(rng, model.dummy_input(1), ids, train=False)
+  compact = model.widths is not None
+  ids = () if compact else (paths.pair(model.space,
+                                       jnp.asarray(model.space.full())),)
+  variables = model.init(rng, model.dummy_input(1), *ids, train=False)
   params = variables['params']
+  pool = (None if compact
+          else loss_pool.create(pool_size, model.space.num_groups))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables['batch_stats'],
-                    opt_state=tx.init(params),
-                    pool=loss_pool.create(pool_size, model.space.num_groups))
+                    opt_state=tx.init(params), pool=pool)

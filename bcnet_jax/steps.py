@@ -13,6 +13,9 @@ cross-entropies (every channel gets weight 1), the logged loss their mean.
 Without complementary (L(c), R(c)) or for 'ua' (L(c) only) paths overlap or
 are single, so both implementations run masked single-path passes.
 
+The same step trains a compact model (static widths, no masks): one plain
+pass, as in the retrain stage and the benchmark's 'plain' mode.
+
 Passes are unrolled: under `lax.scan` the same ResNet-20 step ran 16x slower
 on XLA:CPU (34 s against 2.2 s at batch 128). Width vectors are traced int32
 data: one compiled step serves them all.
@@ -75,19 +78,22 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
   return jnp.mean(optax.softmax_cross_entropy(logits, targets), axis=-1)
 
 
-def train_step(state: TrainState, batch: Batch, widths: jax.Array, *,
+def train_step(state: TrainState, batch: Batch,
+               widths: jax.Array | None = None, *,
                model: layers.WidthModel, tx: optax.GradientTransformation,
                objective: str = 'bcnet', complementary: bool = True,
                implementation: str = 'fused', label_smoothing: float = 0.0,
                dtype: Any = jnp.float32, seed: int = 0
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One supernet step. `state` may be donated.
+  """One supernet (or compact model) step. `state` may be donated.
 
   Args:
     state: the train state (params and BN statistics stay float32).
     batch: {'image': [B, H, W, C], 'label': [B] int}.
-    widths: [G] int32 bins, sampled on the host for this step.
-    model: the supernet (widths=None).
+    widths: [G] int32 bins, sampled on the host for this step; None for a
+      compact model.
+    model: the supernet (widths=None) or a compact model (objective and
+      implementation then unused).
     tx: the optimizer.
     objective: 'bcnet' or 'ua'.
     complementary: also train c̄ (bcnet only).
@@ -98,12 +104,19 @@ def train_step(state: TrainState, batch: Batch, widths: jax.Array, *,
 
   Returns:
     The new state and metrics: `path_losses` (per sub-network, order L(c),
-    R(c), L(c̄), R(c̄)), `loss` (their mean), `objective` (what is
-    minimized) and `grad_norm`.
+    R(c), L(c̄), R(c̄); one for a compact model), `loss` (their mean),
+    `objective` (what is minimized) and `grad_norm`.
   """
-  ids, select = passes(model.space, widths, objective=objective,
-                       complementary=complementary,
-                       implementation=implementation)
+  compact = model.widths is not None
+  if compact != (widths is None):
+    raise ValueError('a supernet step takes a width vector; a compact '
+                     'model step takes none')
+  if compact:
+    ids, select = [None], [(0, 0)]
+  else:
+    ids, select = passes(model.space, widths, objective=objective,
+                         complementary=complementary,
+                         implementation=implementation)
   images = batch['image'].astype(dtype)
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
 
@@ -115,26 +128,31 @@ def train_step(state: TrainState, batch: Batch, widths: jax.Array, *,
           train=True, mutable=['batch_stats'],
           rngs={'dropout': jax.random.fold_in(rng, index)})
       stats = new['batch_stats']
+      if compact:
+        logits = logits[None]  # [paths=1, B, K] like a supernet pass
       ce.append(cross_entropy(logits, batch['label'], label_smoothing))
     path_losses = jnp.stack([ce[p][k] for p, k in select])
-    weight = 1.0 if objective == 'ua' else 0.5
+    # Bilateral objectives weigh each path ½; ua and compact steps have one.
+    weight = 1.0 if len(select) == 1 else 0.5
     return weight * jnp.sum(path_losses), (path_losses, stats)
 
   (value, (path_losses, stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  # Pool records: c (and c̄) with their bilateral loss; ua: c with ℓL(c).
-  c = jnp.asarray(widths, jnp.int32)
-  if objective == 'ua':
-    record_losses = path_losses
-  else:
-    record_losses = path_losses.reshape(-1, 2).mean(axis=1)
-  record_widths = jnp.stack([c, model.space.supernet_bins - c]
-                            )[:len(record_losses)]
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(
       step=state.step + 1, params=optax.apply_updates(state.params, updates),
-      batch_stats=stats, opt_state=opt_state,
-      pool=loss_pool.offer(state.pool, record_widths, record_losses))
+      batch_stats=stats, opt_state=opt_state)
+  if not compact:
+    # Pool records: c (and c̄) with their bilateral loss; ua: c with ℓL(c).
+    c = jnp.asarray(widths, jnp.int32)
+    if objective == 'ua':
+      record_losses = path_losses
+    else:
+      record_losses = path_losses.reshape(-1, 2).mean(axis=1)
+    record_widths = jnp.stack([c, model.space.supernet_bins - c]
+                              )[:len(record_losses)]
+    new_state = new_state.replace(
+        pool=loss_pool.offer(state.pool, record_widths, record_losses))
   return new_state, {'loss': jnp.mean(path_losses), 'objective': value,
                      'path_losses': path_losses,
                      'grad_norm': optax.tree.norm(grads)}

@@ -1,0 +1,80 @@
+"""The benchmark and experiment scripts run and report what they claim."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+
+from bcnet_jax import models
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load(relative: str):
+  spec = importlib.util.spec_from_file_location(
+      pathlib.Path(relative).stem, ROOT / relative)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+class TrainStepBenchTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.bench = load('bench/train_step.py')
+
+  def test_useful_mac_fraction(self):
+    supernet = models.get_model('resnet20_cifar')
+    space = supernet.space
+    rng = np.random.default_rng(0)
+    widths = space.sample(rng, 200)
+    fraction = {mode: self.bench.useful_mac_fraction(mode, supernet, widths)
+                for mode in self.bench.MODES}
+    # Same four sub-networks, half the passes.
+    self.assertAlmostEqual(fraction['fused'], 2 * fraction['reference'])
+    self.assertEqual(fraction['plain'], 1.0)
+    # At full width ua's one pass is exactly its sub-network.
+    self.assertEqual(self.bench.useful_mac_fraction(
+        'ua', supernet, space.full()[None]), 1.0)
+    for value in fraction.values():
+      self.assertTrue(0 < value <= 1)
+
+  def test_fused_line(self):
+    line = self.bench.bench('fused', 'resnet20_cifar', batch_size=8,
+                            num_steps=1)
+    self.assertEqual(line['mode'], 'fused')
+    self.assertEqual(line['traces'], 1)  # over 52 width vectors
+    self.assertAlmostEqual(line['subnet_images_per_s'],
+                           4 * line['images_per_s'], delta=0.02)
+    self.assertGreater(line['images_per_s'], 0)
+    json.dumps(line)
+
+
+class FairnessExperimentTest(absltest.TestCase):
+
+  def test_writes_the_plot_and_the_counts(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      png = pathlib.Path(tmp) / 'fairness.png'
+      out = subprocess.run(
+          [sys.executable, str(ROOT / 'experiments/fairness.py'), '--model',
+           'cbm_resnet', '--steps', '20', '--out', str(png)],
+          capture_output=True, text=True, check=True)
+      self.assertEqual(png.read_bytes()[:8], b'\x89PNG\r\n\x1a\n')
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    bcnet, ua = lines[0], lines[1]
+    self.assertEqual((bcnet['min_uses_in_a_step'],
+                      bcnet['max_uses_in_a_step']), (2, 2))
+    self.assertEqual(ua['max_uses_in_a_step'], 1)
+    self.assertLess(ua['min_mean_uses_per_step'],
+                    ua['max_mean_uses_per_step'])
+
+
+if __name__ == '__main__':
+  absltest.main()
