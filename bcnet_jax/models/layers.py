@@ -43,6 +43,7 @@ class Widths:
   widths: tuple[int, ...] | None  # static bins (compact mode) or None
   path_ids: PathIds | None  # traced ids (supernet mode) or None
   lowering: str
+  bn_momentum: float | None = None  # overrides every BatchNorm's momentum
 
   @property
   def supernet(self) -> bool:
@@ -165,8 +166,9 @@ class BatchNorm(nn.Module):
       mean = jnp.mean(x, axis=(0, 1, 2))
       var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
       if not self.is_initializing():
-        new_mean = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-        new_var = self.momentum * ra_var.value + (1 - self.momentum) * var
+        m = self.momentum if ctx.bn_momentum is None else ctx.bn_momentum
+        new_mean = m * ra_mean.value + (1 - m) * mean
+        new_var = m * ra_var.value + (1 - m) * var
         if active is not None:
           new_mean = jnp.where(active, new_mean, ra_mean.value)
           new_var = jnp.where(active, new_var, ra_var.value)
@@ -235,6 +237,8 @@ class WidthModel(nn.Module):
     in_channels: channels of the input image.
     resolution: input height = width, used by `dummy_input` and cost model.
     lowering: 'auto', 'native' or 'cpu' (see module docstring).
+    bn_momentum: if set, replaces every BatchNorm's momentum (0 for the
+      BN recalibration of evaluate.py).
   """
   space: SearchSpace
   widths: tuple[int, ...] | None = None
@@ -242,6 +246,7 @@ class WidthModel(nn.Module):
   in_channels: int = 3
   resolution: int = 32
   lowering: str = 'auto'
+  bn_momentum: float | None = None  # 0: BN statistics := this batch's
 
   def context(self, path_ids: PathIds | None) -> Widths:
     if self.lowering not in LOWERINGS:
@@ -255,7 +260,8 @@ class WidthModel(nn.Module):
       missing = [d.name for d in self.space.dims if d.name not in path_ids]
       if missing:
         raise ValueError(f'path ids missing for dims {missing}')
-    return Widths(self.space, self.widths, path_ids, self.lowering)
+    return Widths(self.space, self.widths, path_ids, self.lowering,
+                  self.bn_momentum)
 
   def dummy_input(self, batch: int = 1) -> jax.Array:
     return jnp.zeros((batch, self.resolution, self.resolution,

@@ -1,0 +1,105 @@
+"""Every config field, declared once, and the helpers configs and code share.
+
+A config file calls `base_config()` and sets what differs; `lock_config`
+then makes a typo (`--config.optim.learnig_rate=...`) an error naming the
+field. Durations are given in epochs or steps (exactly one of the pair) and
+converted once, here, with the steps per epoch of the data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+placeholder = config_dict.placeholder
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """All fields with their defaults (CIFAR-10-like supernet training)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'resnet20_cifar'
+  c.model.bins = placeholder(int)      # default: the model's B
+  c.model.min_bins = placeholder(int)  # default: the model's m
+  c.model.lowering = 'auto'            # 'auto' | 'native' | 'cpu'
+
+  c.input = ml_collections.ConfigDict()
+  c.input.source = 'tfds'  # 'tfds' | 'image_folder' | 'cifar10_archive' |
+  #                          'mnist_embedded'
+  c.input.name = 'cifar10'             # tfds name
+  c.input.data_dir = placeholder(str)  # tfds data_dir, folder root, archive
+  c.input.train_split = 'train'
+  c.input.eval_split = 'test'
+  c.input.minival_size = 5000          # carved from train, for the search
+  c.input.batch_size = 256             # global
+  c.input.eval_batch_size = 500        # global
+  c.input.resolution = 32
+  c.input.channels = 3
+  c.input.augment = 'cifar'            # 'cifar' | 'imagenet' | 'none'
+  c.input.mean = (0.4914, 0.4822, 0.4465)
+  c.input.std = (0.2470, 0.2435, 0.2616)
+  c.input.num_threads = 8
+
+  c.supernet = ml_collections.ConfigDict()
+  c.supernet.objective = 'bcnet'       # 'bcnet' | 'ua'
+  c.supernet.complementary = True
+  c.supernet.implementation = 'fused'  # 'fused' | 'reference'
+  c.supernet.pool_size = 100
+  c.supernet.dtype = 'float32'         # compute dtype: 'float32' | 'bfloat16'
+  c.supernet.label_smoothing = 0.0
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'sgd'
+  c.optim.learning_rate = 0.1
+  c.optim.momentum = 0.9
+  c.optim.nesterov = True
+  c.optim.weight_decay = 5e-4
+  c.optim.schedule = 'cosine'          # 'cosine' | 'step'
+  c.optim.warmup_epochs = 5.0
+  c.optim.step_milestones_epochs = ()  # for 'step'
+  c.optim.step_factor = 0.1
+
+  c.total_epochs = placeholder(float)
+  c.total_steps = placeholder(int)
+  c.log_every_steps = 50
+  c.eval_every_epochs = placeholder(float)
+  c.eval_every_steps = placeholder(int)
+  c.ckpt_every_steps = 1000
+  c.keep_checkpoints = 2
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.bn_calib_batches = 20         # DESIGN §4
+  c.eval.num_random = 3                # random width vectors besides m and B
+  c.eval.split = 'eval'                # 'minival' | 'eval'
+  return c
+
+
+def steps_from(config: Any, prefix: str, steps_per_epoch: int
+               ) -> int | None:
+  """`{prefix}_steps`, or `{prefix}_epochs` x steps_per_epoch: one of them.
+
+  Returns None when both are unset (for optional durations).
+  """
+  steps = config.get(f'{prefix}_steps')
+  epochs = config.get(f'{prefix}_epochs')
+  if steps is not None and epochs is not None:
+    raise ValueError(f'set one of {prefix}_steps and {prefix}_epochs, not '
+                     'both')
+  if epochs is not None:
+    return max(1, int(round(epochs * steps_per_epoch)))
+  return steps
+
+
+def optimizer_config(optim: Any, steps_per_epoch: int
+                     ) -> ml_collections.ConfigDict:
+  """optim with its epoch durations as the steps `optim.create_optimizer`
+  reads (warmup_steps, step_milestones)."""
+  out = ml_collections.ConfigDict(optim.to_dict())
+  out.warmup_steps = int(round(optim.warmup_epochs * steps_per_epoch))
+  out.step_milestones = tuple(int(round(e * steps_per_epoch))
+                              for e in optim.step_milestones_epochs)
+  return out

@@ -1,0 +1,1 @@
+"""Input: data sources, augmentation and the deterministic pipeline."""

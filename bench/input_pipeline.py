@@ -1,0 +1,83 @@
+"""Input images/s against train-step images/s for one config.
+
+  python bench/input_pipeline.py --config=configs/cifar10.py \
+      --config.model.name=resnet20_cifar \
+      --config.input.source=image_folder --config.input.data_dir=DIR \
+      [--steps 20]
+
+Prints one JSON line: input_images_per_s (this host building training
+batches: read, decode, augment, normalize, `--steps` batches, one thread
+pool of input.num_threads) and train_images_per_s (the jitted supernet step
+of the config on those batches, after one compiling step), and whether the
+input keeps up.
+"""
+
+import functools
+import json
+import time
+
+from absl import app
+from absl import flags
+import jax
+import optax
+from ml_collections import config_flags
+
+from bcnet_jax import models
+from bcnet_jax import parallel
+from bcnet_jax import sampling
+from bcnet_jax import state as state_lib
+from bcnet_jax import steps
+from bcnet_jax.data import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
+_STEPS = flags.DEFINE_integer('steps', 20, 'Batches to time.')
+
+
+def main(argv) -> None:
+  del argv
+  config = _CONFIG.value
+  data = pipeline.Input.create(config.input, seed=config.seed)
+  data.train_batch(0)  # warm the thread pool and file cache
+  start = time.perf_counter()
+  batches = [data.train_batch(step) for step in range(1, _STEPS.value + 1)]
+  input_s = time.perf_counter() - start
+
+  model = models.get_model(
+      config.model.name, num_classes=data.num_classes,
+      in_channels=config.input.channels, resolution=config.input.resolution)
+  tx = optax.sgd(0.01, momentum=0.9, nesterov=True)
+  mesh = parallel.create_mesh()
+  step_fn = parallel.jit_train_step(functools.partial(
+      steps.train_step, model=model, tx=tx,
+      objective=config.supernet.objective,
+      complementary=config.supernet.complementary,
+      implementation=config.supernet.implementation), mesh)
+  state = parallel.create_state(functools.partial(
+      state_lib.create_train_state, model, tx, jax.random.key(0)), mesh)
+  space = model.space
+  state, metrics = step_fn(state, parallel.global_batch(batches[0], mesh),
+                           sampling.widths_for_step(space, 0, 0))
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for step, batch in enumerate(batches[1:], 1):
+    state, metrics = step_fn(state, parallel.global_batch(batch, mesh),
+                             sampling.widths_for_step(space, 0, step))
+  jax.block_until_ready((state, metrics))
+  train_s = time.perf_counter() - start
+  batch = config.input.batch_size
+  input_rate = batch * _STEPS.value / input_s
+  train_rate = batch * (_STEPS.value - 1) / train_s
+  print(json.dumps({
+      'bench': 'input_pipeline', 'model': config.model.name,
+      'source': config.input.source, 'augment': config.input.augment,
+      'batch': batch, 'steps': _STEPS.value,
+      'num_threads': config.input.num_threads,
+      'input_images_per_s': round(input_rate, 1),
+      'train_images_per_s': round(train_rate, 1),
+      'input_keeps_up': input_rate >= train_rate,
+      'devices': jax.device_count()}))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

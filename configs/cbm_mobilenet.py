@@ -1,0 +1,24 @@
+"""Channel-Bench-Macro mobilenet space, CIFAR-10 (`cbm_mobilenet`, DESIGN §8).
+
+  python -m bcnet_jax.train --config=configs/cbm_mobilenet.py --workdir=$WORKDIR
+
+Data as in configs/cifar10.py. Supernet: global batch 256, SGD Nesterov
+momentum 0.9, lr 0.1 cosine, weight decay 5e-4, 60 epochs (the benchmark's
+recipe); 5,000 minival images. Hardware: one GPU or TPU host.
+"""
+
+from bcnet_jax import config_utils
+
+
+def get_config():
+  c = config_utils.base_config()
+  c.model.name = 'cbm_mobilenet'
+  c.input.source = 'tfds'
+  c.input.name = 'cifar10'
+  c.input.batch_size = 256
+  c.optim.learning_rate = 0.1
+  c.optim.weight_decay = 5e-4
+  c.optim.warmup_epochs = 0.0
+  c.total_epochs = 60.0
+  c.eval_every_epochs = 5.0
+  return c

@@ -1,0 +1,35 @@
+"""CIFAR-10, ResNet-56 BCNet supernet (the paper's CIFAR-10 recipe).
+
+  python -m bcnet_jax.train --config=configs/cifar10.py --workdir=$WORKDIR
+
+Data (any one; see the README, "Preparing data"):
+  tfds (default): prepared once with
+    tfds build cifar10 --file_format=array_record   (needs TensorFlow)
+  the CIFAR-10 python archive, no TensorFlow:
+    --config.input.source=cifar10_archive \
+    --config.input.data_dir=/path/to/cifar-10-python.tar.gz
+  an image folder (<root>/train/<class>/*.jpg, <root>/test/...):
+    --config.input.source=image_folder --config.input.data_dir=/path/to/root
+
+Supernet: global batch 256, SGD Nesterov momentum 0.9, lr 0.1 cosine with 5
+warm-up epochs, weight decay 5e-4, 300 epochs; 5,000 training images held
+out as the search's minival split. Hardware: one GPU or TPU host (a CPU runs
+it, slowly: measure with bench/train_step.py). Search and retraining come
+with their stages; recorded runs go to experiments/cifar10_resnet56/.
+"""
+
+from bcnet_jax import config_utils
+
+
+def get_config():
+  c = config_utils.base_config()
+  c.model.name = 'resnet56_cifar'
+  c.input.source = 'tfds'
+  c.input.name = 'cifar10'
+  c.input.batch_size = 256
+  c.optim.learning_rate = 0.1
+  c.optim.weight_decay = 5e-4
+  c.optim.warmup_epochs = 5.0
+  c.total_epochs = 300.0
+  c.eval_every_epochs = 10.0
+  return c
