@@ -7,8 +7,9 @@ the state means. Restoring:
 
 - a workdir whose checkpoint has another identity (another model, space,
   optimizer, seed...) is an error that names the differing fields;
-- an unreadable latest checkpoint (corrupt or partly deleted) is reported
-  and the previous one is tried, down to the oldest kept.
+- an unreadable latest checkpoint (corrupt or partly deleted) is reported,
+  moved to `workdir/unreadable_checkpoints/`, and the previous one is tried,
+  down to the oldest kept.
 
 Orbax writes a checkpoint into a temporary folder and renames it when it is
 complete, so a process killed mid-save leaves the previous ones intact.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from absl import logging
@@ -97,12 +99,21 @@ class Checkpoints:
 
   def _report_unreadable(self, step: int, older: list[int],
                          error: Exception) -> None:
+    """Says so and moves the checkpoint aside (kept, never read again), so
+    that the step can be saved anew."""
+    aside = os.path.join(os.path.dirname(self.directory),
+                         'unreadable_checkpoints', f'{step}-{time.time():.0f}')
     where = (f'falling back to step {older[0]}' if older
              else 'no older checkpoint: starting from scratch')
     message = (f'checkpoint of step {step} in {self.directory} is unreadable '
-               f'({type(error).__name__}: {str(error)[:200]}); {where}')
+               f'({type(error).__name__}: {str(error)[:200]}); moved to '
+               f'{aside}; {where}')
     logging.warning(message)
     print(f'WARNING: {message}', flush=True)
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(aside), exist_ok=True)
+      os.rename(os.path.join(self.directory, str(step)), aside)
+    self.manager.reload()
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

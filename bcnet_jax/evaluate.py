@@ -63,19 +63,21 @@ def recalibrate(model, params, batch_stats, widths, side: str,
                 calibration: Iterable[dict[str, Any]]) -> Any:
   """batch_stats with the path's channels set to pooled calibration stats."""
   total, count = None, 0
-  for batch in calibration:
-    moments = path_moments(params, batch_stats, batch['image'], widths,
-                           model=model, side=side)
-    total = moments if total is None else jax.tree.map(jnp.add, total,
-                                                       moments)
+  for batch in calibration:  # summed on the host, in float64
+    moments = jax.device_get(path_moments(
+        params, batch_stats, batch['image'], widths, model=model, side=side))
+    moments = {k: np.asarray(v, np.float64) for k, v in moments.items()}
+    total = moments if total is None else {
+        k: v + moments[k] for k, v in total.items()}
     count += 1
   if not count:
     raise ValueError('BN recalibration needs at least one calibration batch')
   mean = {k: v / count for k, v in total.items()}
   out = {k: (v if k[-1] == 'mean'
-             else jnp.maximum(v - jnp.square(mean[k[:-1] + ('mean',)]), 0.0))
+             else np.maximum(v - np.square(mean[k[:-1] + ('mean',)]), 0.0))
          for k, v in mean.items()}
-  return traverse_util.unflatten_dict(out)
+  return traverse_util.unflatten_dict(
+      {k: v.astype(np.float32) for k, v in out.items()})
 
 
 def score(model, params, batch_stats, widths, *,

@@ -12,7 +12,6 @@ import tempfile
 import time
 
 from absl.testing import absltest
-import jax
 import numpy as np
 
 from bcnet_jax import train
@@ -32,10 +31,11 @@ def checkpoint_steps(workdir) -> list[int]:
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
-# The same devices (XLA_FLAGS) and compilation cache as this process.
-SUBPROCESS_ENV = {
-    **os.environ,
-    'JAX_COMPILATION_CACHE_DIR': jax.config.jax_compilation_cache_dir}
+# The same devices (XLA_FLAGS) as this process, and no persistent compilation
+# cache: jax writes cache entries in place, so a process killed while writing
+# one leaves a truncated executable that crashes the next reader.
+SUBPROCESS_ENV = {**os.environ, 'JAX_ENABLE_COMPILATION_CACHE': 'false'}
+SUBPROCESS_ENV.pop('JAX_COMPILATION_CACHE_DIR', None)
 
 
 def train_command(workdir, *overrides):
@@ -102,13 +102,19 @@ class TrainTest(absltest.TestCase):
     workdir = os.path.join(self.tmp, 'corrupt')
     first = train.train_and_evaluate(config(total_steps=10), workdir)
     self.assertEqual(checkpoint_steps(workdir), [5, 10])
-    for path in pathlib.Path(workdir, 'checkpoints', '10', 'state').rglob(
-        '*'):
-      if path.is_file():
-        path.write_bytes(b'\0' * 7)
+    # A partial write: every array data file of step 10 cut to half.
+    data_files = [p for p in pathlib.Path(
+        workdir, 'checkpoints', '10', 'state').rglob('d/*') if p.is_file()]
+    self.assertNotEmpty(data_files)
+    for path in data_files:
+      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
     summary = train.train_and_evaluate(config(total_steps=10), workdir)
     self.assertEqual(summary['first_step_this_run'], 5)
     self.assertEqual(summary['params_sha256'], first['params_sha256'])
+    # Step 10 was saved anew; the unreadable one is kept aside.
+    self.assertEqual(checkpoint_steps(workdir), [5, 10])
+    self.assertLen(list(pathlib.Path(workdir, 'unreadable_checkpoints'
+                                     ).iterdir()), 1)
 
   def test_foreign_checkpoint_is_a_clear_error(self):
     with self.assertRaisesRegex(
