@@ -135,45 +135,47 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   last_log, last_time, metrics = first_step, time.time(), None
   prefetch = concurrent.futures.ThreadPoolExecutor(1)  # the next batch
   upcoming = prefetch.submit(data.train_batch, first_step)
-  for step in range(first_step, total_steps):
-    widths = sampling.widths_for_step(space, config.seed, step)
-    batch = parallel.global_batch(upcoming.result(), mesh)
-    if step + 1 < total_steps:
-      upcoming = prefetch.submit(data.train_batch, step + 1)
-    state, metrics = train_step(state, batch, widths)
-    done = step + 1
-    progress.update(1)
-    is_last = done == total_steps
-    if done % config.log_every_steps == 0 or is_last or (
-        done % config.ckpt_every_steps == 0):
-      values = jax.device_get(metrics)
-      if not np.isfinite(values['loss']):
-        raise FloatingPointError(
-            f'non-finite loss ({values["loss"]}) at step {done}: training '
-            f'stopped; the last good checkpoint in {ckpt.directory} is kept. '
-            'Lower optim.learning_rate or check the input.')
-      now = time.time()
-      images_per_s = (done - last_log) * config.input.batch_size / max(
-          now - last_time, 1e-9)
-      last_log, last_time = done, now
-      progress.set_postfix(loss=f'{values["loss"]:.4f}',
-                           img_s=f'{images_per_s:.1f}')
-      writer.write(done, {'train/loss': values['loss'],
-                          'train/objective': values['objective'],
-                          'train/grad_norm': values['grad_norm'],
-                          'train/learning_rate': schedule(done - 1),
-                          'train/images_per_s': images_per_s})
-    if done % config.ckpt_every_steps == 0 or is_last:
-      ckpt.save(done, state)
-    if (eval_every and done % eval_every == 0) and not is_last:
-      writer.write(done, evaluate_widths(model, state, data, config, mesh))
-  progress.close()
-  prefetch.shutdown()
-  final_eval = evaluate_widths(model, state, data, config, mesh)
-  writer.write(total_steps, final_eval)
-  ckpt.wait()
-  ckpt.close()
-  writer.close()
+  try:
+    for step in range(first_step, total_steps):
+      widths = sampling.widths_for_step(space, config.seed, step)
+      batch = parallel.global_batch(upcoming.result(), mesh)
+      if step + 1 < total_steps:
+        upcoming = prefetch.submit(data.train_batch, step + 1)
+      state, metrics = train_step(state, batch, widths)
+      done = step + 1
+      progress.update(1)
+      is_last = done == total_steps
+      if done % config.log_every_steps == 0 or is_last or (
+          done % config.ckpt_every_steps == 0):
+        values = jax.device_get(metrics)
+        if not np.isfinite(values['loss']):
+          raise FloatingPointError(
+              f'non-finite loss ({values["loss"]}) at step {done}: training '
+              f'stopped; the last good checkpoint in {ckpt.directory} is kept. '
+              'Lower optim.learning_rate or check the input.')
+        now = time.time()
+        images_per_s = (done - last_log) * config.input.batch_size / max(
+            now - last_time, 1e-9)
+        last_log, last_time = done, now
+        progress.set_postfix(loss=f'{values["loss"]:.4f}',
+                             img_s=f'{images_per_s:.1f}')
+        writer.write(done, {'train/loss': values['loss'],
+                            'train/objective': values['objective'],
+                            'train/grad_norm': values['grad_norm'],
+                            'train/learning_rate': schedule(done - 1),
+                            'train/images_per_s': images_per_s})
+      if done % config.ckpt_every_steps == 0 or is_last:
+        ckpt.save(done, state)
+      if (eval_every and done % eval_every == 0) and not is_last:
+        writer.write(done, evaluate_widths(model, state, data, config, mesh))
+    final_eval = evaluate_widths(model, state, data, config, mesh)
+    writer.write(total_steps, final_eval)
+  finally:  # also on errors: no pending save is lost, files are closed
+    progress.close()
+    prefetch.shutdown(cancel_futures=True)
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
   summary = {
       'model': config.model.name, 'steps': total_steps,
       'first_step_this_run': first_step,

