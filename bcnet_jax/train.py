@@ -81,6 +81,17 @@ def evaluate_widths(model, state, data: pipeline.Input, config: Any,
   return out
 
 
+def jit_supernet_step(config: Any, model, tx, mesh):
+  """The supernet step of config.supernet, jitted over the mesh."""
+  return parallel.jit_train_step(functools.partial(
+      steps.train_step, model=model, tx=tx,
+      objective=config.supernet.objective,
+      complementary=config.supernet.complementary,
+      implementation=config.supernet.implementation,
+      label_smoothing=config.supernet.label_smoothing,
+      dtype=DTYPES[config.supernet.dtype], seed=config.seed), mesh)
+
+
 def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   """Trains the supernet of `config` in `workdir`; returns the summary."""
   start_time = time.time()
@@ -122,13 +133,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   state = state if restored is None else restored
   first_step = int(state.step)
 
-  train_step = parallel.jit_train_step(functools.partial(
-      steps.train_step, model=model, tx=tx,
-      objective=config.supernet.objective,
-      complementary=config.supernet.complementary,
-      implementation=config.supernet.implementation,
-      label_smoothing=config.supernet.label_smoothing,
-      dtype=DTYPES[config.supernet.dtype], seed=config.seed), mesh)
+  train_step = jit_supernet_step(config, model, tx, mesh)
   writer = metric_writer.MetricWriter(workdir)
   progress = tqdm(total=total_steps, initial=first_step, unit='step',
                   disable=jax.process_index() != 0, mininterval=2.0)

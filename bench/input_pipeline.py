@@ -20,22 +20,21 @@ from absl import app
 from absl import flags
 import jax
 import optax
-from ml_collections import config_flags
 
 from bcnet_jax import models
 from bcnet_jax import parallel
 from bcnet_jax import sampling
 from bcnet_jax import state as state_lib
-from bcnet_jax import steps
+from bcnet_jax import train
 from bcnet_jax.data import pipeline
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
+# --config is bcnet_jax.train's flag (defined once, where it is imported).
 _STEPS = flags.DEFINE_integer('steps', 20, 'Batches to time.')
 
 
 def main(argv) -> None:
   del argv
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   data = pipeline.Input.create(config.input, seed=config.seed)
   data.train_batch(0)  # warm the thread pool and file cache
   start = time.perf_counter()
@@ -47,11 +46,7 @@ def main(argv) -> None:
       in_channels=config.input.channels, resolution=config.input.resolution)
   tx = optax.sgd(0.01, momentum=0.9, nesterov=True)
   mesh = parallel.create_mesh()
-  step_fn = parallel.jit_train_step(functools.partial(
-      steps.train_step, model=model, tx=tx,
-      objective=config.supernet.objective,
-      complementary=config.supernet.complementary,
-      implementation=config.supernet.implementation), mesh)
+  step_fn = train.jit_supernet_step(config, model, tx, mesh)
   state = parallel.create_state(functools.partial(
       state_lib.create_train_state, model, tx, jax.random.key(0)), mesh)
   space = model.space
