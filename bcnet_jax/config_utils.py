@@ -78,6 +78,51 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def cifar10_supernet(model: str, *, total_epochs: float,
+                     warmup_epochs: float, eval_every_epochs: float
+                     ) -> ml_collections.ConfigDict:
+  """CIFAR-10 supernet recipe: tfds cifar10, global batch 256, SGD Nesterov
+  momentum 0.9, lr 0.1 cosine, weight decay 5e-4, 5,000 minival images."""
+  c = base_config()
+  c.model.name = model
+  c.input.source = 'tfds'
+  c.input.name = 'cifar10'
+  c.input.batch_size = 256
+  c.optim.learning_rate = 0.1
+  c.optim.weight_decay = 5e-4
+  c.optim.warmup_epochs = warmup_epochs
+  c.total_epochs = total_epochs
+  c.eval_every_epochs = eval_every_epochs
+  return c
+
+
+def imagenet_supernet(model: str, *, weight_decay: float
+                      ) -> ml_collections.ConfigDict:
+  """ImageNet supernet recipe at 224x224: tfds imagenet2012, global batch
+  512, SGD Nesterov momentum 0.9, lr 0.1 cosine with 5 warm-up epochs, label
+  smoothing 0.1, Inception crop + flip, 10,000 minival images, 100 epochs."""
+  c = base_config()
+  c.model.name = model
+  c.input.source = 'tfds'
+  c.input.name = 'imagenet2012'
+  c.input.eval_split = 'validation'
+  c.input.minival_size = 10000
+  c.input.batch_size = 512
+  c.input.eval_batch_size = 1000
+  c.input.resolution = 224
+  c.input.augment = 'imagenet'
+  c.input.mean = (0.485, 0.456, 0.406)
+  c.input.std = (0.229, 0.224, 0.225)
+  c.input.num_threads = 32
+  c.supernet.label_smoothing = 0.1
+  c.optim.learning_rate = 0.1
+  c.optim.weight_decay = weight_decay
+  c.optim.warmup_epochs = 5.0
+  c.total_epochs = 100.0
+  c.eval_every_epochs = 5.0
+  return c
+
+
 def steps_from(config: Any, prefix: str, steps_per_epoch: int
                ) -> int | None:
   """`{prefix}_steps`, or `{prefix}_epochs` x steps_per_epoch: one of them.

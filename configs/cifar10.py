@@ -22,14 +22,6 @@ from bcnet_jax import config_utils
 
 
 def get_config():
-  c = config_utils.base_config()
-  c.model.name = 'resnet56_cifar'
-  c.input.source = 'tfds'
-  c.input.name = 'cifar10'
-  c.input.batch_size = 256
-  c.optim.learning_rate = 0.1
-  c.optim.weight_decay = 5e-4
-  c.optim.warmup_epochs = 5.0
-  c.total_epochs = 300.0
-  c.eval_every_epochs = 10.0
-  return c
+  return config_utils.cifar10_supernet(
+      'resnet56_cifar', total_epochs=300.0, warmup_epochs=5.0,
+      eval_every_epochs=10.0)

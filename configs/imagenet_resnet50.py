@@ -20,24 +20,4 @@ from bcnet_jax import config_utils
 
 
 def get_config():
-  c = config_utils.base_config()
-  c.model.name = 'resnet50'
-  c.input.source = 'tfds'
-  c.input.name = 'imagenet2012'
-  c.input.eval_split = 'validation'
-  c.input.minival_size = 10000
-  c.input.batch_size = 512
-  c.input.eval_batch_size = 1000
-  c.input.resolution = 224
-  c.input.augment = 'imagenet'
-  c.input.mean = (0.485, 0.456, 0.406)
-  c.input.std = (0.229, 0.224, 0.225)
-  c.input.num_threads = 32
-  c.supernet.label_smoothing = 0.1
-  c.optim.learning_rate = 0.1
-  c.optim.weight_decay = 1e-4
-  c.optim.warmup_epochs = 5.0
-  c.total_epochs = 100.0
-  c.eval_every_epochs = 5.0
-  c.eval.bn_calib_batches = 20
-  return c
+  return config_utils.imagenet_supernet('resnet50', weight_decay=1e-4)
