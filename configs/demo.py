@@ -15,20 +15,10 @@ from bcnet_jax import config_utils
 
 
 def get_config():
-  c = config_utils.base_config()
-  c.model.name = 'resnet20_cifar'
-  c.input.source = 'mnist_embedded'
-  c.input.name = 'mnist_embedded'
+  c = config_utils.embedded_mnist_supernet()
   c.input.minival_size = 500
   c.input.batch_size = 32
   c.input.eval_batch_size = 100
-  c.input.resolution = 28
-  c.input.channels = 1
-  c.input.augment = 'none'
-  c.input.mean = (0.1307,)
-  c.input.std = (0.3081,)
-  c.input.num_threads = 2
-  c.optim.learning_rate = 0.05
   c.optim.warmup_epochs = 0.2
   c.total_steps = 300
   c.log_every_steps = 25
@@ -36,5 +26,4 @@ def get_config():
   c.eval_every_steps = 150
   c.eval.bn_calib_batches = 4
   c.eval.num_random = 2
-  c.eval.split = 'minival'
   return c

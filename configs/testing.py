@@ -10,25 +10,14 @@ from bcnet_jax import config_utils
 
 
 def get_config():
-  c = config_utils.base_config()
-  c.model.name = 'resnet20_cifar'
-  c.input.source = 'mnist_embedded'
-  c.input.name = 'mnist_embedded'
+  c = config_utils.embedded_mnist_supernet()
   c.input.minival_size = 64
   c.input.batch_size = 8
   c.input.eval_batch_size = 40
-  c.input.resolution = 28
-  c.input.channels = 1
-  c.input.augment = 'none'
-  c.input.mean = (0.1307,)
-  c.input.std = (0.3081,)
-  c.input.num_threads = 2
-  c.optim.learning_rate = 0.05
   c.optim.warmup_epochs = 0.0
   c.total_steps = 30
   c.log_every_steps = 5
   c.ckpt_every_steps = 5
   c.eval.bn_calib_batches = 2
   c.eval.num_random = 1
-  c.eval.split = 'minival'
   return c
