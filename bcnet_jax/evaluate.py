@@ -84,7 +84,8 @@ def score(model, params, batch_stats, widths, *,
           calibration: Callable[[], Iterable[dict[str, Any]]],
           eval_batches: Callable[[], Iterable[dict[str, Any]]]
           ) -> dict[str, float]:
-  """{'left', 'right', 'score'}: recalibrated accuracies of L(c), R(c).
+  """{'left', 'right', 'score', 'examples'}: recalibrated accuracies of L(c),
+  R(c), their mean, and how many eval examples each was scored on.
 
   `calibration` and `eval_batches` are callables returning fresh iterables
   of device batches (calibration: image, label; eval: also mask).
