@@ -1,15 +1,22 @@
-"""Train-state checkpoints in `workdir/checkpoints` with orbax.
+"""Train-state checkpoints in `workdir/checkpoints` with orbax, verified.
 
 Each checkpoint holds the TrainState (params, batch_stats, opt_state, step,
 loss-record pool; the data order is a function of (seed, step), so nothing
-else) and a JSON `identity` of the run: the config fields that decide what
-the state means. Restoring:
+else), a JSON `identity` of the run (the config fields that decide what the
+state means) and a JSON `digest`: the SHA-256 of the state's arrays at save
+time. orbax 0.12 has no checksum for array data (TensorStore's crc32c codec
+guards only zarr3 shard indexes), so flipped bytes inside a data file would
+otherwise restore as silently wrong weights. Restoring the newest
+checkpoint, in this order:
 
-- a workdir whose checkpoint has another identity (another model, space,
-  optimizer, seed...) is an error that names the differing fields;
-- an unreadable latest checkpoint (corrupt or partly deleted) is reported,
-  moved to `workdir/unreadable_checkpoints/`, and the previous one is tried,
-  down to the oldest kept.
+1. another identity (model, space, optimizer, seed...): `ForeignCheckpoint`,
+   naming the differing fields; nothing is moved.
+2. another structure (arrays missing, extra or of other shapes than this
+   code's train state, e.g. after an upgrade): `CheckpointMismatch`, naming
+   the differing arrays; nothing is moved.
+3. unreadable, or arrays that do not match their digest: reported in one
+   line, moved to `workdir/unreadable_checkpoints/` (kept, never read
+   again) and the previous checkpoint is tried, down to the oldest kept.
 
 Orbax writes a checkpoint into a temporary folder and renames it when it is
 complete, so a process killed mid-save leaves the previous ones intact.
@@ -17,13 +24,16 @@ complete, so a process killed mid-save leaves the previous ones intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 import time
 from typing import Any
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 # Config fields that must agree between a checkpoint and the run resuming it.
@@ -31,6 +41,15 @@ IDENTITY_FIELDS = (
     ('seed',), ('model',), ('input', 'source'), ('input', 'name'),
     ('input', 'channels'), ('input', 'resolution'), ('supernet', 'objective'),
     ('supernet', 'complementary'), ('supernet', 'pool_size'), ('optim',))
+_SHOWN = 4  # differing names listed per kind in an error
+
+
+class ForeignCheckpoint(ValueError):
+  """The workdir holds a checkpoint of another run."""
+
+
+class CheckpointMismatch(ValueError):
+  """A checkpoint whose arrays are not this code's train state."""
 
 
 def identity(config: Any, num_classes: int) -> dict[str, Any]:
@@ -44,25 +63,93 @@ def identity(config: Any, num_classes: int) -> dict[str, Any]:
   return json.loads(json.dumps(out))  # tuples -> lists, as JSON reads back
 
 
+def _host_value(leaf: Any) -> np.ndarray:
+  """A leaf on this host; a replicated array's local copy is all of it."""
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    leaf = leaf.addressable_shards[0].data
+  return np.asarray(jax.device_get(leaf))
+
+
+def tree_sha256(tree: Any) -> str:
+  """SHA-256 over a pytree's array bytes, in flattened-path order."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(np.ascontiguousarray(_host_value(leaf)).tobytes())
+  return digest.hexdigest()
+
+
+def _key_name(key: Any) -> str:
+  for attr in ('name', 'key', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def array_layout(tree: Any) -> dict[str, str]:
+  """{dotted name as orbax stores it: 'shape dtype'} of a pytree's arrays."""
+  return {'.'.join(_key_name(k) for k in path):
+          f'{tuple(leaf.shape)} {np.dtype(leaf.dtype).name}'
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _saved_layout(metadata: Any) -> dict[str, str]:
+  return {m.name: f'{tuple(m.shape)} {np.dtype(m.dtype).name}'
+          for m in jax.tree.leaves(metadata)}
+
+
+def _describe(names: list[str]) -> str:
+  names = sorted(names)
+  more = len(names) - _SHOWN
+  return ', '.join(names[:_SHOWN]) + (f' (and {more} more)' if more > 0
+                                      else '')
+
+
+def layout_differences(saved: dict[str, str], expected: dict[str, str]
+                       ) -> list[str]:
+  """What differs between a checkpoint's arrays and the expected ones."""
+  out = []
+  missing = [k for k in expected if k not in saved]
+  extra = [k for k in saved if k not in expected]
+  other = [k for k in expected if k in saved and saved[k] != expected[k]]
+  if missing:
+    out.append(f'missing in the checkpoint: {_describe(missing)}')
+  if extra:
+    out.append(f'not in this code\'s train state: {_describe(extra)}')
+  if other:
+    out.append('other shapes or dtypes: ' + '; '.join(
+        f'{k} checkpoint {saved[k]}, this code {expected[k]}'
+        for k in sorted(other)[:_SHOWN]))
+  return out
+
+
 class Checkpoints:
   """Saves and restores one run's train state."""
 
   def __init__(self, workdir: str, run_identity: dict[str, Any],
-               max_to_keep: int = 2):
+               max_to_keep: int = 2, *, read_only: bool = False):
+    """read_only: for commands that only read a run (evaluate, search):
+    nothing is created, saved or moved aside."""
     if max_to_keep < 2:
       raise ValueError(f'keep_checkpoints={max_to_keep}: keep at least 2 so '
                        'that a corrupt latest checkpoint has a fallback')
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.identity = run_identity
+    self.read_only = read_only
     self.manager = ocp.CheckpointManager(
-        self.directory, item_names=('state', 'identity'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True))
+        self.directory, item_handlers={
+            'state': ocp.StandardCheckpointHandler(),
+            'identity': ocp.JsonCheckpointHandler(),
+            'digest': ocp.JsonCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only,
+            read_only=read_only))
 
   def save(self, step: int, state: Any) -> None:
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        identity=ocp.args.JsonSave(self.identity)))
+        identity=ocp.args.JsonSave(self.identity),
+        digest=ocp.args.JsonSave({'sha256': tree_sha256(state)})))
 
   def _check_identity(self, step: int, saved: dict[str, Any]) -> None:
     differ = sorted(k for k in set(saved) | set(self.identity)
@@ -70,46 +157,78 @@ class Checkpoints:
     if differ:
       details = '; '.join(f'{k}: checkpoint {saved.get(k)!r}, this run '
                           f'{self.identity.get(k)!r}' for k in differ)
-      raise ValueError(
+      raise ForeignCheckpoint(
           f'{self.directory} holds a checkpoint (step {step}) of another run: '
           f'{details}. Use another --workdir, or the config that wrote it.')
 
+  def _check_layout(self, step: int, target: Any) -> None:
+    metadata = self.manager.item_metadata(step)['state']
+    if metadata is None:
+      raise _Unreadable('its array metadata cannot be read')
+    saved = _saved_layout(metadata)
+    differences = layout_differences(saved, array_layout(target))
+    if differences:
+      raise CheckpointMismatch(
+          f'the checkpoint of step {step} in {self.directory} does not hold '
+          f'this code\'s train state: {"; ".join(differences)}. Nothing was '
+          'moved or changed: resume it with the bcnet_jax version that wrote '
+          'it, or start a new run in another --workdir.')
+
+  def _read(self, step: int, target: Any) -> Any:
+    """The checkpoint of `step`, verified; raises if it is unreadable."""
+    saved = self.manager.restore(step, args=ocp.args.Composite(
+        identity=ocp.args.JsonRestore()))['identity']
+    self._check_identity(step, saved)
+    self._check_layout(step, target)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    has_digest = os.path.isdir(os.path.join(self.directory, str(step),
+                                            'digest'))
+    items = {'state': ocp.args.StandardRestore(abstract)}
+    if has_digest:
+      items['digest'] = ocp.args.JsonRestore()
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    if not has_digest:  # written by bcnet_jax 0.1, before digests
+      _say(f'warning: the checkpoint of step {step} has no digest (an '
+           'earlier bcnet_jax wrote it): restored without verification')
+    elif tree_sha256(restored['state']) != restored['digest']['sha256']:
+      raise _Unreadable('its arrays differ from the digest written when it '
+                        'was saved')
+    return restored['state']
+
   def restore_latest(self, target: Any) -> Any | None:
     """The newest readable checkpoint restored like `target`, or None."""
+    _quiet_late_read_callbacks()
     steps = sorted(self.manager.all_steps(), reverse=True)
     for i, step in enumerate(steps):
       try:
-        saved = self.manager.restore(step, args=ocp.args.Composite(
-            identity=ocp.args.JsonRestore()))['identity']
+        restored = self._read(step, target)
+      except (ForeignCheckpoint, CheckpointMismatch):
+        raise
       except Exception as e:  # pylint: disable=broad-except
-        self._report_unreadable(step, steps[i + 1:], e)
-        continue
-      self._check_identity(step, saved)  # a foreign run is not "corrupt"
-      try:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract)))['state']
-      except Exception as e:  # pylint: disable=broad-except
-        self._report_unreadable(step, steps[i + 1:], e)
+        self._move_aside(step, steps[i + 1:], e)
         continue
       logging.info('Restored the checkpoint of step %d from %s', step,
                    self.directory)
       return restored
     return None
 
-  def _report_unreadable(self, step: int, older: list[int],
-                         error: Exception) -> None:
-    """Says so and moves the checkpoint aside (kept, never read again), so
-    that the step can be saved anew."""
+  def _move_aside(self, step: int, older: list[int],
+                  error: Exception) -> None:
+    """Says so in one line and, unless read-only, moves the checkpoint aside
+    (kept, never read again), so that the step can be saved anew."""
     aside = os.path.join(os.path.dirname(self.directory),
                          'unreadable_checkpoints', f'{step}-{time.time():.0f}')
     where = (f'falling back to step {older[0]}' if older
+             else 'no older checkpoint' if self.read_only
              else 'no older checkpoint: starting from scratch')
-    message = (f'checkpoint of step {step} in {self.directory} is unreadable '
-               f'({type(error).__name__}: {str(error)[:200]}); moved to '
-               f'{aside}; {where}')
-    logging.warning(message)
-    print(f'WARNING: {message}', flush=True)
+    reason = (str(error) if isinstance(error, _Unreadable)
+              else f'{type(error).__name__}: {_first_line(error)}')
+    if self.read_only:
+      _say(f'warning: the checkpoint of step {step} is unreadable ({reason}); '
+           f'{where}')
+      return
+    _say(f'warning: the checkpoint of step {step} is unreadable ({reason}); '
+         f'moved to {aside}; {where}')
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(aside), exist_ok=True)
       os.rename(os.path.join(self.directory, str(step)), aside)
@@ -120,3 +239,40 @@ class Checkpoints:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _quiet_late_read_callbacks() -> None:
+  """Silences one harmless message, keeping every other one.
+
+  When a restore fails, TensorStore completes the reads still in flight
+  after orbax has closed their asyncio loop; each late callback raises
+  RuntimeError('Event loop is closed'), which Python would print as a
+  traceback through sys.unraisablehook (hundreds for one checkpoint).
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'bcnet_jax_quiet', False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and
+            str(error) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.bcnet_jax_quiet = True
+  sys.unraisablehook = hook
+
+
+def _say(message: str) -> None:
+  logging.warning(message)
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+class _Unreadable(Exception):
+  """A checkpoint that cannot be trusted, with the reason."""
+
+
+def _first_line(error: Exception, limit: int = 160) -> str:
+  line = (str(error).strip().splitlines() or [''])[0]
+  return line if len(line) <= limit else line[:limit] + '...'

@@ -1,11 +1,11 @@
 """Analytic MACs and params of width vectors, vectorized with numpy.
 
-MACs count conv and dense multiply-accumulates (what papers call FLOPs) at
-the model's input resolution; params count every trainable parameter, BN
-affine and biases included (DESIGN §2, §7). Both are sums over layers of
-coef x channels(a) x channels(b), where a and b are dims or the constant 1;
-the terms are built once from the model's layer table, then evaluated for any
-batch of width vectors as one gather and one matrix product.
+MACs count conv and dense multiply-accumulates (what papers call FLOPs) at the
+model's input resolution; params count every trainable parameter, BN affine and
+biases included (docs/design.md §2, §7). Both are sums over layers of coef x
+channels(a) x channels(b), where a and b are dims or the constant 1; the terms
+are built once from the model's layer table, then evaluated for any batch of
+width vectors as one gather and one matrix product.
 
 Synopsis:
 

@@ -1,4 +1,4 @@
-"""BN-recalibrated accuracy of width vectors (DESIGN §4), written once.
+"""BN-recalibrated accuracy of width vectors (docs/design.md §4), written once.
 
 score(c) = ½[acc(L(c)) + acc(R(c))]. Running statistics gathered at mixed
 widths fit no single sub-network, so before a path is scored its BatchNorm
@@ -8,18 +8,28 @@ of per-batch variances), in train mode without dropout; then the path is
 evaluated in inference mode. Widths are traced: one compiled program per
 side serves every width vector. Training's periodic evaluation calls
 `score`; the search will vmap `path_moments` and `path_correct`.
+
+As a command, it scores a trained supernet without writing anything:
+
+  python -m bcnet_jax.evaluate --config=configs/demo.py --workdir=DIR \
+      [--widths=4,8,...] [--config.eval.split=eval]
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 from typing import Any, Callable, Iterable
 
+from absl import flags
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bcnet_jax import app
+from bcnet_jax import console
 from bcnet_jax import paths
 from bcnet_jax.models import layers
 
@@ -107,9 +117,51 @@ def score(model, params, batch_stats, widths, *,
 
 
 def fixed_widths(space, num_random: int, seed: int) -> dict[str, np.ndarray]:
-  """The width vectors periodic evaluation follows: all-m, all-B, random."""
+  """The width vectors periodic evaluation follows, by name: 'smallest'
+  (m bins in every group), 'full' (B bins: the nominal network) and
+  'random0', 'random1'... (uniform, fixed by the seed)."""
   rng = np.random.default_rng([seed, 0xE7A1])
-  out = {'min': space.smallest(), 'max': space.full()}
+  out = {'smallest': space.smallest(), 'full': space.full()}
   for i in range(num_random):
     out[f'random{i}'] = space.sample(rng)
   return out
+
+
+def main(argv: list[str]) -> None:
+  """`python -m bcnet_jax.evaluate`: scores a trained supernet, read-only."""
+  del argv
+  # Imported here: supernet imports this module.
+  from bcnet_jax import supernet  # pylint: disable=g-import-not-at-top
+  config = app.CONFIG.value
+  workdir = supernet.check_workdir(app.WORKDIR.value)
+  setup = supernet.Setup.create(config)
+  state = None
+  if os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    checkpoints = setup.checkpoints(workdir, read_only=True)
+    state = checkpoints.restore_latest(setup.initial_state())
+    checkpoints.close()
+  if state is None:
+    raise FileNotFoundError(
+        f'no supernet checkpoint in {workdir}: train one first with '
+        f'python -m bcnet_jax.train --config=... --workdir={workdir}')
+  widths = setup.fixed_widths()
+  if _WIDTHS.value:
+    widths = {'given': setup.model.space.parse_widths(_WIDTHS.value)}
+  step = int(state.step)
+  console.say(f'bcnet_jax.evaluate: {config.model.name} supernet of step '
+              f'{step} in {workdir}')
+  scores = supernet.evaluate_widths(setup, state, widths)
+  console.say(supernet.score_table(setup, scores, widths, step))
+  if jax.process_index() == 0:
+    print(json.dumps({'step': step, 'split': config.eval.split,
+                      'widths': {k: [int(w) for w in v]
+                                 for k, v in widths.items()}, **scores}),
+          flush=True)
+
+
+if __name__ == '__main__':
+  # Defined only when run: importing this module defines no flag.
+  _WIDTHS = flags.DEFINE_string(
+      'widths', None, 'bins per group, comma-separated (default: the fixed '
+      'width vectors of training\'s evaluation)')
+  app.run(main)

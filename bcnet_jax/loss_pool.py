@@ -2,7 +2,7 @@
 
 Kept in-graph as part of the train state (so it is checkpointed and needs no
 per-step host sync), bounded and sorted ascending by loss; empty slots hold
-+inf. The prior of the search is fitted to it (DESIGN §3, §5).
++inf. The prior of the search is fitted to it (docs/design.md §3, §5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Data parallelism with jit over a 1-D device mesh (DESIGN §9).
+"""Data parallelism with jit over a 1-D device mesh (docs/design.md §9).
 
 The global batch is sharded on the `data` axis, the train state replicated;
 under jit, gradients and BatchNorm statistics over the sharded batch are

@@ -1,9 +1,9 @@
 """Path-id vectors: width vectors turned into traced per-channel data.
 
 A supernet-mode model takes, for every dim, an int8 vector of length C'
-(-1 = channel off, 0 = path 0, 1 = path 1; DESIGN §3). These helpers build
-them in-graph from a width vector, so one compiled program serves every width
-and all three helpers:
+(-1 = channel off, 0 = path 0, 1 = path 1; docs/design.md §3). These
+helpers build them in-graph from a width vector, so one compiled program
+serves every width and all three helpers:
 
   left(space, c)   path 0 = L(c), the first e[c] channels
   right(space, c)  path 0 = R(c), the last e[c] channels

@@ -1,7 +1,7 @@
 """Host-side width sampling and per-step channel usage (fairness).
 
 The width vector of a step is a pure function of (seed, step): the same on
-every host and after a resume, with no state to checkpoint (DESIGN §3).
+every host and after a resume, with no state to checkpoint (docs/design.md §3).
 
 Synopsis:
 
@@ -26,7 +26,7 @@ def widths_for_step(space: SearchSpace, seed: int, step: int) -> np.ndarray:
 
 def subnetworks(space: SearchSpace, widths, *, objective: str,
                 complementary: bool) -> list[tuple[str, np.ndarray]]:
-  """The (side, widths) sub-networks one step trains, in DESIGN §3's order.
+  """The (side, widths) sub-networks one step trains (docs/design.md §3).
 
   bcnet: L(c), R(c̄), R(c), L(c̄) (the last two only with complementary);
   without complementary: L(c), R(c); ua: L(c).

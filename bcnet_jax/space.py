@@ -1,10 +1,10 @@
 """The width search space: groups, channel edges, width vectors and arch JSON.
 
-Numpy only (DESIGN §2). A *group* is one searchable dimension; a *dim* is one
-channel axis that layers refer to. Every group is a dim of the same name; a
-model may add *derived* dims (EfficientNet's SE hidden units) that have their
-own nominal channels and edge table but take their bins from a group, so that
-the left and right paths stay disjoint there too.
+Numpy only (docs/design.md §2). A *group* is one searchable dimension; a *dim*
+is one channel axis that layers refer to. Every group is a dim of the same
+name; a model may add *derived* dims (EfficientNet's SE hidden units) that have
+their own nominal channels and edge table but take their bins from a group, so
+that the left and right paths stay disjoint there too.
 
 Synopsis:
 
@@ -20,11 +20,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
+
+from bcnet_jax import files
 
 ARCH_FORMAT = 1
 DEFAULT_BINS = 20
@@ -38,7 +38,7 @@ def _round_half_up(x: float) -> int:
 
 def channel_edges(nominal: int, bins: int, min_bins: int,
                   name: str = '?') -> tuple[int, ...]:
-  """Edges e[0..B+m] of one dim (DESIGN §2): width c means e[c] channels.
+  """Edges e[0..B+m] of one dim (docs/design.md §2): width c is e[c] channels.
 
   Args:
     nominal: N, the dim's channels at full width (e[B] = N).
@@ -255,7 +255,7 @@ class SearchSpace:
   def arch(self, widths: Any, *, resolution: int, macs: int, params: int,
            macs_budget: int | None = None, score: float | None = None,
            supernet_step: int | None = None) -> dict[str, Any]:
-    """The arch JSON object of DESIGN §2 for one width vector."""
+    """The arch JSON object of docs/design.md §2 for one width vector."""
     c = self.validate_widths(widths)
     chans = self.channels(c)
     return {
@@ -326,14 +326,4 @@ def read_arch(path: str) -> dict[str, Any]:
 
 def write_arch(path: str, arch: dict[str, Any]) -> None:
   """Writes an arch JSON file atomically (a crash never leaves half a file)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(arch, f, indent=2)
-      f.write('\n')
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  files.write_json_atomic(path, arch)

@@ -1,8 +1,9 @@
 """Supernet training: `python -m bcnet_jax.train --config=... --workdir=...`.
 
-Rerunning the same command resumes from the last checkpoint in the workdir.
-The workdir gets `checkpoints/` (orbax), `metrics.jsonl`, `tensorboard/`
-event files and, at the end, `summary.json`. In Python:
+Rerunning the same command resumes from the last checkpoint in the workdir;
+rerunning a finished run says so and writes nothing; raising the step count
+continues it. The workdir gets `checkpoints/` (orbax), `metrics.jsonl`,
+`tensorboard/` event files and, at the end, `summary.json`. In Python:
 
   from bcnet_jax import train
   summary = train.train_and_evaluate(config, workdir)
@@ -12,73 +13,45 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import hashlib
 import json
 import os
 import time
 from typing import Any
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
-import jax.numpy as jnp
 import numpy as np
-from ml_collections import config_flags
-from tqdm import tqdm
 
+from bcnet_jax import app
 from bcnet_jax import checkpoint
-from bcnet_jax import config_utils
-from bcnet_jax import evaluate
+from bcnet_jax import console
+from bcnet_jax import files
 from bcnet_jax import metric_writer
-from bcnet_jax import models
-from bcnet_jax import optim
 from bcnet_jax import parallel
 from bcnet_jax import sampling
 from bcnet_jax import state as state_lib
 from bcnet_jax import steps
+from bcnet_jax import supernet
 from bcnet_jax.data import pipeline
-
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 def params_sha256(params: Any) -> str:
-  """SHA-256 over the parameters' bytes, in flattened-path order."""
-  digest = hashlib.sha256()
-  for path, leaf in jax.tree_util.tree_flatten_with_path(
-      jax.device_get(params))[0]:
-    digest.update(jax.tree_util.keystr(path).encode())
-    digest.update(np.ascontiguousarray(leaf).tobytes())
-  return digest.hexdigest()
+  return checkpoint.tree_sha256(params)
 
 
-def _write_json(path: str, value: Any) -> None:
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
-
-
-def evaluate_widths(model, state, data: pipeline.Input, config: Any,
-                    mesh) -> dict[str, float]:
-  """Recalibrated scores of the fixed width vectors (DESIGN §4)."""
-  def calibration():
-    return (parallel.global_batch(b, mesh)
-            for b in data.calibration_batches(config.eval.bn_calib_batches))
-
-  def eval_batches():
-    return (parallel.global_batch(b, mesh)
-            for b in data.eval_batches(config.eval.split))
-
-  out = {}
-  for name, widths in evaluate.fixed_widths(
-      model.space, config.eval.num_random, config.seed).items():
-    result = evaluate.score(model, state.params, state.batch_stats, widths,
-                            calibration=calibration,
-                            eval_batches=eval_batches)
-    for key in ('left', 'right', 'score'):
-      out[f'eval/{name}/{key}'] = result[key]
-  return out
+def _report(setup: supernet.Setup, summary: dict[str, Any],
+            workdir: str) -> None:
+  """The final table and the files written."""
+  console.say()
+  console.say(supernet.score_table(setup, summary, step=summary['steps']))
+  console.say()
+  console.say('Wrote:')
+  for name, what in (('summary.json', 'the numbers above and the run\'s'),
+                     ('metrics.jsonl', 'loss and evaluations per step'),
+                     ('tensorboard', 'event files: tensorboard --logdir '
+                      f'{workdir}'),
+                     ('checkpoints', 'the last train states; rerun the same '
+                      'command to resume')):
+    console.say(f'  {os.path.join(workdir, name)}  ({what})')
 
 
 def jit_supernet_step(config: Any, model, tx, mesh):
@@ -89,55 +62,104 @@ def jit_supernet_step(config: Any, model, tx, mesh):
       complementary=config.supernet.complementary,
       implementation=config.supernet.implementation,
       label_smoothing=config.supernet.label_smoothing,
-      dtype=DTYPES[config.supernet.dtype], seed=config.seed), mesh)
+      dtype=supernet.DTYPES[config.supernet.dtype], seed=config.seed), mesh)
+
+
+def _announce(setup: supernet.Setup, workdir: str, first_step: int) -> None:
+  config, data, model = setup.config, setup.data, setup.model
+  space = model.space
+  objective = config.supernet.objective
+  if objective == 'bcnet':
+    objective += (' (complementary, fused passes)' if
+                  config.supernet.complementary else ' (no complement)')
+  res = config.input.resolution
+  console.say(f'bcnet_jax.train: {config.model.name} supernet, '
+              f'{space.num_groups} groups of {space.min_bins}..'
+              f'{space.bins} bins, objective {objective}')
+  console.say(f'data: {pipeline.describe_source(config.input)}, {res}x{res}'
+              f'x{config.input.channels}, {data.num_classes} classes: '
+              f'{len(data.train_indices):,} train, '
+              f'{len(data.minival_indices):,} minival, '
+              f'{len(data.eval_source):,} eval images')
+  devices = jax.devices()
+  epochs = setup.total_steps / data.steps_per_epoch
+  plural = 's' if len(devices) > 1 else ''
+  console.say(f'{len(devices)} {devices[0].platform.upper()} device{plural}; '
+              'global batch '
+              f'{config.input.batch_size}; {setup.total_steps} steps '
+              f'({epochs:.1f} epochs); evaluation on '
+              f'{supernet.EVAL_SPLITS[config.eval.split]}'
+              + (f' every {setup.eval_every} steps' if setup.eval_every
+                 else '') + ' and at the end')
+  resumed = f' (resuming at step {first_step})' if first_step else ''
+  console.say(f'workdir: {workdir}{resumed}')
+
+
+def _finished_summary(path: str, total_steps: int,
+                      state: state_lib.TrainState) -> dict[str, Any] | None:
+  """The summary of this exact finished run, if one was written."""
+  try:
+    with open(path) as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if (summary.get('steps') == total_steps and
+      summary.get('params_sha256') == params_sha256(state.params)):
+    return summary
+  return None
 
 
 def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   """Trains the supernet of `config` in `workdir`; returns the summary."""
   start_time = time.time()
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  logging.info('Config:\n%s', config)
-  mesh = parallel.create_mesh()
-  parallel.check_global_batch(config.input.batch_size, mesh)
-  parallel.check_global_batch(config.input.eval_batch_size, mesh)
-
-  if config.supernet.dtype not in DTYPES:
-    raise ValueError(f'supernet.dtype must be one of {list(DTYPES)}, got '
-                     f'{config.supernet.dtype!r}')
-  data = pipeline.Input.create(config.input, seed=config.seed)
-  data.check_calibration(config.eval.bn_calib_batches)
-  spe = data.steps_per_epoch
-  total_steps = config_utils.steps_from(config, 'total', spe)
-  if total_steps is None:
-    raise ValueError('set total_epochs or total_steps in the config')
-  eval_every = config_utils.steps_from(config, 'eval_every', spe)
-  space = models.get_space(config.model.name, config.model.bins,
-                           config.model.min_bins)
-  model = models.get_model(
-      config.model.name, space=space, num_classes=data.num_classes,
-      in_channels=config.input.channels,
-      resolution=config.input.resolution, lowering=config.model.lowering)
-  tx, schedule = optim.create_optimizer(
-      config_utils.optimizer_config(config.optim, spe), total_steps)
-  logging.info('%d steps (%d per epoch), global batch %d, %d devices',
-               total_steps, spe, config.input.batch_size, jax.device_count())
-
-  state = parallel.create_state(functools.partial(
-      state_lib.create_train_state, model, tx,
-      jax.random.key(config.seed), pool_size=config.supernet.pool_size), mesh)
-  ckpt = checkpoint.Checkpoints(
-      workdir, checkpoint.identity(config, data.num_classes),
-      config.keep_checkpoints)
-  restored = ckpt.restore_latest(state)
+  workdir = supernet.check_workdir(workdir)
+  setup = supernet.Setup.create(config)  # validated: only now is anything created
+  state = setup.initial_state()
+  ckpt = setup.checkpoints(workdir)
+  try:
+    restored = ckpt.restore_latest(state)
+  except BaseException:
+    ckpt.close()
+    raise
   state = state if restored is None else restored
-  first_step = int(state.step)
+  first_step, total_steps = int(state.step), setup.total_steps
+  summary_path = os.path.join(workdir, 'summary.json')
+  if first_step > total_steps:
+    ckpt.close()
+    raise ValueError(
+        f'{workdir} holds a checkpoint of step {first_step}, past this '
+        f'config\'s {total_steps} steps: raise total_steps / total_epochs to '
+        'continue it, or use another --workdir')
+  if first_step == total_steps:
+    finished = _finished_summary(summary_path, total_steps, state)
+    if finished is not None:
+      ckpt.close()
+      console.say(f'{workdir}: this run is complete (step {total_steps}); its '
+                  f'summary is {summary_path}. Nothing was written; raise '
+                  'total_steps or total_epochs to train further.')
+      return finished
+  _announce(setup, workdir, first_step)
+  summary = _train(setup, state, ckpt, workdir, first_step)
+  summary['wall_time_s_this_run'] = round(time.time() - start_time, 2)
+  if jax.process_index() == 0:
+    files.write_json_atomic(summary_path, summary)
+  _report(setup, summary, workdir)
+  return summary
 
-  train_step = jit_supernet_step(config, model, tx, mesh)
-  writer = metric_writer.MetricWriter(workdir)
-  progress = tqdm(total=total_steps, initial=first_step, unit='step',
-                  disable=jax.process_index() != 0, mininterval=2.0)
-  last_log, last_time, metrics = first_step, time.time(), None
+
+def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints, workdir: str,
+           first_step: int) -> dict[str, Any]:
+  """Steps first_step..total_steps, evaluations, checkpoints: the summary."""
+  config, data, mesh = setup.config, setup.data, setup.mesh
+  total_steps, eval_every = setup.total_steps, setup.eval_every
+  space = setup.model.space
+  train_step = jit_supernet_step(config, setup.model, setup.tx, mesh)
+  # Resuming at the last step redoes only the final evaluation.
+  writer = metric_writer.MetricWriter(
+      workdir, first_step,
+      redone_at_start=('eval/',) if first_step == total_steps else ())
+  bar = console.StepBar(total_steps, first_step)
+  last_log, last_time, last_loss = first_step, time.time(), None
   prefetch = concurrent.futures.ThreadPoolExecutor(1)  # the next batch
   upcoming = prefetch.submit(data.train_batch, first_step)
   try:
@@ -148,7 +170,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
         upcoming = prefetch.submit(data.train_batch, step + 1)
       state, metrics = train_step(state, batch, widths)
       done = step + 1
-      progress.update(1)
+      bar.step_done(done)
       is_last = done == total_steps
       if done % config.log_every_steps == 0 or is_last or (
           done % config.ckpt_every_steps == 0):
@@ -162,55 +184,48 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
         images_per_s = (done - last_log) * config.input.batch_size / max(
             now - last_time, 1e-9)
         last_log, last_time = done, now
-        progress.set_postfix(loss=f'{values["loss"]:.4f}',
-                             img_s=f'{images_per_s:.1f}')
+        last_loss = float(values['loss'])
+        bar.metrics(loss=f'{last_loss:.4f}', img_s=f'{images_per_s:.1f}')
         writer.write(done, {'train/loss': values['loss'],
                             'train/objective': values['objective'],
                             'train/grad_norm': values['grad_norm'],
-                            'train/learning_rate': schedule(done - 1),
+                            'train/learning_rate': setup.schedule(done - 1),
                             'train/images_per_s': images_per_s})
       if done % config.ckpt_every_steps == 0 or is_last:
         ckpt.save(done, state)
       if (eval_every and done % eval_every == 0) and not is_last:
-        writer.write(done, evaluate_widths(model, state, data, config, mesh))
-    final_eval = evaluate_widths(model, state, data, config, mesh)
+        writer.write(done, supernet.evaluate_widths(setup, state,
+                                                    status=bar.status))
+        bar.status('training')
+    final_eval = supernet.evaluate_widths(setup, state, status=bar.status)
     writer.write(total_steps, final_eval)
   finally:  # also on errors: no pending save is lost, files are closed
-    progress.close()
+    bar.close()
     prefetch.shutdown(cancel_futures=True)
     ckpt.wait()
     ckpt.close()
     writer.close()
-  summary = {
+  if last_loss is None:  # resumed at the last step: the recorded loss
+    last_loss = metric_writer.last_value(
+        os.path.join(workdir, 'metrics.jsonl'), 'train/loss')
+  return {
       'model': config.model.name, 'steps': total_steps,
       'first_step_this_run': first_step,
-      'wall_time_s': round(time.time() - start_time, 2),
-      'final_loss': (None if metrics is None
-                     else float(jax.device_get(metrics)['loss'])),
+      'final_loss': last_loss,
       **final_eval,
+      'eval_widths': {name: [int(w) for w in widths]
+                      for name, widths in setup.fixed_widths().items()},
       'loss_pool_best': float(jax.device_get(state.pool.losses)[0]),
       'params_sha256': params_sha256(state.params),
   }
-  if jax.process_index() == 0:
-    _write_json(os.path.join(workdir, 'summary.json'), summary)
-  return summary
-
-
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/cifar10.py.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None,
-                               'Directory for checkpoints and metrics.')
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
-    logging.set_verbosity(logging.WARNING)
-  summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  print(json.dumps(summary), flush=True)
+  del argv  # app.run allows none
+  summary = train_and_evaluate(app.CONFIG.value, app.WORKDIR.value)
+  if jax.process_index() == 0:
+    print(json.dumps(summary), flush=True)
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main)

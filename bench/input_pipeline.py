@@ -16,11 +16,11 @@ import functools
 import json
 import time
 
-from absl import app
 from absl import flags
 import jax
 import optax
 
+from bcnet_jax import app
 from bcnet_jax import models
 from bcnet_jax import parallel
 from bcnet_jax import sampling
@@ -28,13 +28,13 @@ from bcnet_jax import state as state_lib
 from bcnet_jax import train
 from bcnet_jax.data import pipeline
 
-# --config is bcnet_jax.train's flag (defined once, where it is imported).
+# --config is bcnet_jax.app's flag (defined once, there).
 _STEPS = flags.DEFINE_integer('steps', 20, 'Batches to time.')
 
 
 def main(argv) -> None:
   del argv
-  config = flags.FLAGS.config
+  config = app.CONFIG.value
   data = pipeline.Input.create(config.input, seed=config.seed)
   data.train_batch(0)  # warm the thread pool and file cache
   start = time.perf_counter()
@@ -74,5 +74,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, required=('config',))

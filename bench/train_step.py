@@ -3,14 +3,15 @@
   python bench/train_step.py [--model resnet20_cifar] [--batch 128]
                              [--steps 5] [--modes fused,reference,ua,plain]
 
-Prints exactly one JSON line per mode (DESIGN §3's definitions):
+Prints exactly one JSON line per mode (docs/design.md §3's definitions):
   mode: 'fused' (bcnet, 2 fused passes), 'reference' (bcnet, 4 masked
     passes), 'ua' (left path only) or 'plain' (the compact nominal network).
   model, batch, steps: what was run; steps are timed after one compiling step.
   images_per_s: batch x steps / seconds.
   subnet_images_per_s: images_per_s x sub-networks per step (4, 4, 1, 1).
-  traces: Python traces of the step over its steps and 50 more random width
-    vectors (lowered only: lowering hits jit's trace cache as a call does).
+  traces: 1, checked with chex.assert_max_traces over its steps and 50 more
+    random width vectors (lowered only: lowering hits jit's trace cache as a
+    call does); a retrace is an error.
   useful_mac_fraction: MACs of the sliced sub-networks a step trains (mean
     over the width vectors) / MACs the step computes (passes x full width).
   seconds_per_step, devices: for reading the numbers.
@@ -25,6 +26,7 @@ import functools
 import json
 import time
 
+import chex
 import jax
 import numpy as np
 import optax
@@ -68,16 +70,17 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
   model = (models.compact_like(supernet, space.full()) if mode == 'plain'
            else supernet)
   tx = optax.sgd(0.01, momentum=0.9, nesterov=True)
-  traces = []
 
-  def counted(*args, **kw):
-    traces.append(1)
+  def train_step(*args, **kw):
     return steps.train_step(*args, **kw)
 
+  # A second trace (a width vector that recompiles) raises AssertionError.
+  chex.clear_trace_counter()  # this call's step only
   mesh = parallel.create_mesh()
   compact = mode == 'plain'
   step = parallel.jit_train_step(
-      functools.partial(counted, model=model, tx=tx, **kwargs), mesh,
+      functools.partial(chex.assert_max_traces(train_step, n=1), model=model,
+                        tx=tx, **kwargs), mesh,
       num_replicated_args=0 if compact else 1)
   state = parallel.create_state(
       functools.partial(state_lib.create_train_state, model, tx,
@@ -107,14 +110,19 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
   return {
       'bench': 'train_step', 'mode': mode, 'model': model_name,
       'batch': batch_size, 'steps': num_steps,
-      'images_per_s': round(images_per_s, 2),
-      'subnet_images_per_s': round(images_per_s * subnets, 2),
-      'traces': len(traces),
-      'useful_mac_fraction': round(useful_mac_fraction(
-          mode, supernet, widths), 4),
-      'seconds_per_step': round(seconds / num_steps, 4),
+      'images_per_s': images_per_s,
+      'subnet_images_per_s': images_per_s * subnets,
+      'traces': 1,  # over all width vectors: assert_max_traces(n=1) held
+      'useful_mac_fraction': useful_mac_fraction(mode, supernet, widths),
+      'seconds_per_step': seconds / num_steps,
       'devices': jax.device_count(),
   }
+
+
+def rounded(line: dict) -> dict:
+  """The line as printed: 4 significant digits are plenty for timings."""
+  return {k: float(f'{v:.4g}') if isinstance(v, float) else v
+          for k, v in line.items()}
 
 
 def main() -> None:
@@ -132,8 +140,8 @@ def main() -> None:
   if args.steps < 1:
     parser.error('--steps must be at least 1')
   for mode in modes:
-    print(json.dumps(bench(mode, args.model, args.batch, args.steps)),
-          flush=True)
+    print(json.dumps(rounded(bench(mode, args.model, args.batch,
+                                   args.steps))), flush=True)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""Channel-Bench-Macro mobilenet space, CIFAR-10 (`cbm_mobilenet`, DESIGN §8).
+"""Channel-Bench-Macro MobileNet space on CIFAR-10 (docs/design.md §8).
 
   python -m bcnet_jax.train --config=configs/cbm_mobilenet.py --workdir=$WORKDIR
 

@@ -1,4 +1,4 @@
-"""Channel-Bench-Macro resnet space, CIFAR-10 (`cbm_resnet`, DESIGN §8).
+"""Channel-Bench-Macro ResNet space on CIFAR-10 (docs/design.md §8).
 
   python -m bcnet_jax.train --config=configs/cbm_resnet.py --workdir=$WORKDIR
 

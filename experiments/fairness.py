@@ -1,7 +1,7 @@
 """How evenly the supernet trains its channels: BCNet against ua.
 
   python experiments/fairness.py [--model resnet20_cifar] [--steps 1000]
-                                 [--out fairness_resnet20_cifar.png]
+                                 [--out experiments/fairness_<model>.png]
 
 Draws the width vectors of `steps` training steps exactly as training does
 (sampling.widths_for_step), counts per channel of every group how many
@@ -15,6 +15,7 @@ channel, each step's and on average.
 
 import argparse
 import json
+import pathlib
 
 import matplotlib
 
@@ -50,10 +51,12 @@ def main() -> None:
                       choices=list(models.MODELS))
   parser.add_argument('--steps', type=int, default=1000)
   parser.add_argument('--out', default=None,
-                      help='PNG path (default fairness_<model>.png)')
+                      help='PNG path (default: fairness_<model>.png beside '
+                      'this script, in experiments/)')
   args = parser.parse_args()
   space = models.get_space(args.model)
-  out = args.out or f'fairness_{args.model}.png'
+  out = args.out or str(pathlib.Path(__file__).resolve().parent /
+                        f'fairness_{args.model}.png')
   fig, axes = plt.subplots(1, len(OBJECTIVES), figsize=(10, 4), sharey=True)
   for ax, (title, (objective, complementary)) in zip(axes, OBJECTIVES.items()):
     total, least, most = usage(space, objective, complementary, args.steps)

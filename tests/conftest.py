@@ -2,7 +2,7 @@
 
 import os
 
-# 8 fake CPU devices for the data-parallel tests (DESIGN §9).
+# 8 fake CPU devices for the data-parallel tests (docs/design.md §9).
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')  # tests are CPU-only

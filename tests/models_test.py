@@ -13,6 +13,7 @@ products in different orders, which in float32 alone moves deep logits by
 import functools
 
 from absl.testing import absltest
+import chex
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
@@ -75,16 +76,17 @@ class Harness:
     self.variables = random_variables(jax.eval_shape(
         functools.partial(self.model.init, train=False),
         jax.random.key(0), self.x, ids))
-    self.traces = 0
 
     def supernet(variables, x, widths, helper: str):
-      self.traces += 1
       ids = jax.lax.switch(
           helper, [functools.partial(h, self.space) for h in HELPERS.values()],
           widths)
       return forward(self.model, variables, x, ids)
 
-    self._supernet = jax.jit(supernet)
+    # One trace for every width vector and helper: a second raises. chex
+    # counts by name and definition site: one name per model.
+    supernet.__name__ = f'{name}_supernet'
+    self._supernet = jax.jit(chex.assert_max_traces(supernet, n=1))
 
   def supernet(self, widths, helper: str):
     return self._supernet(self.variables, self.x, jnp.asarray(widths),
@@ -157,11 +159,10 @@ class _ModelTests:
         self.assert_path_equals(h, out, 1, cbar, 'right')
 
   def test_supernet_traces_once(self):
-    h = harness(self.MODEL)
+    h = harness(self.MODEL)  # shared with the equivalence tests
     helpers = list(HELPERS) * 7
     for c, helper in zip(h.width_vectors(19, seed=1), helpers):
-      jax.block_until_ready(h.supernet(c, helper))
-    self.assertEqual(h.traces, 1)  # shared with the equivalence test
+      jax.block_until_ready(h.supernet(c, helper))  # raises on a retrace
 
 
 def _layer_dim(h: Harness, path) -> str:

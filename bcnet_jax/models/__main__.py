@@ -32,7 +32,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument('--model', help=f'one of: {", ".join(models.MODELS)}')
   parser.add_argument('--widths', help='bins per group, comma-separated '
                       '(default: full nominal width)')
-  parser.add_argument('--arch', help='an arch JSON file (DESIGN §2)')
+  parser.add_argument('--arch', help='an arch JSON file (docs/design.md §2)')
   parser.add_argument('--resolution', type=int,
                       help='input size (default: the model\'s, or the arch\'s)')
   parser.add_argument('--bins', type=int, help='B (default: the model\'s)')

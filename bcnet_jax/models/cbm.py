@@ -1,4 +1,4 @@
-"""The two Channel-Bench-Macro search spaces (CIFAR-10, 4 bins, DESIGN §8).
+"""The two Channel-Bench-Macro search spaces (docs/design.md §8).
 
 Seven groups `ch0..ch6` each; nominal = the published max channels, so width
 d of a group is round(d x max / 4) channels and an arch is named by its seven

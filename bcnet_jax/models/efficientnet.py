@@ -5,7 +5,7 @@ Groups: `stem` (also the first block's depthwise width), stage outputs
 hidden units of every block are a derived dim `stage{s}_block{b}_se` with
 nominal int(0.25 x block input channels) and their own edge table, indexed by
 the block input group's bins: left and right paths stay disjoint through the
-SE, and a compact net's SE width is e_se[c_in] (DESIGN §7).
+SE, and a compact net's SE width is e_se[c_in] (docs/design.md §7).
 """
 
 from __future__ import annotations

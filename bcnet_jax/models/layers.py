@@ -1,20 +1,20 @@
 """Width-aware layers: one definition, supernet mode and compact mode.
 
-Every layer names the dims (DESIGN §2) of its input and output channels and
-receives a `Widths` context at call time:
+Every layer names the dims (docs/design.md §2) of its input and output
+channels and receives a `Widths` context at call time:
 
 - supernet mode: parameters have the supernet channels C' of their dims; the
   context carries traced path-id vectors. A kernel is masked to the
   block-diagonal path(in) == path(out) >= 0, BatchNorm keeps per-channel (so
   per-path) statistics, updates running statistics only on active channels,
-  and zeroes inactive channels after normalization (DESIGN §3 notes).
+  and zeroes inactive channels after normalization (docs/design.md §3 notes).
 - compact mode: parameters have the channels of one static width vector;
   nothing is masked. `slicing.slice_params` cuts supernet parameters down to it.
 
-Layers choose a lowering for speed (DESIGN §3): 'native' is XLA's convolution
-everywhere; 'cpu' writes 1x1 convs as einsum and depthwise convs as shifted
-multiply-adds, which XLA:CPU runs several times faster; 'auto' picks 'cpu' on
-the CPU backend and 'native' elsewhere.
+Layers choose a lowering for speed (docs/design.md §3): 'native' is XLA's
+convolution everywhere; 'cpu' writes 1x1 convs as einsum and depthwise convs as
+shifted multiply-adds, which XLA:CPU runs several times faster; 'auto' picks
+'cpu' on the CPU backend and 'native' elsewhere.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Groups: `stage1..3` (the stem and every block output of a stage, tied by the
 identity shortcuts) and `stage{s}_block{b}_mid` (the inner conv of each block).
 Shape-changing shortcuts are 1x1 conv + BN: zero-padding shortcuts would
-misalign the right path (DESIGN §7).
+misalign the right path (docs/design.md §7).
 """
 
 from __future__ import annotations

@@ -1,0 +1,165 @@
+"""A config's supernet run, built and checked before anything is written.
+
+`Setup.create(config)` opens the data, builds the model and the optimizer
+and raises ValueError / OSError naming what is wrong; only then do the
+commands (train, evaluate, and the search to come) create files. Also here:
+the scores of the fixed width vectors and their table, which training and
+`python -m bcnet_jax.evaluate` both print.
+
+Synopsis:
+
+  setup = supernet.Setup.create(config)
+  state = setup.checkpoints(workdir).restore_latest(setup.initial_state())
+  scores = supernet.evaluate_widths(setup, state)
+  console.say(supernet.score_table(setup, scores))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bcnet_jax import checkpoint
+from bcnet_jax import config_utils
+from bcnet_jax import console
+from bcnet_jax import evaluate
+from bcnet_jax import models
+from bcnet_jax import optim
+from bcnet_jax import parallel
+from bcnet_jax import state as state_lib
+from bcnet_jax.costs import CostModel
+from bcnet_jax.data import pipeline
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+EVAL_SPLITS = {'minival': 'minival (carved from the training split)',
+               'eval': 'the eval split (input.eval_split)'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything a supernet run is made of."""
+  config: Any
+  mesh: jax.sharding.Mesh
+  data: pipeline.Input
+  model: models.WidthModel
+  tx: optax.GradientTransformation
+  schedule: Callable[[int], Any]
+  total_steps: int
+  eval_every: int | None
+
+  @classmethod
+  def create(cls, config: Any) -> Setup:
+    """Raises ValueError / OSError naming what is wrong with the config,
+    the data or the model; writes nothing."""
+    if config.supernet.dtype not in DTYPES:
+      raise ValueError(f'supernet.dtype must be one of {list(DTYPES)}, got '
+                       f'{config.supernet.dtype!r}')
+    if config.eval.split not in EVAL_SPLITS:
+      raise ValueError(f'eval.split must be one of {list(EVAL_SPLITS)}, got '
+                       f'{config.eval.split!r}')
+    mesh = parallel.create_mesh()
+    parallel.check_global_batch(config.input.batch_size, mesh)
+    parallel.check_global_batch(config.input.eval_batch_size, mesh)
+    data = pipeline.Input.create(config.input, seed=config.seed)
+    data.check_calibration(config.eval.bn_calib_batches)
+    spe = data.steps_per_epoch
+    total_steps = config_utils.steps_from(config, 'total', spe)
+    if total_steps is None:
+      raise ValueError('set total_epochs or total_steps in the config')
+    space = models.get_space(config.model.name, config.model.bins,
+                             config.model.min_bins)
+    model = models.get_model(
+        config.model.name, space=space, num_classes=data.num_classes,
+        in_channels=config.input.channels,
+        resolution=config.input.resolution, lowering=config.model.lowering)
+    tx, schedule = optim.create_optimizer(
+        config_utils.optimizer_config(config.optim, spe), total_steps)
+    return cls(config, mesh, data, model, tx, schedule, total_steps,
+               config_utils.steps_from(config, 'eval_every', spe))
+
+  def initial_state(self) -> state_lib.TrainState:
+    return parallel.create_state(functools.partial(
+        state_lib.create_train_state, self.model, self.tx,
+        jax.random.key(self.config.seed),
+        pool_size=self.config.supernet.pool_size), self.mesh)
+
+  def checkpoints(self, workdir: str, *, read_only: bool = False
+                  ) -> checkpoint.Checkpoints:
+    return checkpoint.Checkpoints(
+        workdir, checkpoint.identity(self.config, self.data.num_classes),
+        self.config.keep_checkpoints, read_only=read_only)
+
+  def fixed_widths(self) -> dict[str, Any]:
+    return evaluate.fixed_widths(self.model.space,
+                                 self.config.eval.num_random,
+                                 self.config.seed)
+
+
+def check_workdir(workdir: str) -> str:
+  """The absolute workdir; an existing non-directory is an error."""
+  workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(
+        f'--workdir {workdir} exists and is not a directory: give a directory '
+        '(it is created if missing; reuse it to resume)')
+  return workdir
+
+
+def evaluate_widths(setup: Setup, state, widths: dict[str, Any] | None = None,
+                    *, status: Callable[[str], None] = lambda _: None
+                    ) -> dict[str, float]:
+  """Recalibrated scores (docs/design.md §4) of `widths` (default: the
+  fixed width vectors) on config.eval.split, as `eval/<name>/<side>`."""
+  config, data, mesh = setup.config, setup.data, setup.mesh
+  widths = setup.fixed_widths() if widths is None else widths
+
+  def calibration():
+    return (parallel.global_batch(b, mesh)
+            for b in data.calibration_batches(config.eval.bn_calib_batches))
+
+  def eval_batches():
+    return (parallel.global_batch(b, mesh)
+            for b in data.eval_batches(config.eval.split))
+
+  out = {}
+  for i, (name, c) in enumerate(widths.items()):
+    status(f'evaluating {name} ({i + 1}/{len(widths)})')
+    result = evaluate.score(setup.model, state.params, state.batch_stats, c,
+                            calibration=calibration,
+                            eval_batches=eval_batches)
+    for key in ('left', 'right', 'score'):
+      out[f'eval/{name}/{key}'] = result[key]
+  return out
+
+
+def score_table(setup: Setup, scores: dict[str, float],
+                widths: dict[str, Any] | None = None, step: int | None = None
+                ) -> str:
+  """The scores of evaluate_widths as a table a reader understands."""
+  space = setup.model.space
+  costs = CostModel(setup.model)
+  widths = setup.fixed_widths() if widths is None else widths
+  names = {'smallest': f'smallest ({space.min_bins} of {space.bins} bins '
+                       'per group)',
+           'full': f'full ({space.bins} of {space.bins} bins: the nominal '
+                   'network)'}
+  rows = []
+  for name, c in widths.items():
+    label = names.get(name, f'{name} (drawn uniformly, fixed by the seed)'
+                      if name.startswith('random') else name)
+    rows.append([label, f'{costs.macs(c) / 1e6:,.1f}M'] +
+                [f'{scores[f"eval/{name}/{k}"]:.3f}'
+                 for k in ('left', 'right', 'score')])
+  after = '' if step is None else f' after {step} steps'
+  chance = 1 / setup.data.num_classes
+  return (f'Accuracy on {EVAL_SPLITS[setup.config.eval.split]}{after}, '
+          'BatchNorm recalibrated per path;\nscore = mean of the left and '
+          f'right paths (chance {chance:.2f}):\n' +
+          console.table(['width vector', 'MACs', 'left', 'right', 'score'],
+                        rows))
