@@ -89,19 +89,18 @@ def _load_config() -> None:
 
 
 def run(main: Callable[[list[str]], Any], *,
-        required: Sequence[str] = ('config', 'workdir'),
-        positional: bool = False) -> None:
+        required: Sequence[str] = ('config', 'workdir')) -> None:
   """absl's app.run with this package's flags, logging and error output.
 
   Args:
-    main: called with argv (the program name, then positional arguments).
+    main: called with argv (the program name alone: positional arguments
+      are an error).
     required: flags that must be given.
-    positional: whether positional arguments are allowed.
   """
   flags.mark_flags_as_required(list(required))
 
   def wrapped(argv: list[str]) -> Any:
-    if len(argv) > 1 and not positional:
+    if len(argv) > 1:
       fail(f'unexpected arguments {argv[1:]}: flags are written '
            '--name=value. See --help.')
     if not flags.FLAGS['verbosity'].present:

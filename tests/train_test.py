@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 from absl.testing import absltest
 import jax.numpy as jnp
@@ -227,6 +228,20 @@ class TrainTest(absltest.TestCase):
                   'code (11,) float32', message)
     self.assertIn('Nothing was moved', message)
     self.assertEqual(snapshot(self.short_dir), before)
+
+  def test_checkpoint_without_digest_is_restored_with_a_warning(self):
+    # As written by bcnet_jax 0.1, before digests: readable, not verifiable.
+    workdir = self.copy_of_short('no_digest')
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', '10', 'digest'))
+    setup = supernet.Setup.create(config(total_steps=10))
+    checkpoints = setup.checkpoints(workdir)
+    with mock.patch('builtins.print') as printed:
+      restored = checkpoints.restore_latest(setup.initial_state())
+    checkpoints.close()
+    self.assertEqual(int(restored.step), 10)
+    self.assertEqual(train.params_sha256(restored.params),
+                     self.short['params_sha256'])
+    self.assertIn('has no digest', printed.call_args.args[0])
 
   def test_foreign_checkpoint_is_a_clear_error(self):
     with self.assertRaisesRegex(
