@@ -14,9 +14,11 @@ checkpoint, in this order:
 2. another structure (arrays missing, extra or of other shapes than this
    code's train state, e.g. after an upgrade): `CheckpointMismatch`, naming
    the differing arrays; nothing is moved.
-3. unreadable, or arrays that do not match their digest: reported in one
-   line, moved to `workdir/unreadable_checkpoints/` (kept, never read
-   again) and the previous checkpoint is tried, down to the oldest kept.
+3. unreadable (files missing, cut short or undecodable), or arrays that do
+   not match their digest: reported in one line, moved to
+   `workdir/unreadable_checkpoints/` (kept, never read again) and the
+   previous checkpoint is tried, down to the oldest kept. Any other error
+   (no permission, out of memory...) is raised as it is: nothing is moved.
 
 Orbax writes a checkpoint into a temporary folder and renames it when it is
 complete, so a process killed mid-save leaves the previous ones intact.
@@ -33,8 +35,11 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+
+from bcnet_jax import console
 
 # Config fields that must agree between a checkpoint and the run resuming it.
 IDENTITY_FIELDS = (
@@ -52,6 +57,15 @@ class CheckpointMismatch(ValueError):
   """A checkpoint whose arrays are not this code's train state."""
 
 
+class _Unreadable(Exception):
+  """A checkpoint that cannot be trusted, with the reason."""
+
+
+# What reading a damaged checkpoint raises: TensorStore and JSON decoding
+# errors are ValueErrors; missing files FileNotFoundError; cut files EOFError.
+UNREADABLE = (_Unreadable, ValueError, FileNotFoundError, EOFError)
+
+
 def identity(config: Any, num_classes: int) -> dict[str, Any]:
   out = {'num_classes': num_classes}
   for path in IDENTITY_FIELDS:
@@ -66,12 +80,16 @@ def identity(config: Any, num_classes: int) -> dict[str, Any]:
 def _host_value(leaf: Any) -> np.ndarray:
   """A leaf on this host; a replicated array's local copy is all of it."""
   if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    if not leaf.is_fully_replicated:
+      raise ValueError('tree_sha256 needs arrays that are replicated or on '
+                       'this host; the train state is replicated')
     leaf = leaf.addressable_shards[0].data
   return np.asarray(jax.device_get(leaf))
 
 
 def tree_sha256(tree: Any) -> str:
-  """SHA-256 over a pytree's array bytes, in flattened-path order."""
+  """SHA-256 over a pytree's array bytes, in flattened-path order (the
+  same on every host for a replicated tree)."""
   digest = hashlib.sha256()
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     digest.update(jax.tree_util.keystr(path).encode())
@@ -128,8 +146,15 @@ class Checkpoints:
 
   def __init__(self, workdir: str, run_identity: dict[str, Any],
                max_to_keep: int = 2, *, read_only: bool = False):
-    """read_only: for commands that only read a run (evaluate, search):
-    nothing is created, saved or moved aside."""
+    """Opens (or creates) `workdir/checkpoints`.
+
+    Args:
+      workdir: the run's directory.
+      run_identity: `identity(config, num_classes)` of this run.
+      max_to_keep: checkpoints kept, at least 2 (a fallback for a corrupt one).
+      read_only: for commands that only read a run (evaluate, search):
+        nothing is created, saved or moved aside.
+    """
     if max_to_keep < 2:
       raise ValueError(f'keep_checkpoints={max_to_keep}: keep at least 2 so '
                        'that a corrupt latest checkpoint has a fallback')
@@ -187,9 +212,9 @@ class Checkpoints:
     if has_digest:
       items['digest'] = ocp.args.JsonRestore()
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-    if not has_digest:  # written by bcnet_jax 0.1, before digests
-      _say(f'warning: the checkpoint of step {step} has no digest (an '
-           'earlier bcnet_jax wrote it): restored without verification')
+    if not has_digest:  # bcnet_jax 0.1 wrote none
+      console.say(f'warning: the checkpoint of step {step} has no digest '
+                  '(bcnet_jax 0.1 wrote it): restored without verification')
     elif tree_sha256(restored['state']) != restored['digest']['sha256']:
       raise _Unreadable('its arrays differ from the digest written when it '
                         'was saved')
@@ -202,9 +227,9 @@ class Checkpoints:
     for i, step in enumerate(steps):
       try:
         restored = self._read(step, target)
-      except (ForeignCheckpoint, CheckpointMismatch):
+      except (ForeignCheckpoint, CheckpointMismatch, PermissionError):
         raise
-      except Exception as e:  # pylint: disable=broad-except
+      except UNREADABLE as e:
         self._move_aside(step, steps[i + 1:], e)
         continue
       logging.info('Restored the checkpoint of step %d from %s', step,
@@ -224,14 +249,16 @@ class Checkpoints:
     reason = (str(error) if isinstance(error, _Unreadable)
               else f'{type(error).__name__}: {_first_line(error)}')
     if self.read_only:
-      _say(f'warning: the checkpoint of step {step} is unreadable ({reason}); '
-           f'{where}')
+      console.say(f'warning: the checkpoint of step {step} is unreadable '
+                  f'({reason}); {where}')
       return
-    _say(f'warning: the checkpoint of step {step} is unreadable ({reason}); '
-         f'moved to {aside}; {where}')
+    console.say(f'warning: the checkpoint of step {step} is unreadable '
+                f'({reason}); moved to {aside}; {where}')
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(aside), exist_ok=True)
       os.rename(os.path.join(self.directory, str(step)), aside)
+    if jax.process_count() > 1:  # every host sees it gone before reloading
+      multihost_utils.sync_global_devices(f'bcnet_jax: step {step} aside')
     self.manager.reload()
 
   def wait(self) -> None:
@@ -261,16 +288,6 @@ def _quiet_late_read_callbacks() -> None:
 
   hook.bcnet_jax_quiet = True
   sys.unraisablehook = hook
-
-
-def _say(message: str) -> None:
-  logging.warning(message)
-  if jax.process_index() == 0:
-    print(message, flush=True)
-
-
-class _Unreadable(Exception):
-  """A checkpoint that cannot be trusted, with the reason."""
 
 
 def _first_line(error: Exception, limit: int = 160) -> str:

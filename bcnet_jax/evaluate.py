@@ -18,8 +18,6 @@ As a command, it scores a trained supernet without writing anything:
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Any, Callable, Iterable
 
 from absl import flags
@@ -29,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from bcnet_jax import app
-from bcnet_jax import console
 from bcnet_jax import paths
 from bcnet_jax.models import layers
 
@@ -127,41 +124,12 @@ def fixed_widths(space, num_random: int, seed: int) -> dict[str, np.ndarray]:
   return out
 
 
-def main(argv: list[str]) -> None:
-  """`python -m bcnet_jax.evaluate`: scores a trained supernet, read-only."""
-  del argv
-  # Imported here: supernet imports this module.
-  from bcnet_jax import supernet  # pylint: disable=g-import-not-at-top
-  config = app.CONFIG.value
-  workdir = supernet.check_workdir(app.WORKDIR.value)
-  setup = supernet.Setup.create(config)
-  state = None
-  if os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    checkpoints = setup.checkpoints(workdir, read_only=True)
-    state = checkpoints.restore_latest(setup.initial_state())
-    checkpoints.close()
-  if state is None:
-    raise FileNotFoundError(
-        f'no supernet checkpoint in {workdir}: train one first with '
-        f'python -m bcnet_jax.train --config=... --workdir={workdir}')
-  widths = setup.fixed_widths()
-  if _WIDTHS.value:
-    widths = {'given': setup.model.space.parse_widths(_WIDTHS.value)}
-  step = int(state.step)
-  console.say(f'bcnet_jax.evaluate: {config.model.name} supernet of step '
-              f'{step} in {workdir}')
-  scores = supernet.evaluate_widths(setup, state, widths)
-  console.say(supernet.score_table(setup, scores, widths, step))
-  if jax.process_index() == 0:
-    print(json.dumps({'step': step, 'split': config.eval.split,
-                      'widths': {k: [int(w) for w in v]
-                                 for k, v in widths.items()}, **scores}),
-          flush=True)
-
 
 if __name__ == '__main__':
+  # Imported here, not above: supernet imports this module.
+  from bcnet_jax import supernet  # pylint: disable=g-import-not-at-top
   # Defined only when run: importing this module defines no flag.
   _WIDTHS = flags.DEFINE_string(
       'widths', None, 'bins per group, comma-separated (default: the fixed '
       'width vectors of training\'s evaluation)')
-  app.run(main)
+  app.run(lambda argv: supernet.evaluate_main(_WIDTHS.value))

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and a rename."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
+  """Writes `text` to `path` through a synced temporary file and a rename."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.{os.getpid()}.tmp'
   try:
-    with os.fdopen(fd, 'w') as f:
+    with open(tmp, 'w') as f:
       f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
-    os.unlink(tmp)
+    if os.path.exists(tmp):
+      os.unlink(tmp)
     raise
 
 

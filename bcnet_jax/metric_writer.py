@@ -1,22 +1,36 @@
 """Scalars to `workdir/metrics.jsonl` and TensorBoard event files.
 
 Only process 0 writes. Event files come from tensorboardX, which needs no
-TensorFlow. A resumed run redoes the steps after its checkpoint, so the
-writer first drops what was recorded past that step (metrics.jsonl is
-rewritten atomically; TensorBoard is told to hide those events with
-`purge_step`): each step appears once.
+TensorFlow. A run that starts again (from its last checkpoint, or from
+scratch) redoes the steps after its start, so the writer first drops what
+was recorded past that step: metrics.jsonl is rewritten atomically and holds
+each step once; TensorBoard is told to hide the older events of those steps
+(`purge_step`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 from tensorboardX import SummaryWriter
 
 from bcnet_jax import files
+
+
+def read_records(path: str) -> Iterator[dict[str, Any]]:
+  """The records of a metrics.jsonl file; a line cut short by a killed
+  process (the last one) is skipped."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    for line in f:
+      try:
+        yield json.loads(line)
+      except json.JSONDecodeError:
+        continue
 
 
 def drop_records_after(path: str, step: int,
@@ -25,38 +39,30 @@ def drop_records_after(path: str, step: int,
   records at `step` with a key starting with one of `redone_at_step`."""
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    lines = f.read().splitlines()
 
-  def kept(line: str) -> bool:
-    record = json.loads(line)
+  def kept(record: dict[str, Any]) -> bool:
     if record['step'] == step:
       return not any(k.startswith(p) for k in record for p in redone_at_step)
     return record['step'] < step
 
-  out = [line for line in lines if line.strip() and kept(line)]
-  if len(out) != len(lines):
-    files.write_text_atomic(path, ''.join(f'{line}\n' for line in out))
+  files.write_text_atomic(path, ''.join(
+      json.dumps(r) + '\n' for r in read_records(path) if kept(r)))
 
 
 def last_value(path: str, key: str) -> float | None:
-  """The last value of `key` recorded in the JSONL file at `path`."""
-  value = None
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        value = json.loads(line).get(key, value) if line.strip() else value
-  return value
+  """The last value of `key` in the JSONL file at `path`, or None."""
+  values = [r[key] for r in read_records(path) if key in r]
+  return values[-1] if values else None
 
 
 class MetricWriter:
-  """Appends scalars per step; see the module docstring for resuming.
+  """Appends scalars per step; see the module docstring for restarts.
 
   Args:
     workdir: where metrics.jsonl and tensorboard/ live.
     start_step: the step training starts from (0, or the restored step).
     redone_at_start: key prefixes recorded at `start_step` that this run
-      records again (the final evaluation, when resuming at the last step).
+      records again (an evaluation owed at the restored step).
   """
 
   def __init__(self, workdir: str, start_step: int = 0,
@@ -65,11 +71,10 @@ class MetricWriter:
     if not self.active:
       return
     path = os.path.join(workdir, 'metrics.jsonl')
-    if start_step:
-      drop_records_after(path, start_step, redone_at_start)
+    drop_records_after(path, start_step, redone_at_start)
     self._jsonl = open(path, 'a')
     self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
-                             purge_step=start_step + 1 if start_step else None)
+                             purge_step=start_step + 1)
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     if not self.active:

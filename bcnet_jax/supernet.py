@@ -4,7 +4,7 @@
 and raises ValueError / OSError naming what is wrong; only then do the
 commands (train, evaluate, and the search to come) create files. Also here:
 the scores of the fixed width vectors and their table, which training and
-`python -m bcnet_jax.evaluate` both print.
+`python -m bcnet_jax.evaluate` (`evaluate_workdir`, read-only) both print.
 
 Synopsis:
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bcnet_jax import app
 from bcnet_jax import checkpoint
 from bcnet_jax import config_utils
 from bcnet_jax import console
@@ -33,6 +35,7 @@ from bcnet_jax import models
 from bcnet_jax import optim
 from bcnet_jax import parallel
 from bcnet_jax import state as state_lib
+from bcnet_jax import steps
 from bcnet_jax.costs import CostModel
 from bcnet_jax.data import pipeline
 
@@ -63,6 +66,9 @@ class Setup:
     if config.eval.split not in EVAL_SPLITS:
       raise ValueError(f'eval.split must be one of {list(EVAL_SPLITS)}, got '
                        f'{config.eval.split!r}')
+    if config.eval.split == 'minival' and config.input.minival_size < 1:
+      raise ValueError('eval.split=minival needs input.minival_size >= 1 '
+                       '(training examples held out to score widths on)')
     mesh = parallel.create_mesh()
     parallel.check_global_batch(config.input.batch_size, mesh)
     parallel.check_global_batch(config.input.eval_batch_size, mesh)
@@ -88,6 +94,17 @@ class Setup:
         state_lib.create_train_state, self.model, self.tx,
         jax.random.key(self.config.seed),
         pool_size=self.config.supernet.pool_size), self.mesh)
+
+  def jit_train_step(self) -> Callable[..., Any]:
+    """The supernet step of config.supernet, jitted over the mesh."""
+    c = self.config
+    return parallel.jit_train_step(functools.partial(
+        steps.train_step, model=self.model, tx=self.tx,
+        objective=c.supernet.objective,
+        complementary=c.supernet.complementary,
+        implementation=c.supernet.implementation,
+        label_smoothing=c.supernet.label_smoothing,
+        dtype=DTYPES[c.supernet.dtype], seed=c.seed), self.mesh)
 
   def checkpoints(self, workdir: str, *, read_only: bool = False
                   ) -> checkpoint.Checkpoints:
@@ -163,3 +180,52 @@ def score_table(setup: Setup, scores: dict[str, float],
           f'right paths (chance {chance:.2f}):\n' +
           console.table(['width vector', 'MACs', 'left', 'right', 'score'],
                         rows))
+
+
+def evaluate_workdir(config: Any, workdir: str,
+                     widths: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Scores of the latest supernet checkpoint in `workdir`; writes nothing.
+
+  Args:
+    config: the config the run was trained with.
+    workdir: the run's directory.
+    widths: {name: width vector}; default: the fixed width vectors.
+
+  Returns:
+    {'step', 'split', 'widths', 'eval/<name>/<left|right|score>'...}.
+  """
+  workdir = check_workdir(workdir)
+  setup = Setup.create(config)
+  state = None
+  if os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    checkpoints = setup.checkpoints(workdir, read_only=True)
+    try:
+      state = checkpoints.restore_latest(setup.initial_state())
+    finally:
+      checkpoints.close()
+  if state is None:
+    raise FileNotFoundError(
+        f'no readable supernet checkpoint in {workdir}: train one first with '
+        f'python -m bcnet_jax.train --config=... --workdir={workdir}')
+  widths = setup.fixed_widths() if widths is None else widths
+  step = int(state.step)
+  console.say(f'bcnet_jax.evaluate: {config.model.name} supernet of step '
+              f'{step} in {workdir}')
+  scores = evaluate_widths(setup, state, widths, status=console.say)
+  console.say(score_table(setup, scores, widths, step))
+  return {'step': step, 'split': config.eval.split,
+          'widths': {k: [int(w) for w in v] for k, v in widths.items()},
+          **scores}
+
+
+def evaluate_main(widths_text: str | None) -> None:
+  """`python -m bcnet_jax.evaluate`: the flags' run and width vector."""
+  config = app.CONFIG.value
+  widths = None
+  if widths_text:
+    space = models.get_space(config.model.name, config.model.bins,
+                             config.model.min_bins)
+    widths = {'given': space.parse_widths(widths_text)}
+  result = evaluate_workdir(config, app.WORKDIR.value, widths)
+  if jax.process_index() == 0:
+    print(json.dumps(result), flush=True)

@@ -12,7 +12,6 @@ continues it. The workdir gets `checkpoints/` (orbax), `metrics.jsonl`,
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import json
 import os
 import time
@@ -29,13 +28,8 @@ from bcnet_jax import metric_writer
 from bcnet_jax import parallel
 from bcnet_jax import sampling
 from bcnet_jax import state as state_lib
-from bcnet_jax import steps
 from bcnet_jax import supernet
 from bcnet_jax.data import pipeline
-
-
-def params_sha256(params: Any) -> str:
-  return checkpoint.tree_sha256(params)
 
 
 def _report(setup: supernet.Setup, summary: dict[str, Any],
@@ -52,17 +46,6 @@ def _report(setup: supernet.Setup, summary: dict[str, Any],
                      ('checkpoints', 'the last train states; rerun the same '
                       'command to resume')):
     console.say(f'  {os.path.join(workdir, name)}  ({what})')
-
-
-def jit_supernet_step(config: Any, model, tx, mesh):
-  """The supernet step of config.supernet, jitted over the mesh."""
-  return parallel.jit_train_step(functools.partial(
-      steps.train_step, model=model, tx=tx,
-      objective=config.supernet.objective,
-      complementary=config.supernet.complementary,
-      implementation=config.supernet.implementation,
-      label_smoothing=config.supernet.label_smoothing,
-      dtype=supernet.DTYPES[config.supernet.dtype], seed=config.seed), mesh)
 
 
 def _announce(setup: supernet.Setup, workdir: str, first_step: int) -> None:
@@ -104,7 +87,7 @@ def _finished_summary(path: str, total_steps: int,
   except (OSError, ValueError):
     return None
   if (summary.get('steps') == total_steps and
-      summary.get('params_sha256') == params_sha256(state.params)):
+      summary.get('params_sha256') == checkpoint.tree_sha256(state.params)):
     return summary
   return None
 
@@ -113,7 +96,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   """Trains the supernet of `config` in `workdir`; returns the summary."""
   start_time = time.time()
   workdir = supernet.check_workdir(workdir)
-  setup = supernet.Setup.create(config)  # validated: only now is anything created
+  setup = supernet.Setup.create(config)  # checked: now files may be made
   state = setup.initial_state()
   ckpt = setup.checkpoints(workdir)
   try:
@@ -147,22 +130,32 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   return summary
 
 
-def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints, workdir: str,
-           first_step: int) -> dict[str, Any]:
+def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
+           workdir: str, first_step: int) -> dict[str, Any]:
   """Steps first_step..total_steps, evaluations, checkpoints: the summary."""
   config, data, mesh = setup.config, setup.data, setup.mesh
   total_steps, eval_every = setup.total_steps, setup.eval_every
   space = setup.model.space
-  train_step = jit_supernet_step(config, setup.model, setup.tx, mesh)
-  # Resuming at the last step redoes only the final evaluation.
+
+  def periodic_eval_at(step: int) -> bool:
+    return bool(eval_every) and step % eval_every == 0 and (
+        0 < step < total_steps)
+
+  train_step = setup.jit_train_step()
+  # A checkpoint is saved before its step's evaluation, so a run killed in
+  # between owes it: a restart at that step (or at the last) redoes it.
+  owed_eval = periodic_eval_at(first_step) or first_step == total_steps
   writer = metric_writer.MetricWriter(
-      workdir, first_step,
-      redone_at_start=('eval/',) if first_step == total_steps else ())
+      workdir, first_step, redone_at_start=('eval/',) if owed_eval else ())
   bar = console.StepBar(total_steps, first_step)
   last_log, last_time, last_loss = first_step, time.time(), None
   prefetch = concurrent.futures.ThreadPoolExecutor(1)  # the next batch
   upcoming = prefetch.submit(data.train_batch, first_step)
   try:
+    if periodic_eval_at(first_step):
+      writer.write(first_step, supernet.evaluate_widths(setup, state,
+                                                        status=bar.status))
+      bar.status('compiling')
     for step in range(first_step, total_steps):
       widths = sampling.widths_for_step(space, config.seed, step)
       batch = parallel.global_batch(upcoming.result(), mesh)
@@ -193,7 +186,7 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints, workdir: 
                             'train/images_per_s': images_per_s})
       if done % config.ckpt_every_steps == 0 or is_last:
         ckpt.save(done, state)
-      if (eval_every and done % eval_every == 0) and not is_last:
+      if periodic_eval_at(done):
         writer.write(done, supernet.evaluate_widths(setup, state,
                                                     status=bar.status))
         bar.status('training')
@@ -216,7 +209,7 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints, workdir: 
       'eval_widths': {name: [int(w) for w in widths]
                       for name, widths in setup.fixed_widths().items()},
       'loss_pool_best': float(jax.device_get(state.pool.losses)[0]),
-      'params_sha256': params_sha256(state.params),
+      'params_sha256': checkpoint.tree_sha256(state.params),
   }
 
 

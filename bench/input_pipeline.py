@@ -8,25 +8,20 @@
 Prints one JSON line: input_images_per_s (this host building training
 batches: read, decode, augment, normalize, `--steps` batches, one thread
 pool of input.num_threads) and train_images_per_s (the jitted supernet step
-of the config on those batches, after one compiling step), and whether the
-input keeps up.
+of the config, its model and optimizer, on those batches, after one
+compiling step), and whether the input keeps up.
 """
 
-import functools
 import json
 import time
 
 from absl import flags
 import jax
-import optax
 
 from bcnet_jax import app
-from bcnet_jax import models
 from bcnet_jax import parallel
 from bcnet_jax import sampling
-from bcnet_jax import state as state_lib
-from bcnet_jax import train
-from bcnet_jax.data import pipeline
+from bcnet_jax import supernet
 
 # --config is bcnet_jax.app's flag (defined once, there).
 _STEPS = flags.DEFINE_integer('steps', 20, 'Batches to time.')
@@ -35,21 +30,17 @@ _STEPS = flags.DEFINE_integer('steps', 20, 'Batches to time.')
 def main(argv) -> None:
   del argv
   config = app.CONFIG.value
-  data = pipeline.Input.create(config.input, seed=config.seed)
+  setup = supernet.Setup.create(config)
+  data = setup.data
   data.train_batch(0)  # warm the thread pool and file cache
   start = time.perf_counter()
   batches = [data.train_batch(step) for step in range(1, _STEPS.value + 1)]
   input_s = time.perf_counter() - start
 
-  model = models.get_model(
-      config.model.name, num_classes=data.num_classes,
-      in_channels=config.input.channels, resolution=config.input.resolution)
-  tx = optax.sgd(0.01, momentum=0.9, nesterov=True)
-  mesh = parallel.create_mesh()
-  step_fn = train.jit_supernet_step(config, model, tx, mesh)
-  state = parallel.create_state(functools.partial(
-      state_lib.create_train_state, model, tx, jax.random.key(0)), mesh)
-  space = model.space
+  mesh = setup.mesh
+  step_fn = setup.jit_train_step()
+  state = setup.initial_state()
+  space = setup.model.space
   state, metrics = step_fn(state, parallel.global_batch(batches[0], mesh),
                            sampling.widths_for_step(space, 0, 0))
   jax.block_until_ready(metrics)

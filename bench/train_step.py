@@ -75,7 +75,7 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
     return steps.train_step(*args, **kw)
 
   # A second trace (a width vector that recompiles) raises AssertionError.
-  chex.clear_trace_counter()  # this call's step only
+  chex.clear_trace_counter()  # so that each call counts from zero
   mesh = parallel.create_mesh()
   compact = mode == 'plain'
   step = parallel.jit_train_step(

@@ -195,7 +195,7 @@ class TrainStepTest(parameterized.TestCase):
     self.assertEqual(np.isfinite(pool.losses).sum(), 100)  # 50 steps x 2
 
   def test_step_offers_c_and_complement_with_bilateral_losses(self):
-    state = self.new_state(pool_size=4)
+    state = self.new_state()  # the pool size of the one traced program
     c = sampling.widths_for_step(self.model.space, seed=2, step=0)
     new, metrics = self.step(state, self.batch, c)
     l_c, r_c, l_cbar, r_cbar = np.asarray(metrics['path_losses'])

@@ -2,7 +2,9 @@
 metrics, idempotent reruns, resume after SIGKILL, corrupt, foreign and
 structurally different checkpoints, NaN loss, and the commands' errors."""
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -12,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from unittest import mock
 
 from absl.testing import absltest
 import jax.numpy as jnp
@@ -127,25 +128,39 @@ class TrainTest(absltest.TestCase):
     self.assertEqual(metric_steps(workdir, 'eval/'), [10, 15])
     self.assertEqual(checkpoint_steps(workdir), [10, 15])
 
-  def test_resume_drops_metrics_past_the_restored_step(self):
-    # As if killed after step 10's metrics were written but before its
-    # checkpoint was: the rerun restores step 5 and redoes 6..10.
-    workdir = self.copy_of_short('killed_before_checkpoint')
+  def test_restarts_record_each_step_once(self):
+    workdir = self.copy_of_short('restarted')
+    # With an evaluation every 5 steps. As if killed after step 10's metrics
+    # were written, before its checkpoint: the rerun restores step 5, redoes
+    # the evaluation owed there (a checkpoint is saved before its step's
+    # evaluation) and steps 6..10.
+    every_5 = config(total_steps=10, eval_every_steps=5)
     shutil.rmtree(os.path.join(workdir, 'checkpoints', '10'))
     os.remove(os.path.join(workdir, 'summary.json'))
-    summary = train.train_and_evaluate(config(total_steps=10), workdir)
+    summary = train.train_and_evaluate(every_5, workdir)
     self.assertEqual(summary['first_step_this_run'], 5)
     self.assertEqual(summary['params_sha256'], self.short['params_sha256'])
     self.assertEqual(metric_steps(workdir, 'train/'), [5, 10])
-    self.assertEqual(metric_steps(workdir, 'eval/'), [10])
+    self.assertEqual(metric_steps(workdir, 'eval/'), [5, 10])
     # Killed after the final checkpoint, before the summary: only the final
     # evaluation is redone, and recorded once.
     os.remove(os.path.join(workdir, 'summary.json'))
-    again = train.train_and_evaluate(config(total_steps=10), workdir)
+    again = train.train_and_evaluate(every_5, workdir)
     self.assertEqual(again['first_step_this_run'], 10)
     self.assertEqual(again['final_loss'], summary['final_loss'])
     self.assertEqual(metric_steps(workdir, 'train/'), [5, 10])
-    self.assertEqual(metric_steps(workdir, 'eval/'), [10])
+    self.assertEqual(metric_steps(workdir, 'eval/'), [5, 10])
+    # Killed before its first checkpoint, the last line cut short: the rerun
+    # starts from scratch and keeps none of the old records.
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'))
+    os.remove(os.path.join(workdir, 'summary.json'))
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+      f.write('{"step": 3, "train/lo')
+    scratch = train.train_and_evaluate(every_5, workdir)
+    self.assertEqual(scratch['first_step_this_run'], 0)
+    self.assertEqual(scratch['params_sha256'], self.short['params_sha256'])
+    self.assertEqual(metric_steps(workdir, 'train/'), [5, 10])
+    self.assertEqual(metric_steps(workdir, 'eval/'), [5, 10])
 
   def test_sigkill_then_rerun_gives_the_same_parameters(self):
     workdir = os.path.join(self.tmp, 'killed')
@@ -172,8 +187,14 @@ class TrainTest(absltest.TestCase):
     self.assertEqual(metric_steps(workdir, 'train/'),
                      [5, 10, 15, 20, 25, 30])
 
-  def assert_falls_back_to_step_5(self, workdir):
-    summary = train.train_and_evaluate(config(total_steps=10), workdir)
+  def assert_falls_back_to_step_5(self, workdir, reason):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+      summary = train.train_and_evaluate(config(total_steps=10), workdir)
+    self.assertRegex(out.getvalue().splitlines()[0],
+                     f'^warning: the checkpoint of step 10 is unreadable '
+                     f'\\({reason}.*\\); moved to .*unreadable_checkpoints/'
+                     '10-.*; falling back to step 5$')
     self.assertEqual(summary['first_step_this_run'], 5)
     self.assertEqual(summary['params_sha256'], self.short['params_sha256'])
     # Step 10 was saved anew; the unreadable one is kept aside.
@@ -196,13 +217,14 @@ class TrainTest(absltest.TestCase):
     data[middle:middle + 1000] = bytes(b ^ 0xFF for b in
                                        data[middle:middle + 1000])
     largest.write_bytes(bytes(data))  # same size, other bytes
-    self.assert_falls_back_to_step_5(workdir)
+    self.assert_falls_back_to_step_5(
+        workdir, 'its arrays differ from the digest written when it was saved')
 
   def test_truncated_checkpoint_falls_back(self):
     workdir = self.copy_of_short('truncated')
     for path in self.data_files(workdir, 10):  # a partial write
       path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
-    self.assert_falls_back_to_step_5(workdir)
+    self.assert_falls_back_to_step_5(workdir, 'ValueError: ')
 
   def test_structure_change_is_an_error_and_moves_nothing(self):
     setup = supernet.Setup.create(config(total_steps=10))
@@ -235,13 +257,14 @@ class TrainTest(absltest.TestCase):
     shutil.rmtree(os.path.join(workdir, 'checkpoints', '10', 'digest'))
     setup = supernet.Setup.create(config(total_steps=10))
     checkpoints = setup.checkpoints(workdir)
-    with mock.patch('builtins.print') as printed:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
       restored = checkpoints.restore_latest(setup.initial_state())
     checkpoints.close()
     self.assertEqual(int(restored.step), 10)
-    self.assertEqual(train.params_sha256(restored.params),
+    self.assertEqual(checkpoint.tree_sha256(restored.params),
                      self.short['params_sha256'])
-    self.assertIn('has no digest', printed.call_args.args[0])
+    self.assertIn('step 10 has no digest', out.getvalue())
 
   def test_foreign_checkpoint_is_a_clear_error(self):
     with self.assertRaisesRegex(
@@ -300,7 +323,7 @@ class TrainTest(absltest.TestCase):
         'evaluate, no checkpoint': (
             command('evaluate', '--config=configs/testing.py',
                     f'--workdir={tmp / "w5"}'),
-            'no supernet checkpoint.*train one first'),
+            'no readable supernet checkpoint.*train one first'),
     }
     before = snapshot(self.reference_dir)
     running = {name: subprocess.Popen(
