@@ -64,6 +64,15 @@ class _Unreadable(Exception):
 # What reading a damaged checkpoint raises: TensorStore and JSON decoding
 # errors are ValueErrors; missing files FileNotFoundError; cut files EOFError.
 UNREADABLE = (_Unreadable, ValueError, FileNotFoundError, EOFError)
+# TensorStore raises ValueError for every failure; these codes say the
+# files may be fine (no permission, no memory, storage away): not moved.
+_NOT_DAMAGE = ('PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'UNAVAILABLE',
+               'DEADLINE_EXCEEDED', 'CANCELLED')
+
+
+def _damaged(error: Exception) -> bool:
+  return isinstance(error, UNREADABLE) and not any(
+      code in str(error) for code in _NOT_DAMAGE)
 
 
 def identity(config: Any, num_classes: int) -> dict[str, Any]:
@@ -80,9 +89,9 @@ def identity(config: Any, num_classes: int) -> dict[str, Any]:
 def _host_value(leaf: Any) -> np.ndarray:
   """A leaf on this host; a replicated array's local copy is all of it."""
   if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-    if not leaf.is_fully_replicated:
-      raise ValueError('tree_sha256 needs arrays that are replicated or on '
-                       'this host; the train state is replicated')
+    if not leaf.is_fully_replicated:  # a bug, not a damaged checkpoint
+      raise TypeError('tree_sha256 needs arrays that are replicated or on '
+                      'this host; the train state is replicated')
     leaf = leaf.addressable_shards[0].data
   return np.asarray(jax.device_get(leaf))
 
@@ -227,9 +236,11 @@ class Checkpoints:
     for i, step in enumerate(steps):
       try:
         restored = self._read(step, target)
-      except (ForeignCheckpoint, CheckpointMismatch, PermissionError):
+      except (ForeignCheckpoint, CheckpointMismatch):
         raise
-      except UNREADABLE as e:
+      except Exception as e:  # pylint: disable=broad-except
+        if not _damaged(e):
+          raise
         self._move_aside(step, steps[i + 1:], e)
         continue
       logging.info('Restored the checkpoint of step %d from %s', step,

@@ -18,6 +18,7 @@ As a command, it scores a trained supernet without writing anything:
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any, Callable, Iterable
 
 from absl import flags
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bcnet_jax import app
+from bcnet_jax import models
 from bcnet_jax import paths
 from bcnet_jax.models import layers
 
@@ -124,12 +126,25 @@ def fixed_widths(space, num_random: int, seed: int) -> dict[str, np.ndarray]:
   return out
 
 
-
-if __name__ == '__main__':
+def _main(argv: list[str]) -> None:
+  """`python -m bcnet_jax.evaluate`: prints the scores as one JSON line."""
+  del argv
   # Imported here, not above: supernet imports this module.
   from bcnet_jax import supernet  # pylint: disable=g-import-not-at-top
+  config = app.CONFIG.value
+  widths = None
+  if _WIDTHS.value:
+    space = models.get_space(config.model.name, config.model.bins,
+                             config.model.min_bins)
+    widths = {'given': space.parse_widths(_WIDTHS.value)}
+  result = supernet.evaluate_workdir(config, app.WORKDIR.value, widths)
+  if jax.process_index() == 0:
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == '__main__':
   # Defined only when run: importing this module defines no flag.
   _WIDTHS = flags.DEFINE_string(
       'widths', None, 'bins per group, comma-separated (default: the fixed '
       'width vectors of training\'s evaluation)')
-  app.run(lambda argv: supernet.evaluate_main(_WIDTHS.value))
+  app.run(_main)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any, Callable
 
@@ -26,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bcnet_jax import app
 from bcnet_jax import checkpoint
 from bcnet_jax import config_utils
 from bcnet_jax import console
@@ -216,16 +214,3 @@ def evaluate_workdir(config: Any, workdir: str,
   return {'step': step, 'split': config.eval.split,
           'widths': {k: [int(w) for w in v] for k, v in widths.items()},
           **scores}
-
-
-def evaluate_main(widths_text: str | None) -> None:
-  """`python -m bcnet_jax.evaluate`: the flags' run and width vector."""
-  config = app.CONFIG.value
-  widths = None
-  if widths_text:
-    space = models.get_space(config.model.name, config.model.bins,
-                             config.model.min_bins)
-    widths = {'given': space.parse_widths(widths_text)}
-  result = evaluate_workdir(config, app.WORKDIR.value, widths)
-  if jax.process_index() == 0:
-    print(json.dumps(result), flush=True)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 from absl.testing import absltest
 import jax.numpy as jnp
@@ -110,13 +111,13 @@ class TrainTest(absltest.TestCase):
 
   def test_rerunning_a_finished_run_writes_nothing(self):
     before = snapshot(self.reference_dir)
-    out = subprocess.run(train_command(self.reference_dir), cwd=ROOT,
-                         env=SUBPROCESS_ENV, capture_output=True, text=True)
-    self.assertEqual(out.returncode, 0, out.stderr)
-    self.assertIn('this run is complete (step 30)', out.stdout)
-    self.assertIn(os.path.join(self.reference_dir, 'summary.json'),
-                  out.stdout)
-    self.assertEqual(json.loads(out.stdout.splitlines()[-1]), self.reference)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+      again = train.train_and_evaluate(config(), self.reference_dir)
+    self.assertEqual(again, self.reference)
+    self.assertIn('this run is complete (step 30); its summary is '
+                  f'{os.path.join(self.reference_dir, "summary.json")}',
+                  out.getvalue())
     self.assertEqual(snapshot(self.reference_dir), before)
 
   def test_raising_the_step_count_continues_the_run(self):
@@ -266,6 +267,20 @@ class TrainTest(absltest.TestCase):
                      self.short['params_sha256'])
     self.assertIn('step 10 has no digest', out.getvalue())
 
+  def test_a_failing_read_that_is_not_damage_moves_nothing(self):
+    # TensorStore reports every failure as ValueError; out of memory is not
+    # a damaged checkpoint.
+    setup = supernet.Setup.create(config(total_steps=10))
+    before = snapshot(self.short_dir)
+    checkpoints = setup.checkpoints(self.short_dir)
+    out_of_memory = ValueError('RESOURCE_EXHAUSTED: cannot allocate')
+    with mock.patch.object(checkpoints.manager, 'restore',
+                           side_effect=out_of_memory):
+      with self.assertRaisesRegex(ValueError, 'RESOURCE_EXHAUSTED'):
+        checkpoints.restore_latest(setup.initial_state())
+    checkpoints.close()
+    self.assertEqual(snapshot(self.short_dir), before)
+
   def test_foreign_checkpoint_is_a_clear_error(self):
     with self.assertRaisesRegex(
         checkpoint.ForeignCheckpoint,
@@ -280,19 +295,16 @@ class TrainTest(absltest.TestCase):
       train.train_and_evaluate(config(**{'input.std': (0.0,)}), workdir)
     self.assertEqual(checkpoint_steps(workdir), [5, 10])
 
-  def test_evaluate_command_rescores_without_writing(self):
+  def test_evaluate_workdir_rescores_without_writing(self):
     before = snapshot(self.reference_dir)
-    out = subprocess.run(
-        command('evaluate', '--config=configs/testing.py',
-                f'--workdir={self.reference_dir}'),
-        cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
-    self.assertEqual(out.returncode, 0, out.stderr)
-    scores = json.loads(out.stdout.splitlines()[-1])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+      scores = supernet.evaluate_workdir(config(), self.reference_dir)
     self.assertEqual(scores['step'], 30)
     for key, value in self.reference.items():
       if key.startswith('eval/'):
         self.assertEqual(scores[key], value, key)
-    self.assertIn('full (20 of 20 bins: the nominal network)', out.stdout)
+    self.assertIn('full (20 of 20 bins: the nominal network)', out.getvalue())
     self.assertEqual(snapshot(self.reference_dir), before)
 
   def test_bad_input_is_one_line_and_exit_status_2(self):
@@ -342,6 +354,10 @@ class TrainTest(absltest.TestCase):
 
 
 class ConfigTest(absltest.TestCase):
+
+  def test_minival_evaluation_needs_a_minival_split(self):
+    with self.assertRaisesRegex(ValueError, 'minival_size >= 1'):
+      supernet.Setup.create(config(**{'input.minival_size': 0}))
 
   def test_every_config_loads_locked(self):
     import importlib  # pylint: disable=g-import-not-at-top
