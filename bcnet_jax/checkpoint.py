@@ -70,9 +70,31 @@ _NOT_DAMAGE = ('PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'UNAVAILABLE',
                'DEADLINE_EXCEEDED', 'CANCELLED')
 
 
-def _damaged(error: Exception) -> bool:
-  return isinstance(error, UNREADABLE) and not any(
-      code in str(error) for code in _NOT_DAMAGE)
+def _chain(error: BaseException) -> list[BaseException]:
+  """error, what caused it, what caused that..."""
+  chain = []
+  while error is not None and len(chain) < 16:
+    chain.append(error)
+    error = error.__cause__ or error.__context__
+  return chain
+
+
+def _damaged(error: BaseException) -> bool:
+  """Whether `error`, or what caused it, says the checkpoint is damaged.
+
+  orbax wraps TensorStore's read errors in a plain Exception ("Encountered
+  error while reading array index"), so the causes are searched too.
+  """
+  chain = _chain(error)
+  if any(code in str(e) for e in chain for code in _NOT_DAMAGE):
+    return False
+  return any(isinstance(e, UNREADABLE) for e in chain)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+  """The deepest error of the chain that names the damage."""
+  damage = [e for e in _chain(error) if isinstance(e, UNREADABLE)]
+  return damage[-1] if damage else error
 
 
 def identity(config: Any, num_classes: int) -> dict[str, Any]:
@@ -257,8 +279,9 @@ class Checkpoints:
     where = (f'falling back to step {older[0]}' if older
              else 'no older checkpoint' if self.read_only
              else 'no older checkpoint: starting from scratch')
-    reason = (str(error) if isinstance(error, _Unreadable)
-              else f'{type(error).__name__}: {_first_line(error)}')
+    cause = _root_cause(error)
+    reason = (str(cause) if isinstance(cause, _Unreadable)
+              else f'{type(cause).__name__}: {_first_line(cause)}')
     if self.read_only:
       console.say(f'warning: the checkpoint of step {step} is unreadable '
                   f'({reason}); {where}')
@@ -279,22 +302,22 @@ class Checkpoints:
     self.manager.close()
 
 
-def _quiet_late_read_callbacks() -> None:
-  """Silences one harmless message, keeping every other one.
+# What a failed restore leaves behind, printed by Python as tracebacks
+# through sys.unraisablehook, hundreds for one checkpoint: TensorStore
+# completes the reads in flight after orbax closed their asyncio loop, and
+# orbax's other read coroutines fail the same way as the one reported.
+_LATE_READ_ERRORS = ('Event loop is closed',
+                     'Encountered error while reading array index')
 
-  When a restore fails, TensorStore completes the reads still in flight
-  after orbax has closed their asyncio loop; each late callback raises
-  RuntimeError('Event loop is closed'), which Python would print as a
-  traceback through sys.unraisablehook (hundreds for one checkpoint).
-  """
+
+def _quiet_late_read_callbacks() -> None:
+  """Silences those harmless leftovers, keeping every other message."""
   previous = sys.unraisablehook
   if getattr(previous, 'bcnet_jax_quiet', False):
     return
 
   def hook(unraisable: Any) -> None:
-    error = unraisable.exc_value
-    if not (isinstance(error, RuntimeError) and
-            str(error) == 'Event loop is closed'):
+    if not str(unraisable.exc_value).startswith(_LATE_READ_ERRORS):
       previous(unraisable)
 
   hook.bcnet_jax_quiet = True

@@ -221,10 +221,15 @@ class TrainTest(absltest.TestCase):
     self.assert_falls_back_to_step_5(
         workdir, 'its arrays differ from the digest written when it was saved')
 
-  def test_truncated_checkpoint_falls_back(self):
-    workdir = self.copy_of_short('truncated')
-    for path in self.data_files(workdir, 10):  # a partial write
-      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  def test_undecodable_checkpoint_falls_back(self):
+    # Bit rot all over the data files, same sizes: zstd cannot decode them
+    # (orbax wraps TensorStore's ValueError; the cause is reported).
+    workdir = self.copy_of_short('undecodable')
+    for path in self.data_files(workdir, 10):
+      data = bytearray(path.read_bytes())
+      for i in range(0, len(data), 4096):
+        data[i:i + 64] = bytes(b ^ 0xFF for b in data[i:i + 64])
+      path.write_bytes(bytes(data))
     self.assert_falls_back_to_step_5(workdir, 'ValueError: ')
 
   def test_structure_change_is_an_error_and_moves_nothing(self):
@@ -280,6 +285,23 @@ class TrainTest(absltest.TestCase):
         checkpoints.restore_latest(setup.initial_state())
     checkpoints.close()
     self.assertEqual(snapshot(self.short_dir), before)
+
+  def test_wrapped_read_errors_are_damage_unless_resources(self):
+    def raised(message, wrap=True):
+      try:
+        try:
+          raise ValueError(message)
+        except ValueError as e:
+          if wrap:  # as orbax wraps TensorStore's read errors
+            raise Exception('Encountered error while reading array') from e
+          raise
+      except Exception as e:  # pylint: disable=broad-except
+        return e
+    corrupt = 'FAILED_PRECONDITION: ZSTD_decompressStream() failed'
+    self.assertTrue(checkpoint._damaged(raised(corrupt)))
+    self.assertTrue(checkpoint._damaged(raised(corrupt, wrap=False)))
+    self.assertFalse(checkpoint._damaged(raised('RESOURCE_EXHAUSTED: oom')))
+    self.assertFalse(checkpoint._damaged(RuntimeError('XLA out of memory')))
 
   def test_foreign_checkpoint_is_a_clear_error(self):
     with self.assertRaisesRegex(
