@@ -63,6 +63,11 @@ class CostModel:
     """MACs of one width vector ([G] -> int) or a batch ([K, G] -> [K])."""
     return self._evaluate(self._macs, widths)
 
+  def macs_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coef, a, b): MACs = Σ coef·channels(a)·channels(b), where a and b
+    index space.dims and len(space.dims) stands for the constant 1."""
+    return self._macs
+
   def params(self, widths: Any) -> np.ndarray | int:
     """Params of one width vector ([G] -> int) or a batch ([K, G] -> [K])."""
     return self._evaluate(self._params, widths)

@@ -24,21 +24,30 @@ def widths_for_step(space: SearchSpace, seed: int, step: int) -> np.ndarray:
   return space.sample(np.random.default_rng([seed, step]))
 
 
-def subnetworks(space: SearchSpace, widths, *, objective: str,
-                complementary: bool) -> list[tuple[str, np.ndarray]]:
-  """The (side, widths) sub-networks one step trains (docs/design.md §3).
+def subnetwork_table(objective: str, complementary: bool
+                     ) -> tuple[tuple[str, bool], ...]:
+  """The sub-networks a step trains, in the order of its path losses, as
+  (side, whether of the complement) (docs/design.md §3).
 
-  bcnet: L(c), R(c̄), R(c), L(c̄) (the last two only with complementary);
-  without complementary: L(c), R(c); ua: L(c).
+  bcnet: L(c), R(c), L(c̄), R(c̄) (the last two only with complementary);
+  ua: L(c).
   """
   check_objective(objective)
-  c = space.validate_widths(widths)
   if objective == 'ua':
-    return [('left', c)]
+    return (('left', False),)
   if not complementary:
-    return [('left', c), ('right', c)]
+    return (('left', False), ('right', False))
+  return (('left', False), ('right', False), ('left', True), ('right', True))
+
+
+def subnetworks(space: SearchSpace, widths, *, objective: str,
+                complementary: bool) -> list[tuple[str, np.ndarray]]:
+  """The (side, widths) sub-networks one step trains, as in
+  `subnetwork_table`."""
+  c = space.validate_widths(widths)
   cbar = space.complement(c)
-  return [('left', c), ('right', cbar), ('right', c), ('left', cbar)]
+  return [(side, cbar if of_complement else c) for side, of_complement in
+          subnetwork_table(objective, complementary)]
 
 
 def check_objective(objective: str) -> None:

@@ -191,9 +191,15 @@ class SearchSpace:
     shape = (self.num_groups,) if n is None else (n, self.num_groups)
     return rng.integers(self.min_bins, self.bins + 1, shape).astype(np.int32)
 
-  def complement(self, widths: Any) -> np.ndarray:
-    """c̄ = B + m - c: L(c) ⊔ R(c̄) = R(c) ⊔ L(c̄) covers every channel."""
-    return (self.supernet_bins - self.validate_widths(widths)).astype(np.int32)
+  def complement(self, widths: Any) -> Any:
+    """c̄ = B + m - c: L(c) ⊔ R(c̄) = R(c) ⊔ L(c̄) covers every channel.
+
+    The one formula for host width vectors (validated here) and traced ones
+    inside a step (taken as they are).
+    """
+    if isinstance(widths, (np.ndarray, np.generic, list, tuple, int)):
+      widths = self.validate_widths(widths)
+    return self.supernet_bins - widths
 
   def validate_widths(self, widths: Any) -> np.ndarray:
     """Returns widths as int32 [..., G] or raises a ValueError that says why."""

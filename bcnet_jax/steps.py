@@ -31,8 +31,8 @@ import optax
 
 from bcnet_jax import loss_pool
 from bcnet_jax import paths
+from bcnet_jax import sampling
 from bcnet_jax.models import layers
-from bcnet_jax.sampling import check_objective
 from bcnet_jax.state import TrainState
 
 IMPLEMENTATIONS = ('fused', 'reference')
@@ -47,25 +47,26 @@ def passes(space, widths: jax.Array, *, objective: str, complementary: bool,
     (ids, select): ids lists, per pass, dim -> [C'] int8; select lists, per
     sub-network in the order L(c), R(c)[, L(c̄), R(c̄)], its (pass, path).
   """
-  check_objective(objective)
+  table = sampling.subnetwork_table(objective, complementary)
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got '
                      f'{implementation!r}')
   c = jnp.asarray(widths, jnp.int32)
-  cbar = space.supernet_bins - c
-  if objective == 'ua':
-    ids, select = [paths.left(space, c)], [(0, 0)]
-  elif not complementary:
-    ids = [paths.left(space, c), paths.right(space, c)]
-    select = [(0, 0), (1, 0)]
-  elif implementation == 'fused':
+  cbar = space.complement(c)
+  if len(table) == 4 and implementation == 'fused':
+    # pair(c) carries L(c) and R(c̄); pair(c̄) carries L(c̄) and R(c).
     ids = [paths.pair(space, c), paths.pair(space, cbar)]
-    select = [(0, 0), (1, 1), (1, 0), (0, 1)]
-  else:
-    ids = [paths.left(space, c), paths.right(space, cbar),
-           paths.right(space, c), paths.left(space, cbar)]
-    select = [(0, 0), (2, 0), (3, 0), (1, 0)]
-  return ids, select
+    where = {('left', False): (0, 0), ('right', True): (0, 1),
+             ('left', True): (1, 0), ('right', False): (1, 1)}
+    return ids, [where[s] for s in table]
+  # One masked pass per sub-network; with the complement, BN statistics are
+  # threaded in the fused passes' order: L(c), R(c̄), then R(c), L(c̄).
+  order = ([('left', False), ('right', True), ('right', False),
+            ('left', True)] if len(table) == 4 else list(table))
+  side_ids = {'left': paths.left, 'right': paths.right}
+  ids = [side_ids[side](space, cbar if of_complement else c)
+         for side, of_complement in order]
+  return ids, [(order.index(s), 0) for s in table]
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
@@ -149,7 +150,7 @@ def train_step(state: TrainState, batch: Batch,
       record_losses = path_losses
     else:
       record_losses = path_losses.reshape(-1, 2).mean(axis=1)
-    record_widths = jnp.stack([c, model.space.supernet_bins - c]
+    record_widths = jnp.stack([c, model.space.complement(c)]
                               )[:len(record_losses)]
     new_state = new_state.replace(
         pool=loss_pool.offer(state.pool, record_widths, record_losses))

@@ -38,14 +38,26 @@ from bcnet_jax import state as state_lib
 from bcnet_jax import steps
 from bcnet_jax.costs import CostModel
 
-# mode -> (train_step keywords, passes per step, sub-networks per step).
+# mode -> train_step keywords ('plain': the compact nominal network).
 MODES = {
-    'fused': ({'objective': 'bcnet', 'implementation': 'fused'}, 2, 4),
-    'reference': ({'objective': 'bcnet', 'implementation': 'reference'}, 4, 4),
-    'ua': ({'objective': 'ua'}, 1, 1),
-    'plain': ({}, 1, 1),
+    'fused': {'objective': 'bcnet', 'implementation': 'fused'},
+    'reference': {'objective': 'bcnet', 'implementation': 'reference'},
+    'ua': {'objective': 'ua'},
+    'plain': {},
 }
 TRACE_VECTORS = 50
+
+
+def passes_and_subnetworks(mode: str, space) -> tuple[int, int]:
+  """Full-width passes and sub-networks per step, as the step has them."""
+  if mode == 'plain':
+    return 1, 1
+  ids, select = steps.passes(space, space.full(), **_step_keywords(mode))
+  return len(ids), len(select)
+
+
+def _step_keywords(mode: str) -> dict:
+  return {'complementary': True, 'implementation': 'fused', **MODES[mode]}
 
 
 def useful_mac_fraction(mode: str, supernet: models.WidthModel,
@@ -55,18 +67,23 @@ def useful_mac_fraction(mode: str, supernet: models.WidthModel,
     return 1.0
   costs = CostModel(supernet)
   space = supernet.space
-  useful = costs.macs(widths).astype(np.float64)
-  if mode != 'ua':  # L(c), R(c), L(c̄), R(c̄): a path's MACs depend on c only
-    useful = 2 * (useful + costs.macs(space.complement(widths)))
-  computed = MODES[mode][1] * costs.macs(space.full())
+  keywords = _step_keywords(mode)
+  table = sampling.subnetwork_table(keywords['objective'],
+                                    keywords['complementary'])
+  # A path's MACs depend on its width vector, not on its side.
+  useful = sum(costs.macs(space.complement(widths) if of_complement
+                          else widths).astype(np.float64)
+               for _, of_complement in table)
+  computed = passes_and_subnetworks(mode, space)[0] * costs.macs(space.full())
   return float(np.mean(useful) / computed)
 
 
 def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
           seed: int = 0) -> dict:
-  kwargs, _, subnets = MODES[mode]
+  kwargs = MODES[mode]
   supernet = models.get_model(model_name)
   space = supernet.space
+  subnets = passes_and_subnetworks(mode, space)[1]
   model = (models.compact_like(supernet, space.full()) if mode == 'plain'
            else supernet)
   tx = optax.sgd(0.01, momentum=0.9, nesterov=True)

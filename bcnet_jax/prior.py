@@ -1,0 +1,176 @@
+"""The search's prior (docs/design.md §5): width distributions fitted to the
+loss records, and the initial population they seed.
+
+During supernet training the loss pool keeps the lowest bilateral losses
+with their width vectors. `loss_table` turns them into E[g, w], the mean
+loss of the records whose group g has w bins; `fit` finds per-group
+distributions p_g = softmax(θ_g) that prefer low-loss widths while their
+expected MACs meet the budget F,
+
+  J(θ) = mean_g Σ_w p_g(w)·E[g, w] + λ·(E_p[MACs] / F − 1)²,
+
+with E_p[MACs] exact under independent groups (`expected_macs`); and
+`initial_population` draws unseen width vectors from p within the MACs band
+[lo·F, F].
+
+Synopsis:
+
+  table = prior.loss_table(space, pool.widths, pool.losses)
+  probs = prior.fit(costs, table, budget=F, weight=1.0, steps=300,
+                    learning_rate=0.1)
+  population = prior.initial_population(costs, probs, budget=F, low=0.8,
+                                        size=50, rng=np.random.default_rng(0))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bcnet_jax.costs import CostModel
+from bcnet_jax.space import SearchSpace
+
+# Draws per wanted population member before the band is declared too hard.
+_MAX_DRAWS_PER_MEMBER = 2000
+
+
+def loss_table(space: SearchSpace, widths: Any, losses: Any,
+               unseen: float | None = None) -> np.ndarray:
+  """E[g, w - m]: mean recorded loss of the records whose group g has w bins.
+
+  Args:
+    space: the search space.
+    widths: [N, G] recorded width vectors.
+    losses: [N] their losses; non-finite ones (empty pool slots) are ignored.
+    unseen: E where no record has the width; default: the highest recorded
+      loss, so that an unseen width is never preferred to a seen one.
+
+  Returns:
+    [G, B - m + 1] float64.
+  """
+  losses = np.asarray(losses, np.float64)
+  keep = np.isfinite(losses)
+  if not keep.any():
+    raise ValueError('the loss pool holds no records: train the supernet '
+                     'for at least one step first')
+  widths = space.validate_widths(np.asarray(widths)[keep]).reshape(
+      -1, space.num_groups)
+  losses = losses[keep]
+  values = space.bins - space.min_bins + 1
+  index = widths - space.min_bins  # [N, G]
+  sums = np.zeros((space.num_groups, values))
+  counts = np.zeros((space.num_groups, values))
+  for g in range(space.num_groups):
+    np.add.at(sums[g], index[:, g], losses)
+    np.add.at(counts[g], index[:, g], 1)
+  fill = losses.max() if unseen is None else unseen
+  return np.where(counts > 0, sums / np.maximum(counts, 1), fill)
+
+
+def expected_macs(costs: CostModel, probs: jax.Array) -> jax.Array:
+  """Exact E[MACs] when group g has w bins with probability probs[g, w - m],
+  independently across groups; differentiable in probs.
+
+  A layer's MACs are coef x channels(a) x channels(b). Dims of different
+  groups are independent: E = coef·E[ch_a]·E[ch_b]. Dims of one group (a
+  layer whose input and output share a bin variable, e.g. EfficientNet's SE
+  dims) are not: E = coef·Σ_w p(w)·e_a[w]·e_b[w], not a product of means.
+  """
+  space = costs.space
+  coef, a, b = costs.macs_terms()
+  # Every dim's channels per bin value, and a constant 1 as a last "dim"
+  # with a group of its own (uniform: its value does not depend on it).
+  channels = np.concatenate([
+      space.edge_table()[:, space.min_bins:space.bins + 1],
+      np.ones((1, space.bins - space.min_bins + 1), np.int64)])
+  group = np.array([d.group for d in space.dims] + [space.num_groups])
+  probs = jnp.concatenate([probs, jnp.full((1, probs.shape[1]),
+                                           1 / probs.shape[1], probs.dtype)])
+  channels = jnp.asarray(channels, probs.dtype)
+  p_of = probs[group]                                    # [D + 1, W]
+  mean = jnp.sum(p_of * channels, axis=1)                # [D + 1]
+  joint = jnp.sum(p_of[a] * channels[a] * channels[b], axis=1)
+  same = jnp.asarray(group[a] == group[b])
+  return jnp.sum(jnp.asarray(coef, probs.dtype) *
+                 jnp.where(same, joint, mean[a] * mean[b]))
+
+
+def fit(costs: CostModel, table: np.ndarray, *, budget: float,
+        weight: float, steps: int, learning_rate: float) -> np.ndarray:
+  """Per-group width distributions [G, B - m + 1] minimizing J (above).
+
+  Args:
+    costs: the model's cost model.
+    table: E from `loss_table`.
+    budget: F, the MACs budget.
+    weight: λ, the weight of the budget term.
+    steps: Adam steps.
+    learning_rate: Adam's learning rate.
+  """
+  table = jnp.asarray(table, jnp.float32)
+
+  def objective(theta):
+    probs = jax.nn.softmax(theta, axis=-1)
+    loss = jnp.mean(jnp.sum(probs * table, axis=-1))
+    return loss + weight * jnp.square(expected_macs(costs, probs) / budget
+                                      - 1)
+
+  tx = optax.adam(learning_rate)
+
+  @jax.jit
+  def run(theta):
+    def step(carry, _):
+      theta, opt_state = carry
+      grads = jax.grad(objective)(theta)
+      updates, opt_state = tx.update(grads, opt_state)
+      return (optax.apply_updates(theta, updates), opt_state), None
+    (theta, _), _ = jax.lax.scan(step, (theta, tx.init(theta)), None,
+                                 length=steps)
+    return jax.nn.softmax(theta, axis=-1)
+
+  return np.asarray(run(jnp.zeros(table.shape, jnp.float32)), np.float64)
+
+
+def band(costs: CostModel, budget: float, low: float) -> tuple[float, float]:
+  """[low·F, F], checked against the smallest MACs of the space."""
+  if not 0 < low <= 1:
+    raise ValueError(f'the band\'s low end must be in (0, 1], got {low}')
+  smallest = costs.macs(costs.space.smallest())
+  if budget < smallest:
+    raise ValueError(
+        f'a budget of {budget:,.0f} MACs is below the smallest width vector '
+        f'of {costs.space.model} ({smallest:,} MACs at {costs.resolution}x'
+        f'{costs.resolution}): no width vector meets it; raise the budget')
+  return low * budget, float(budget)
+
+
+def initial_population(costs: CostModel, probs: np.ndarray, *, budget: float,
+                       low: float, size: int, rng: np.random.Generator
+                       ) -> np.ndarray:
+  """`size` width vectors drawn from probs with MACs in [low·F, F], no two
+  with the same channels. [size, G] int32."""
+  space = costs.space
+  lo, hi = band(costs, budget, low)
+  cumulative = np.cumsum(probs, axis=1)
+  seen, out = set(), []
+  for _ in range(size * _MAX_DRAWS_PER_MEMBER // 100):
+    draws = (rng.random((100, space.num_groups, 1)) > cumulative[None]
+             ).sum(-1) + space.min_bins  # inverse CDF, 100 at a time
+    draws = np.minimum(draws, space.bins).astype(np.int32)
+    macs = costs.macs(draws)
+    for c, m in zip(draws, macs):
+      key = space.channel_matrix(c).tobytes()
+      if lo <= m <= hi and key not in seen:
+        seen.add(key)
+        out.append(c)
+        if len(out) == size:
+          return np.stack(out)
+  raise ValueError(
+      f'drew {size * _MAX_DRAWS_PER_MEMBER:,} width vectors from the prior '
+      f'and found only {len(out)} distinct ones with MACs in [{lo:,.0f}, '
+      f'{hi:,.0f}]: widen the band (search.band_low) or lower '
+      'search.population')
