@@ -19,20 +19,16 @@ import dataclasses
 
 import numpy as np
 
+from bcnet_jax import prior
 from bcnet_jax.costs import CostModel
 
 # Tries per wanted child before a generation is declared unable to fill.
 _TRIES_PER_CHILD = 200
 
 
-def channel_key(costs: CostModel, widths: np.ndarray) -> bytes:
-  """What makes two width vectors the same network: their channels."""
-  return costs.space.channel_matrix(widths).tobytes()
-
-
 @dataclasses.dataclass(frozen=True)
 class Rules:
-  """How a generation breeds the next: all of config.search's constants."""
+  """How a generation breeds the next, and the constants it does it by."""
   costs: CostModel
   probs: np.ndarray  # [G, B - m + 1]: the prior, for mutations
   band: tuple[float, float]
@@ -43,7 +39,7 @@ class Rules:
 
   def _legal(self, child: np.ndarray, seen: set[bytes]) -> bool:
     macs = self.costs.macs(child)
-    key = channel_key(self.costs, child)
+    key = self.costs.space.channel_key(child)
     if self.band[0] <= macs <= self.band[1] and key not in seen:
       seen.add(key)
       return True
@@ -54,8 +50,7 @@ class Rules:
     parent = parents[rng.integers(len(parents))]
     space = self.costs.space
     redraw = rng.random(space.num_groups) < self.mutation_prob
-    drawn = np.array([rng.choice(len(p), p=p) for p in self.probs]
-                     ) + space.min_bins
+    drawn = prior.sample(space, self.probs, 1, rng)[0]
     return np.where(redraw, drawn, parent).astype(np.int32)
 
   def _cross(self, parents: np.ndarray, rng: np.random.Generator
@@ -75,21 +70,24 @@ class Rules:
                       ) -> np.ndarray:
     """Mutations then crossovers of the parents, each legal; adds their keys
     to `seen`. Raises ValueError when the band leaves too few children."""
+    if not scores:
+      raise ValueError('no scored width vectors to breed from')
     parents = self.parents(scores)
-    out = []
-    for make, count in ((self._mutant, self.mutations),
-                        (self._cross, self.crossovers)):
+    taken, out = set(seen), []
+    for kind, make, count in (('mutation', self._mutant, self.mutations),
+                              ('crossover', self._cross, self.crossovers)):
       made = 0
       for _ in range(count * _TRIES_PER_CHILD):
         if made == count:
           break
         child = make(parents, rng)
-        if self._legal(child, seen):
+        if self._legal(child, taken):
           out.append(child)
           made += 1
       if made < count:
         raise ValueError(
-            f'only {made} of {count} {make.__name__[1:]} children were new '
-            f'and within the MACs band after {count * _TRIES_PER_CHILD:,} '
-            'tries: widen the band (search.band_low) or ask for fewer')
+            f'only {made} of {count} {kind} children were new and within '
+            f'the MACs band after {count * _TRIES_PER_CHILD:,} tries: widen '
+            'the band or ask for fewer children')
+    seen.update(taken)
     return np.stack(out)

@@ -148,6 +148,24 @@ def band(costs: CostModel, budget: float, low: float) -> tuple[float, float]:
   return low * budget, float(budget)
 
 
+def sample(space: SearchSpace, probs: np.ndarray, n: int,
+           rng: np.random.Generator) -> np.ndarray:
+  """n width vectors [n, G] int32, group g with w bins with probability
+  probs[g, w - m] (each row normalized here: a float32 softmax sums to 1
+  only within ~1e-7)."""
+  probs = np.asarray(probs, np.float64)
+  values = space.bins - space.min_bins + 1
+  if probs.shape != (space.num_groups, values) or np.any(probs < 0):
+    raise ValueError(f'probs must be non-negative, shaped [groups, bins - '
+                     f'min_bins + 1] = {(space.num_groups, values)}; got '
+                     f'{probs.shape}')
+  cumulative = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+  u = rng.random((n, space.num_groups))
+  index = np.stack([np.searchsorted(cumulative[g], u[:, g], side='right')
+                    for g in range(space.num_groups)], axis=1)
+  return (np.minimum(index, values - 1) + space.min_bins).astype(np.int32)
+
+
 def initial_population(costs: CostModel, probs: np.ndarray, *, budget: float,
                        low: float, size: int, rng: np.random.Generator
                        ) -> np.ndarray:
@@ -155,15 +173,12 @@ def initial_population(costs: CostModel, probs: np.ndarray, *, budget: float,
   with the same channels. [size, G] int32."""
   space = costs.space
   lo, hi = band(costs, budget, low)
-  cumulative = np.cumsum(probs, axis=1)
   seen, out = set(), []
   for _ in range(size * _MAX_DRAWS_PER_MEMBER // 100):
-    draws = (rng.random((100, space.num_groups, 1)) > cumulative[None]
-             ).sum(-1) + space.min_bins  # inverse CDF, 100 at a time
-    draws = np.minimum(draws, space.bins).astype(np.int32)
+    draws = sample(space, probs, 100, rng)
     macs = costs.macs(draws)
     for c, m in zip(draws, macs):
-      key = space.channel_matrix(c).tobytes()
+      key = space.channel_key(c)
       if lo <= m <= hi and key not in seen:
         seen.add(key)
         out.append(c)
@@ -172,5 +187,4 @@ def initial_population(costs: CostModel, probs: np.ndarray, *, budget: float,
   raise ValueError(
       f'drew {size * _MAX_DRAWS_PER_MEMBER:,} width vectors from the prior '
       f'and found only {len(out)} distinct ones with MACs in [{lo:,.0f}, '
-      f'{hi:,.0f}]: widen the band (search.band_low) or lower '
-      'search.population')
+      f'{hi:,.0f}]: widen the band or ask for a smaller population')

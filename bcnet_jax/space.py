@@ -246,6 +246,11 @@ class SearchSpace:
     groups = np.array([d.group for d in self.dims])
     return self.edge_table()[np.arange(len(self.dims)), c[:, groups]]
 
+  def channel_key(self, widths: Any) -> bytes:
+    """What makes two width vectors the same network: their channels (with
+    N < B several bin values give the same channels)."""
+    return self.channel_matrix(widths).tobytes()
+
   def parse_widths(self, text: str) -> np.ndarray:
     """Parses '4,3,2,...' (bins per group) from the command line."""
     try:

@@ -1,6 +1,8 @@
 """Evolution: legal, new, seeded children; it climbs a toy fitness."""
 
 from absl.testing import absltest
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bcnet_jax import evolution
@@ -31,8 +33,8 @@ class EvolutionTest(absltest.TestCase):
     population = prior.initial_population(
         self.costs, self.probs, budget=self.budget, low=0.8, size=50,
         rng=np.random.default_rng(seed))
-    seen = {evolution.channel_key(self.costs, c) for c in population}
-    scores = {evolution.channel_key(self.costs, c): (c, self.fitness(c))
+    seen = {self.space.channel_key(c) for c in population}
+    scores = {self.space.channel_key(c): (c, self.fitness(c))
               for c in population}
     return scores, seen
 
@@ -45,7 +47,7 @@ class EvolutionTest(absltest.TestCase):
     macs = self.costs.macs(children)
     lo, hi = self.rules.band
     self.assertTrue(np.all((macs >= lo) & (macs <= hi)))
-    keys = [evolution.channel_key(self.costs, c) for c in children]
+    keys = [self.space.channel_key(c) for c in children]
     self.assertLen(set(keys), 50)
     self.assertFalse(set(keys) & before)
     self.assertEqual(seen, before | set(keys))
@@ -65,17 +67,32 @@ class EvolutionTest(absltest.TestCase):
     first_best = max(s for _, s in scores.values())
     for _ in range(8):
       for c in self.rules.next_population(scores, seen, rng):
-        scores[evolution.channel_key(self.costs, c)] = (c, self.fitness(c))
+        scores[self.space.channel_key(c)] = (c, self.fitness(c))
     self.assertGreater(max(s for _, s in scores.values()), first_best)
     self.assertLen(scores, 50 + 8 * 50)  # nothing scored twice
+
+  def test_breeds_from_a_fitted_prior(self):
+    # A float32 softmax, as prior.fit returns: rows sum to 1 within ~1e-7.
+    logits = np.random.default_rng(4).normal(
+        size=(self.space.num_groups, self.space.bins))
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32)),
+                       np.float64)
+    rules = evolution.Rules(self.costs, probs, band=self.rules.band,
+                            top_k=10, mutations=25, crossovers=25,
+                            mutation_prob=0.5)
+    scores, seen = self.initial(0)
+    children = rules.next_population(scores, seen, np.random.default_rng(5))
+    self.assertEqual(children.shape, (50, self.space.num_groups))
 
   def test_a_band_too_narrow_to_fill_is_an_error(self):
     scores, seen = self.initial(0)
     narrow = evolution.Rules(
         self.costs, self.probs, band=(self.budget, self.budget), top_k=10,
         mutations=5, crossovers=5, mutation_prob=0.1)
+    before = set(seen)
     with self.assertRaisesRegex(ValueError, 'widen the band'):
       narrow.next_population(scores, seen, np.random.default_rng(0))
+    self.assertEqual(seen, before)  # nothing taken from a failed generation
 
 
 if __name__ == '__main__':
