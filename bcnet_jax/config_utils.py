@@ -77,6 +77,22 @@ def base_config() -> ml_collections.ConfigDict:
   # Supernet evaluation never touches the eval (test) split by default:
   # that split reports the retrained network.
   c.eval.split = 'minival'             # 'minival' | 'eval'
+
+  c.search = ml_collections.ConfigDict()  # docs/design.md §5
+  c.search.macs_budget = placeholder(int)       # F in MACs, or F as a
+  c.search.macs_fraction = placeholder(float)   # fraction of full width's
+  c.search.band_low = 0.8              # candidates: MACs in [0.8 F, F]
+  c.search.population = 50
+  c.search.generations = 20
+  c.search.top_k = 10
+  c.search.mutations = 25
+  c.search.crossovers = 25
+  c.search.mutation_prob = 0.1         # per gene, redrawn from the prior
+  # The prior: J = mean loss under p + prior_weight * (E_p[MACs] / F - 1)^2,
+  # minimized by Adam for prior_steps steps (met within 5% of F in tests).
+  c.search.prior_weight = 10.0
+  c.search.prior_steps = 300
+  c.search.prior_learning_rate = 0.1
   return c
 
 
@@ -156,6 +172,23 @@ def steps_from(config: Any, prefix: str, steps_per_epoch: int
   if epochs is not None:
     return max(1, int(round(epochs * steps_per_epoch)))
   return steps
+
+
+def macs_budget(search: Any, full_macs: int) -> float:
+  """F in MACs from search.macs_budget or search.macs_fraction (of the
+  full-width model's MACs): exactly one of them."""
+  budget, fraction = search.macs_budget, search.macs_fraction
+  if (budget is None) == (fraction is None):
+    raise ValueError('set exactly one of search.macs_budget (MACs) and '
+                     'search.macs_fraction (of the full model\'s '
+                     f'{full_macs:,} MACs)')
+  if fraction is not None:
+    if not 0 < fraction <= 1:
+      raise ValueError(f'search.macs_fraction={fraction} must be in (0, 1]')
+    return fraction * full_macs
+  if budget <= 0:
+    raise ValueError(f'search.macs_budget={budget} must be positive')
+  return float(budget)
 
 
 def optimizer_config(optim: Any, steps_per_epoch: int

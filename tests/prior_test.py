@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bcnet_jax import config_utils
 from bcnet_jax import models
 from bcnet_jax import prior
 from bcnet_jax.costs import CostModel
@@ -127,8 +128,10 @@ class FitAndPopulationTest(absltest.TestCase):
     table = np.tile(np.linspace(2.0, 1.0, self.space.bins),
                     (self.space.num_groups, 1))
     budget = 0.5 * self.full
-    probs = prior.fit(self.costs, table, budget=budget, weight=10.0,
-                      steps=300, learning_rate=0.1)
+    search = config_utils.base_config().search  # the default constants
+    probs = prior.fit(self.costs, table, budget=budget,
+                      weight=search.prior_weight, steps=search.prior_steps,
+                      learning_rate=search.prior_learning_rate)
     self.assertLess(abs(expected(self.costs, probs) / budget - 1), 0.05)
     # Within the budget, wider is better: more mass above the middle.
     self.assertGreater(probs[:, 10:].sum(), probs[:, :3].sum())

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bcnet_jax import checkpoint
+from bcnet_jax import config_utils
 from bcnet_jax import supernet
 from bcnet_jax import train
 from configs import testing as testing_config
@@ -376,6 +377,21 @@ class TrainTest(absltest.TestCase):
 
 
 class ConfigTest(absltest.TestCase):
+
+  def test_search_budget_in_macs_or_as_a_fraction(self):
+    search = config().search
+    with self.assertRaisesRegex(ValueError, 'exactly one of'):
+      config_utils.macs_budget(search, 1000)
+    search.macs_fraction = 0.5
+    self.assertEqual(config_utils.macs_budget(search, 1000), 500.0)
+    search.macs_budget = 400
+    with self.assertRaisesRegex(ValueError, 'exactly one of'):
+      config_utils.macs_budget(search, 1000)
+    search.macs_fraction = None
+    self.assertEqual(config_utils.macs_budget(search, 1000), 400.0)
+    search.macs_budget, search.macs_fraction = None, 1.5
+    with self.assertRaisesRegex(ValueError, r'must be in \(0, 1\]'):
+      config_utils.macs_budget(search, 1000)
 
   def test_minival_evaluation_needs_a_minival_split(self):
     with self.assertRaisesRegex(ValueError, 'minival_size >= 1'):
