@@ -282,12 +282,11 @@ class Checkpoints:
     cause = _root_cause(error)
     reason = (str(cause) if isinstance(cause, _Unreadable)
               else f'{type(cause).__name__}: {_first_line(cause)}')
-    if self.read_only:
-      console.say(f'warning: the checkpoint of step {step} is unreadable '
-                  f'({reason}); {where}')
-      return
+    moved = '' if self.read_only else f'moved to {aside}; '
     console.say(f'warning: the checkpoint of step {step} is unreadable '
-                f'({reason}); moved to {aside}; {where}')
+                f'({reason}); {moved}{where}')
+    if self.read_only:
+      return
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(aside), exist_ok=True)
       os.rename(os.path.join(self.directory, str(step)), aside)

@@ -23,7 +23,6 @@ class StepBar:
   """A tqdm bar over training steps that knows about compilation."""
 
   def __init__(self, total: int, first_step: int):
-    self.total = total
     self._compiled = False
     self._bar = tqdm(total=total, initial=first_step, unit='step',
                      desc='compiling', mininterval=2.0, dynamic_ncols=True,

@@ -98,31 +98,29 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   workdir = supernet.check_workdir(workdir)
   setup = supernet.Setup.create(config)  # checked: now files may be made
   state = setup.initial_state()
-  ckpt = setup.checkpoints(workdir)
-  try:
-    restored = ckpt.restore_latest(state)
-  except BaseException:
-    ckpt.close()
-    raise
-  state = state if restored is None else restored
-  first_step, total_steps = int(state.step), setup.total_steps
   summary_path = os.path.join(workdir, 'summary.json')
-  if first_step > total_steps:
+  ckpt = setup.checkpoints(workdir)
+  try:  # also on errors: pending saves finish, the manager is closed
+    restored = ckpt.restore_latest(state)
+    state = state if restored is None else restored
+    first_step, total_steps = int(state.step), setup.total_steps
+    if first_step > total_steps:
+      raise ValueError(
+          f'{workdir} holds a checkpoint of step {first_step}, past this '
+          f'config\'s {total_steps} steps: raise total_steps / total_epochs '
+          'to continue it, or use another --workdir')
+    if first_step == total_steps:
+      finished = _finished_summary(summary_path, total_steps, state)
+      if finished is not None:
+        console.say(f'{workdir}: this run is complete (step {total_steps}); '
+                    f'its summary is {summary_path}. Nothing was written; '
+                    'raise total_steps or total_epochs to train further.')
+        return finished
+    _announce(setup, workdir, first_step)
+    summary = _train(setup, state, ckpt, workdir, first_step)
+  finally:
+    ckpt.wait()
     ckpt.close()
-    raise ValueError(
-        f'{workdir} holds a checkpoint of step {first_step}, past this '
-        f'config\'s {total_steps} steps: raise total_steps / total_epochs to '
-        'continue it, or use another --workdir')
-  if first_step == total_steps:
-    finished = _finished_summary(summary_path, total_steps, state)
-    if finished is not None:
-      ckpt.close()
-      console.say(f'{workdir}: this run is complete (step {total_steps}); its '
-                  f'summary is {summary_path}. Nothing was written; raise '
-                  'total_steps or total_epochs to train further.')
-      return finished
-  _announce(setup, workdir, first_step)
-  summary = _train(setup, state, ckpt, workdir, first_step)
   summary['wall_time_s_this_run'] = round(time.time() - start_time, 2)
   if jax.process_index() == 0:
     files.write_json_atomic(summary_path, summary)
@@ -192,11 +190,9 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
         bar.status('training')
     final_eval = supernet.evaluate_widths(setup, state, status=bar.status)
     writer.write(total_steps, final_eval)
-  finally:  # also on errors: no pending save is lost, files are closed
+  finally:  # also on errors: files are closed (the caller closes ckpt)
     bar.close()
     prefetch.shutdown(cancel_futures=True)
-    ckpt.wait()
-    ckpt.close()
     writer.close()
   if last_loss is None:  # resumed at the last step: the recorded loss
     last_loss = metric_writer.last_value(

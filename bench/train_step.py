@@ -40,9 +40,12 @@ from bcnet_jax.costs import CostModel
 
 # mode -> train_step keywords ('plain': the compact nominal network).
 MODES = {
-    'fused': {'objective': 'bcnet', 'implementation': 'fused'},
-    'reference': {'objective': 'bcnet', 'implementation': 'reference'},
-    'ua': {'objective': 'ua'},
+    'fused': {'objective': 'bcnet', 'complementary': True,
+              'implementation': 'fused'},
+    'reference': {'objective': 'bcnet', 'complementary': True,
+                  'implementation': 'reference'},
+    'ua': {'objective': 'ua', 'complementary': True,
+           'implementation': 'fused'},
     'plain': {},
 }
 TRACE_VECTORS = 50
@@ -52,12 +55,8 @@ def passes_and_subnetworks(mode: str, space) -> tuple[int, int]:
   """Full-width passes and sub-networks per step, as the step has them."""
   if mode == 'plain':
     return 1, 1
-  ids, select = steps.passes(space, space.full(), **_step_keywords(mode))
+  ids, select = steps.passes(space, space.full(), **MODES[mode])
   return len(ids), len(select)
-
-
-def _step_keywords(mode: str) -> dict:
-  return {'complementary': True, 'implementation': 'fused', **MODES[mode]}
 
 
 def useful_mac_fraction(mode: str, supernet: models.WidthModel,
@@ -67,9 +66,8 @@ def useful_mac_fraction(mode: str, supernet: models.WidthModel,
     return 1.0
   costs = CostModel(supernet)
   space = supernet.space
-  keywords = _step_keywords(mode)
-  table = sampling.subnetwork_table(keywords['objective'],
-                                    keywords['complementary'])
+  table = sampling.subnetwork_table(MODES[mode]['objective'],
+                                    MODES[mode]['complementary'])
   # A path's MACs depend on its width vector, not on its side.
   useful = sum(costs.macs(space.complement(widths) if of_complement
                           else widths).astype(np.float64)
