@@ -74,6 +74,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.bn_calib_batches = 20         # docs/design.md §4
   c.eval.num_random = 3                # random width vectors besides m and B
+  # Width vectors scored per call of the batch evaluator (rounded up to a
+  # multiple of the device count); more is faster per candidate until the
+  # activations of K x 2 paths of a batch fill the device's memory.
+  c.eval.candidates_per_call = 8
   # Supernet evaluation never touches the eval (test) split by default:
   # that split reports the retrained network.
   c.eval.split = 'minival'             # 'minival' | 'eval'

@@ -69,13 +69,17 @@ class Rules:
                       seen: set[bytes], rng: np.random.Generator
                       ) -> np.ndarray:
     """Mutations then crossovers of the parents, each legal; adds their keys
-    to `seen`. Raises ValueError when the band leaves too few children."""
+    to `seen`. Crossovers of near-identical parents (a peaked prior) can run
+    out of new children: mutations then make up the shortfall, and the
+    other way round. Raises ValueError when the band leaves too few."""
     if not scores:
       raise ValueError('no scored width vectors to breed from')
     parents = self.parents(scores)
     taken, out = set(seen), []
-    for kind, make, count in (('mutation', self._mutant, self.mutations),
-                              ('crossover', self._cross, self.crossovers)):
+    wanted = self.mutations + self.crossovers
+    for make, count in ((self._mutant, self.mutations),
+                        (self._cross, None), (self._mutant, None)):
+      count = wanted - len(out) if count is None else count
       made = 0
       for _ in range(count * _TRIES_PER_CHILD):
         if made == count:
@@ -84,10 +88,11 @@ class Rules:
         if self._legal(child, taken):
           out.append(child)
           made += 1
-      if made < count:
-        raise ValueError(
-            f'only {made} of {count} {kind} children were new and within '
-            f'the MACs band after {count * _TRIES_PER_CHILD:,} tries: widen '
-            'the band or ask for fewer children')
+    if len(out) < wanted:
+      raise ValueError(
+          f'only {len(out)} of {wanted} children (mutations and crossovers) '
+          f'were new and within the MACs band after {_TRIES_PER_CHILD} tries '
+          'each: widen the band (search.band_low), raise '
+          'search.mutation_prob or ask for fewer children')
     seen.update(taken)
     return np.stack(out)

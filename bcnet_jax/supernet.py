@@ -110,6 +110,29 @@ class Setup:
         workdir, checkpoint.identity(self.config, self.data.num_classes),
         self.config.keep_checkpoints, read_only=read_only)
 
+  def evaluator(self) -> evaluate.Evaluator:
+    return evaluate.Evaluator(self.model, self.mesh,
+                              self.config.eval.candidates_per_call)
+
+  def scoring_data(self, *, cached: bool = False
+                   ) -> tuple[evaluate.Batches, evaluate.Batches]:
+    """Callables returning fresh iterables of the BN-calibration and the
+    eval.split batches on the mesh. `cached`: decoded once and kept in host
+    memory, for the search's thousands of paths."""
+    config, data, mesh = self.config, self.data, self.mesh
+
+    def calibration():
+      return data.calibration_batches(config.eval.bn_calib_batches)
+
+    def eval_batches():
+      return data.eval_batches(config.eval.split)
+
+    def on_mesh(read):
+      host = functools.cache(lambda: list(read())) if cached else read
+      return lambda: (parallel.global_batch(b, mesh) for b in host())
+
+    return on_mesh(calibration), on_mesh(eval_batches)
+
   def fixed_widths(self) -> dict[str, Any]:
     return evaluate.fixed_widths(self.model.space,
                                  self.config.eval.num_random,
@@ -131,26 +154,20 @@ def evaluate_widths(setup: Setup, state, widths: dict[str, Any] | None = None,
                     ) -> dict[str, float]:
   """Recalibrated scores (docs/design.md §4) of `widths` (default: the
   fixed width vectors) on config.eval.split, as `eval/<name>/<side>`."""
-  config, data, mesh = setup.config, setup.data, setup.mesh
   widths = setup.fixed_widths() if widths is None else widths
+  names = list(widths)
+  calibration, eval_batches = setup.scoring_data()
 
-  def calibration():
-    return (parallel.global_batch(b, mesh)
-            for b in data.calibration_batches(config.eval.bn_calib_batches))
+  def progress(done: int, total: int) -> None:
+    if done < total:
+      status(f'evaluating {names[done]}... ({done + 1}/{total})')
 
-  def eval_batches():
-    return (parallel.global_batch(b, mesh)
-            for b in data.eval_batches(config.eval.split))
-
-  out = {}
-  for i, (name, c) in enumerate(widths.items()):
-    status(f'evaluating {name} ({i + 1}/{len(widths)})')
-    result = evaluate.score(setup.model, state.params, state.batch_stats, c,
-                            calibration=calibration,
-                            eval_batches=eval_batches)
-    for key in ('left', 'right', 'score'):
-      out[f'eval/{name}/{key}'] = result[key]
-  return out
+  result = setup.evaluator().score(
+      state.params, state.batch_stats, [widths[n] for n in names],
+      calibration=calibration, eval_batches=eval_batches, status=progress)
+  return {f'eval/{name}/{key}': float(result[key][i])
+          for i, name in enumerate(names)
+          for key in ('left', 'right', 'score')}
 
 
 def score_table(setup: Setup, scores: dict[str, float],
@@ -180,6 +197,23 @@ def score_table(setup: Setup, scores: dict[str, float],
                         rows))
 
 
+def restore_trained(setup: Setup, workdir: str) -> state_lib.TrainState:
+  """The latest supernet checkpoint of `workdir`, read-only; none is an
+  error saying to train first."""
+  state = None
+  if os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    checkpoints = setup.checkpoints(workdir, read_only=True)
+    try:
+      state = checkpoints.restore_latest(setup.initial_state())
+    finally:
+      checkpoints.close()
+  if state is None:
+    raise FileNotFoundError(
+        f'no readable supernet checkpoint in {workdir}: train one first with '
+        f'python -m bcnet_jax.train --config=... --workdir={workdir}')
+  return state
+
+
 def evaluate_workdir(config: Any, workdir: str,
                      widths: dict[str, Any] | None = None) -> dict[str, Any]:
   """Scores of the latest supernet checkpoint in `workdir`; writes nothing.
@@ -194,17 +228,7 @@ def evaluate_workdir(config: Any, workdir: str,
   """
   workdir = check_workdir(workdir)
   setup = Setup.create(config)
-  state = None
-  if os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    checkpoints = setup.checkpoints(workdir, read_only=True)
-    try:
-      state = checkpoints.restore_latest(setup.initial_state())
-    finally:
-      checkpoints.close()
-  if state is None:
-    raise FileNotFoundError(
-        f'no readable supernet checkpoint in {workdir}: train one first with '
-        f'python -m bcnet_jax.train --config=... --workdir={workdir}')
+  state = restore_trained(setup, workdir)
   widths = setup.fixed_widths() if widths is None else widths
   step = int(state.step)
   console.say(f'bcnet_jax.evaluate: {config.model.name} supernet of step '

@@ -26,4 +26,10 @@ def get_config():
   c.eval_every_steps = 150
   c.eval.bn_calib_batches = 4
   c.eval.num_random = 2
+  c.search.macs_fraction = 0.5
+  c.search.population = 10
+  c.search.generations = 3
+  c.search.top_k = 4
+  c.search.mutations = 4
+  c.search.crossovers = 4
   return c

@@ -20,4 +20,11 @@ def get_config():
   c.ckpt_every_steps = 5
   c.eval.bn_calib_batches = 2
   c.eval.num_random = 1
+  c.search.macs_fraction = 0.5
+  c.search.population = 6
+  c.search.generations = 2
+  c.search.top_k = 3
+  c.search.mutations = 3
+  c.search.crossovers = 3
+  c.search.prior_steps = 50
   return c

@@ -3,11 +3,11 @@
 from absl.testing import absltest
 from flax import traverse_util
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bcnet_jax import evaluate
 from bcnet_jax import models
+from bcnet_jax import parallel
 from bcnet_jax import paths
 from tests import images
 
@@ -20,28 +20,32 @@ class RecalibrateTest(absltest.TestCase):
     variables = model.init(jax.random.key(0), model.dummy_input(1),
                            paths.pair(space, space.full()), train=False)
     params, stats = variables['params'], variables['batch_stats']
-    c = jnp.asarray(space.sample(np.random.default_rng(0)))
-    a, b = images.mnist_batch(8), images.mnist_batch(8, offset=8)
-    got = traverse_util.flatten_dict(evaluate.recalibrate(
-        model, params, stats, c, 'right',
-        [{'image': a['image']}, {'image': b['image']}]))
+    c = space.sample(np.random.default_rng(0))
+    evaluator = evaluate.Evaluator(model, parallel.create_mesh(), 1)
+    right = evaluate.SIDES.index('right')
 
-    def moments(x):
-      return evaluate.path_moments(params, stats, x, c, model=model,
-                                   side='right')
+    def recalibrated(*batches):
+      k = evaluator.call_size
+      candidates = {'widths': np.repeat(c[None], k, axis=0),
+                    'valid': np.arange(k) < 1}
+      pooled = evaluator.recalibrate(params, stats, candidates,
+                                     [{'image': b} for b in batches])
+      return traverse_util.flatten_dict(jax.tree.map(
+          lambda v: np.asarray(v)[0, right], evaluate.pooled_stats(pooled)))
 
+    a, b = images.mnist_batch(8)['image'], images.mnist_batch(8, offset=8)[
+        'image']
+    got = recalibrated(a, b)
     # The stem BN sees the image through one conv only, so its recalibrated
     # statistics are those of one pass over both batches together...
-    union = moments(np.concatenate([a['image'], b['image']]))
-    mean, sq = union[('stem_bn', 'mean')], union[('stem_bn', 'var')]
-    np.testing.assert_allclose(got[('stem_bn', 'mean')], mean, rtol=1e-4,
-                               atol=1e-6)
-    np.testing.assert_allclose(got[('stem_bn', 'var')], sq - mean**2,
-                               rtol=1e-4, atol=1e-6)
+    union = recalibrated(np.concatenate([a, b]))
+    for leaf in ('mean', 'var'):
+      np.testing.assert_allclose(got[('stem_bn', leaf)],
+                                 union[('stem_bn', leaf)], rtol=1e-4,
+                                 atol=1e-6)
     # ... which is not the mean of the per-batch variances.
-    per_batch_var = np.mean([m[('stem_bn', 'var')] - m[('stem_bn', 'mean')]**2
-                             for m in (moments(a['image']),
-                                       moments(b['image']))], axis=0)
+    per_batch_var = np.mean([recalibrated(x)[('stem_bn', 'var')]
+                             for x in (a, b)], axis=0)
     on = np.asarray(paths.right(space, c)['stage1']) >= 0
     self.assertGreater(np.max(np.abs(got[('stem_bn', 'var')] -
                                      per_batch_var)[on]), 1e-3)

@@ -44,6 +44,7 @@ class Widths:
   path_ids: PathIds | None  # traced ids (supernet mode) or None
   lowering: str
   bn_momentum: float | None = None  # overrides every BatchNorm's momentum
+  single_path: bool = False  # ids hold one path: mask activations
 
   @property
   def supernet(self) -> bool:
@@ -66,9 +67,14 @@ class Widths:
     return None if ids is None else ids >= 0
 
   def resolved_lowering(self) -> str:
-    if self.lowering == 'auto':
-      return 'cpu' if jax.default_backend() == 'cpu' else 'native'
-    return self.lowering
+    return resolve_lowering(self.lowering)
+
+
+def resolve_lowering(lowering: str) -> str:
+  """'auto' made concrete for the backend this process runs on."""
+  if lowering == 'auto':
+    return 'cpu' if jax.default_backend() == 'cpu' else 'native'
+  return lowering
 
 
 def _padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -125,7 +131,9 @@ class Conv(nn.Module):
     kernel = self.param('kernel', conv_init, shape, jnp.float32
                         ).astype(x.dtype)
     ids_in, ids_out = ctx.ids(self.in_dim), ctx.ids(self.out_dim)
-    if ids_in is not None and not self.depthwise:
+    if ctx.single_path and ids_in is not None:
+      x = x * (ids_in >= 0).astype(x.dtype)
+    elif ids_in is not None and not self.depthwise:
       mask = (ids_in[:, None] == ids_out[None, :]) & (ids_out[None, :] >= 0)
       kernel = kernel * mask.astype(x.dtype)
     lowering = ctx.resolved_lowering()
@@ -139,9 +147,9 @@ class Conv(nn.Module):
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (features,),
                          jnp.float32).astype(y.dtype)
-      active = ctx.active(self.out_dim)
-      if active is not None:
-        y = y * active.astype(y.dtype)
+    active = ctx.active(self.out_dim)
+    if active is not None and (self.use_bias or ctx.single_path):
+      y = y * active.astype(y.dtype)
     return y
 
 
@@ -239,6 +247,8 @@ class WidthModel(nn.Module):
     lowering: 'auto', 'native' or 'cpu' (see module docstring).
     bn_momentum: if set, replaces every BatchNorm's momentum (0 for the
       BN recalibration of evaluate.py).
+    single_path: the path ids carry one path (paths.left/right), so masks
+      apply to activations rather than kernels (module docstring).
   """
   space: SearchSpace
   widths: tuple[int, ...] | None = None
@@ -247,6 +257,7 @@ class WidthModel(nn.Module):
   resolution: int = 32
   lowering: str = 'auto'
   bn_momentum: float | None = None  # 0: BN statistics := this batch's
+  single_path: bool = False  # path ids hold one path (paths.left/right)
 
   def context(self, path_ids: PathIds | None) -> Widths:
     if self.lowering not in LOWERINGS:
@@ -261,7 +272,7 @@ class WidthModel(nn.Module):
       if missing:
         raise ValueError(f'path ids missing for dims {missing}')
     return Widths(self.space, self.widths, path_ids, self.lowering,
-                  self.bn_momentum)
+                  self.bn_momentum, self.single_path)
 
   def dummy_input(self, batch: int = 1) -> jax.Array:
     return jnp.zeros((batch, self.resolution, self.resolution,
