@@ -3,7 +3,6 @@ metrics, idempotent reruns, resume after SIGKILL, corrupt, foreign and
 structurally different checkpoints, NaN loss, and the commands' errors."""
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -11,7 +10,6 @@ import pathlib
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from unittest import mock
@@ -25,8 +23,10 @@ from bcnet_jax import config_utils
 from bcnet_jax import supernet
 from bcnet_jax import train
 from configs import testing as testing_config
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.programs import command
+from tests.programs import ROOT
+from tests.programs import snapshot
+from tests.programs import SUBPROCESS_ENV
 
 
 def config(**overrides):
@@ -45,28 +45,6 @@ def metric_steps(workdir, prefix: str) -> list[int]:
   lines = pathlib.Path(workdir, 'metrics.jsonl').read_text().splitlines()
   return [r['step'] for r in map(json.loads, lines)
           if any(k.startswith(prefix) for k in r)]
-
-
-def snapshot(root) -> dict[str, tuple]:
-  """Every path under root with its mtime, size and content digest."""
-  out = {}
-  for path in sorted(pathlib.Path(root).rglob('*')):
-    stat = path.stat()
-    digest = (hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file()
-              else None)
-    out[str(path)] = (stat.st_mtime_ns, stat.st_size, digest)
-  return out
-
-
-# The same devices (XLA_FLAGS) as this process, and no persistent compilation
-# cache: jax writes cache entries in place, so a process killed while writing
-# one leaves a truncated executable that crashes the next reader.
-SUBPROCESS_ENV = {**os.environ, 'JAX_ENABLE_COMPILATION_CACHE': 'false'}
-SUBPROCESS_ENV.pop('JAX_COMPILATION_CACHE_DIR', None)
-
-
-def command(module, *flags):
-  return [sys.executable, '-m', f'bcnet_jax.{module}', *flags]
 
 
 def train_command(workdir, *overrides):

@@ -1,0 +1,164 @@
+"""How well the supernet ranks width vectors, against a ground truth.
+
+  python -m bcnet_jax.rank --config=configs/cifar10.py --workdir=DIR \
+      --archs=ARCHS.json [--truth=TRUTH.json] [--out=SCORES.json]
+
+ARCHS.json lists width vectors (bins per group): a JSON list of lists, or
+{key: [bins...]}, or {key: "4123412"} (one digit per group, for spaces with
+at most 9 bins, as Channel-Bench-Macro names its architectures). Each is
+scored with the batch evaluator (the search's fitness, docs/design.md §4)
+and {key: score} is written to --out (default DIR/rank/<ARCHS>.scores.json).
+With TRUTH.json ({key: accuracy} or {key: {"mean": accuracy, ...}}, e.g.
+accuracies of stand-alone trained networks) it prints Kendall's τ,
+Spearman's ρ and the overlap of the top 10% for the supernet's ranking and
+for ranking by MACs alone, over the keys both files share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import flags
+import jax
+import numpy as np
+from scipy import stats
+
+from bcnet_jax import app
+from bcnet_jax import console
+from bcnet_jax import files
+from bcnet_jax import supernet
+from bcnet_jax.costs import CostModel
+from bcnet_jax.space import SearchSpace
+
+
+def _load_json(path: str, what: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise FileNotFoundError(f'--{what}: no file {path}') from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'--{what}: {path} is not valid JSON ({e})') from None
+
+
+def read_archs(path: str, space: SearchSpace) -> dict[str, np.ndarray]:
+  """{key: width vector} from ARCHS.json, every vector checked."""
+  data = _load_json(path, 'archs')
+  if isinstance(data, list):
+    data = {str(i): v for i, v in enumerate(data)}
+  if not isinstance(data, dict) or not data:
+    raise ValueError(f'--archs: {path} must hold a non-empty JSON list of '
+                     'width vectors or an object {key: width vector}')
+  out = {}
+  for key, value in data.items():
+    if isinstance(value, str):
+      if space.bins > 9 or not value.isdigit():
+        raise ValueError(
+            f'--archs: {path}: {key}: {value!r} is a string; digit strings '
+            f'name width vectors only in spaces with at most 9 bins and only '
+            f'with digits ({space.model} has {space.bins} bins): give a list')
+      value = [int(d) for d in value]
+    try:
+      out[key] = space.validate_widths(np.asarray(value))
+    except (ValueError, TypeError) as e:
+      raise ValueError(f'--archs: {path}: {key}: {e}') from None
+  return out
+
+
+def read_truth(path: str) -> dict[str, float]:
+  """{key: accuracy} from TRUTH.json."""
+  data = _load_json(path, 'truth')
+  if not isinstance(data, dict) or not data:
+    raise ValueError(f'--truth: {path} must hold a non-empty object '
+                     '{key: accuracy} or {key: {"mean": accuracy, ...}}')
+  out = {}
+  for key, value in data.items():
+    if isinstance(value, dict):
+      value = value.get('mean')
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ValueError(f'--truth: {path}: {key}: expected a number or an '
+                       f'object with a numeric "mean", got {data[key]!r}')
+    out[key] = float(value)
+  return out
+
+
+def agreement(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+  """Kendall τ, Spearman ρ and the overlap of the top 10% (at least 1)."""
+  top = max(1, round(0.1 * len(truth)))
+  best_predicted = set(np.argsort(-predicted, kind='stable')[:top])
+  best_true = set(np.argsort(-truth, kind='stable')[:top])
+  return {'kendall_tau': float(stats.kendalltau(predicted, truth).statistic),
+          'spearman_rho': float(stats.spearmanr(predicted, truth).statistic),
+          'top10_overlap': len(best_predicted & best_true) / top}
+
+
+def run(config: Any, workdir: str, archs_path: str,
+        truth_path: str | None = None, out_path: str | None = None
+        ) -> dict[str, Any]:
+  """Scores the archs; with a truth, how both rankings agree with it."""
+  workdir = supernet.check_workdir(workdir)
+  setup = supernet.Setup.create(config)
+  space = setup.model.space
+  archs = read_archs(archs_path, space)
+  truth = None if truth_path is None else read_truth(truth_path)
+  if truth is not None:
+    shared = [k for k in archs if k in truth]
+    if len(shared) < 2:
+      raise ValueError(
+          f'--truth: {truth_path} and --archs: {archs_path} share '
+          f'{len(shared)} keys (e.g. archs {list(archs)[:3]}, truth '
+          f'{list(truth)[:3]}); a ranking needs at least 2')
+  out_path = out_path or os.path.join(
+      workdir, 'rank',
+      os.path.splitext(os.path.basename(archs_path))[0] + '.scores.json')
+  trained = supernet.restore_trained(setup, workdir)
+  console.say(f'bcnet_jax.rank: {len(archs)} width vectors of {archs_path} on '
+              f'the {config.model.name} supernet of step {int(trained.step)}')
+  calibration, eval_batches = setup.scoring_data(cached=True)
+  result = setup.evaluator().score(
+      trained.params, trained.batch_stats, list(archs.values()),
+      calibration=calibration, eval_batches=eval_batches,
+      status=lambda done, n: console.say(f'  scored {done}/{n}'))
+  scores = {k: float(s) for k, s in zip(archs, result['score'])}
+  if jax.process_index() == 0:
+    files.write_json_atomic(out_path, scores)
+  summary = {'scores': out_path, 'archs': len(archs),
+             'supernet_step': int(trained.step)}
+  if truth is not None:
+    costs = CostModel(setup.model)
+    true = np.asarray([truth[k] for k in shared])
+    summary['compared'] = len(shared)
+    summary['supernet'] = agreement(np.asarray([scores[k] for k in shared]),
+                                    true)
+    summary['macs_only'] = agreement(
+        np.asarray([costs.macs(archs[k]) for k in shared], np.float64), true)
+    console.say(f'Agreement with {truth_path} over {len(shared)} width '
+                'vectors:\n' + console.table(
+                    ['ranking by', 'Kendall tau', 'Spearman rho',
+                     'top-10% overlap'],
+                    [[name, f'{summary[k]["kendall_tau"]:.3f}',
+                      f'{summary[k]["spearman_rho"]:.3f}',
+                      f'{summary[k]["top10_overlap"]:.2f}']
+                     for k, name in (('supernet', 'supernet score'),
+                                     ('macs_only', 'MACs only'))]))
+  console.say(f'Wrote {out_path}')
+  return summary
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  summary = run(app.CONFIG.value, app.WORKDIR.value, _ARCHS.value,
+                _TRUTH.value, _OUT.value)
+  if jax.process_index() == 0:
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == '__main__':
+  # Defined only when run: importing this module defines no flag.
+  _ARCHS = flags.DEFINE_string('archs', None, 'JSON file of width vectors')
+  _TRUTH = flags.DEFINE_string('truth', None,
+                               'JSON file {key: accuracy} to compare with')
+  _OUT = flags.DEFINE_string('out', None, 'where to write {key: score}')
+  app.run(main, required=('config', 'workdir', 'archs'))

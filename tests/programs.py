@@ -1,0 +1,29 @@
+"""Running the package's commands as a user would, from the tests."""
+
+import hashlib
+import os
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# The same devices (XLA_FLAGS) as this process, and no persistent compilation
+# cache: jax writes cache entries in place, so a process killed while writing
+# one leaves a truncated executable that crashes the next reader.
+SUBPROCESS_ENV = {**os.environ, 'JAX_ENABLE_COMPILATION_CACHE': 'false'}
+SUBPROCESS_ENV.pop('JAX_COMPILATION_CACHE_DIR', None)
+
+
+def command(module, *flags):
+  return [sys.executable, '-m', f'bcnet_jax.{module}', *flags]
+
+
+def snapshot(root) -> dict[str, tuple]:
+  """Every path under root with its mtime, size and content digest."""
+  out = {}
+  for path in sorted(pathlib.Path(root).rglob('*')):
+    stat = path.stat()
+    digest = (hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file()
+              else None)
+    out[str(path)] = (stat.st_mtime_ns, stat.st_size, digest)
+  return out

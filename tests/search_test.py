@@ -1,0 +1,297 @@
+"""The batch evaluator, the search and the rank CLI on one tiny supernet
+trained on real MNIST digits (the testing config), shared by every test."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from unittest import mock
+
+from absl.testing import absltest
+import jax
+import numpy as np
+
+from bcnet_jax import evaluate
+from bcnet_jax import models
+from bcnet_jax import parallel
+from bcnet_jax import rank
+from bcnet_jax import search
+from bcnet_jax import supernet
+from bcnet_jax import train
+from bcnet_jax.costs import CostModel
+from bcnet_jax.models import slicing
+from configs import testing as testing_config
+from tests.programs import command
+from tests.programs import ROOT
+from tests.programs import snapshot
+from tests.programs import SUBPROCESS_ENV
+
+
+def config(**overrides):
+  c = testing_config.get_config()
+  c.total_steps = 100  # trained past chance, still seconds
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
+class SupernetTestCase(absltest.TestCase):
+  """Trains the shared supernet once per process (pytest --dist loadscope
+  keeps this module in one)."""
+  tmp = None
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    if SupernetTestCase.tmp is None:
+      SupernetTestCase.tmp = tempfile.mkdtemp()
+      train.train_and_evaluate(config(), cls.trained_dir())
+      SupernetTestCase.setup = supernet.Setup.create(config())
+      SupernetTestCase.state = supernet.restore_trained(
+          cls.setup, cls.trained_dir())
+
+  @classmethod
+  def trained_dir(cls) -> str:
+    return os.path.join(SupernetTestCase.tmp, 'trained')
+
+  def copy_of_trained(self, name: str) -> str:
+    workdir = os.path.join(self.tmp, name)
+    shutil.copytree(self.trained_dir(), workdir,
+                    ignore=shutil.ignore_patterns('search', 'rank'))
+    return workdir
+
+
+class EvaluatorTest(SupernetTestCase):
+
+  def score(self, evaluator, widths, mesh=None):
+    calibration, eval_batches = self.setup.scoring_data(cached=True)
+    mesh = mesh or self.setup.mesh
+    replicated = jax.device_put(
+        (self.state.params, self.state.batch_stats),
+        parallel.replicated(mesh))
+
+    def on(batches):  # the batches on this evaluator's devices
+      return lambda: [parallel.global_batch(jax.device_get(b), mesh)
+                      for b in batches()]
+
+    return evaluator.score(*replicated, widths, calibration=on(calibration),
+                           eval_batches=on(eval_batches))
+
+  def test_batch_equals_alone_and_the_sliced_compact_model(self):
+    model = self.setup.model
+    widths = model.space.sample(np.random.default_rng(1), 2)
+    batch = self.score(self.setup.evaluator(), widths)
+    calibration, eval_batches = self.setup.scoring_data(cached=True)
+    variables = {'params': self.state.params,
+                 'batch_stats': self.state.batch_stats}
+    for i, c in enumerate(widths):
+      alone = self.score(evaluate.Evaluator(model, self.setup.mesh, 1),
+                         c[None])
+      for side in evaluate.SIDES:
+        compact = evaluate.compact_accuracy(
+            models.compact_like(model, c),
+            slicing.slice_params(model, variables, c, side),
+            calibration=calibration, eval_batches=eval_batches)
+        self.assertEqual(batch[side][i], alone[side][0])
+        self.assertEqual(batch[side][i], compact)
+    self.assertEqual(batch['examples'], config().input.minival_size)
+    self.assertGreater(batch['score'].max(), 0.1)  # trained: above chance
+
+  def test_one_compile_serves_every_candidate_set_and_8_devices_equal_1(self):
+    space = self.setup.model.space
+    evaluator = self.setup.evaluator()
+    rng = np.random.default_rng(2)
+    self.score(evaluator, space.sample(rng, 3))  # compiles
+    with mock.patch.object(evaluate, '_per_path',
+                           wraps=evaluate._per_path) as traced:
+      sets = [space.sample(rng, n) for n in (8, 5, 11)]  # padded, two calls
+      on_8 = [self.score(evaluator, w) for w in sets]
+      self.assertEqual(traced.call_count, 0)
+    self.assertEqual(jax.device_count(), 8)
+    one_device = parallel.create_mesh(jax.devices()[:1])
+    on_1 = self.score(evaluate.Evaluator(self.setup.model, one_device, 8),
+                      sets[2], one_device)
+    for side in ('left', 'right'):
+      np.testing.assert_array_equal(on_8[2][side], on_1[side])
+
+
+class SearchTest(SupernetTestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.searched = cls.trained_dir()
+    cls.summary = search.run(config(), cls.searched)
+
+  def read(self, workdir, name):
+    return pathlib.Path(workdir, 'search', name).read_text()
+
+  def test_outputs_and_legality(self):
+    c = config()
+    setup, summary = self.setup, self.summary
+    space, costs = setup.model.space, CostModel(setup.model)
+    full = costs.macs(space.full())
+    self.assertEqual(summary['macs_budget'], int(0.5 * full))
+    low, high = summary['band']
+    state = json.loads(self.read(self.searched, 'state.json'))
+    evolved = [r for r in state['records'] if r['phase'] == 'evolution']
+    self.assertLen(evolved, c.search.population + c.search.generations * (
+        c.search.mutations + c.search.crossovers))
+    keys = [space.channel_key(r['widths']) for r in evolved]
+    self.assertLen(set(keys), len(keys))  # none evaluated twice
+    for r in state['records']:
+      if r['phase'] != 'uniform':
+        self.assertBetween(r['macs'], low, high)
+    arch = json.loads(self.read(self.searched, 'arch.json'))
+    best = space.widths_from_arch(arch)
+    self.assertEqual(arch['score'], max(r['score'] for r in evolved))
+    self.assertEqual(arch['macs'], costs.macs(best))
+    self.assertEqual(arch['macs_budget'], summary['macs_budget'])
+    self.assertEqual(arch['supernet_step'], 100)
+    history = [json.loads(line) for line in
+               self.read(self.searched, 'history.jsonl').splitlines()]
+    self.assertEqual([h['generation'] for h in history],
+                     list(range(c.search.generations + 1)))
+    self.assertEqual(history[-1]['best_score'], arch['score'])
+    self.assertTrue(all(a['best_score'] <= b['best_score']
+                        for a, b in zip(history, history[1:])))
+    self.assertEqual(pathlib.Path(self.searched, 'search', 'population.png'
+                                  ).read_bytes()[:4], b'\x89PNG')
+    on_disk = json.loads(self.read(self.searched, 'summary.json'))
+    self.assertEqual(on_disk, summary)
+    self.assertEqual(summary['random']['evaluations'], len(evolved))
+    uniform = summary['uniform']['widths']
+    self.assertLen(set(uniform), 1)
+    self.assertLessEqual(summary['uniform']['macs'], summary['macs_budget'])
+    self.assertGreater(costs.macs(np.asarray(uniform) + 1),
+                       summary['macs_budget'])
+    for method in ('evolution', 'uniform', 'random'):
+      self.assertEqual(
+          summary[method]['score'],
+          (summary[method]['left'] + summary[method]['right']) / 2)
+
+  def test_rerunning_a_finished_search_writes_nothing(self):
+    before = snapshot(self.searched)
+    self.assertEqual(search.run(config(), self.searched), self.summary)
+    self.assertEqual(snapshot(self.searched), before)
+
+  def test_sigkill_then_rerun_ends_with_the_same_arch(self):
+    workdir = self.copy_of_trained('killed')
+    state_path = pathlib.Path(workdir, 'search', 'state.json')
+    process = subprocess.Popen(
+        command('search', '--config=configs/testing.py',
+                f'--workdir={workdir}'),
+        cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+      if state_path.exists():
+        process.send_signal(signal.SIGKILL)
+        break
+      time.sleep(0.01)
+    self.assertEqual(process.wait(), -signal.SIGKILL,
+                     'the search ended before it could be killed')
+    done = json.loads(state_path.read_text())['units_done']
+    self.assertBetween(done, 1, len(search.Search(
+        self.setup, self.state, workdir).units()) - 1)
+    resumed = search.run(config(), workdir)
+    self.assertEqual(self.read(workdir, 'arch.json'),
+                     self.read(self.searched, 'arch.json'))
+    self.assertEqual(self.read(workdir, 'history.jsonl').count('\n'),
+                     self.read(self.searched, 'history.jsonl').count('\n'))
+    for method in ('evolution', 'uniform', 'random'):
+      self.assertEqual(resumed[method]['widths'],
+                       self.summary[method]['widths'])
+
+  def test_a_state_of_another_search_is_an_error_naming_it(self):
+    workdir = os.path.join(self.tmp, 'other_budget')
+    shutil.copytree(self.searched, workdir)
+    before = snapshot(workdir)
+    with self.assertRaisesRegex(ValueError, 'belongs to another search '
+                                r'\(macs_budget: \d+ there, \d+ now\)'):
+      search.run(config(**{'search.macs_fraction': 0.4}), workdir)
+    with self.assertRaisesRegex(ValueError, 'search.top_k: 3 there, 2 now'):
+      search.run(config(**{'search.top_k': 2}), workdir)
+    self.assertEqual(snapshot(workdir), before)
+
+  def test_no_supernet_is_an_error_saying_to_train(self):
+    with self.assertRaisesRegex(FileNotFoundError, 'train one first'):
+      search.run(config(), os.path.join(self.tmp, 'empty'))
+
+  def test_budget_below_the_smallest_width_vector(self):
+    with self.assertRaisesRegex(ValueError, 'below the smallest width '
+                                'vector .* raise the budget'):
+      search.run(config(**{'search.macs_fraction': 0.001}),
+                 self.copy_of_trained('too_small'))
+
+
+class RankTest(SupernetTestCase):
+
+  def write(self, name, value) -> str:
+    path = os.path.join(self.tmp, name)
+    pathlib.Path(path).write_text(json.dumps(value))
+    return path
+
+  def test_scores_and_agreement_with_a_truth(self):
+    space = self.setup.model.space
+    widths = space.sample(np.random.default_rng(3), 6)
+    archs = self.write('archs.json', {f'n{i}': w.tolist()
+                                      for i, w in enumerate(widths)})
+    # The truth: the same fitness computed by compact, sliced models.
+    variables = {'params': self.state.params,
+                 'batch_stats': self.state.batch_stats}
+    calibration, eval_batches = self.setup.scoring_data(cached=True)
+    truth = {}
+    for i, c in enumerate(widths):
+      truth[f'n{i}'] = {'mean': np.mean([evaluate.compact_accuracy(
+          models.compact_like(self.setup.model, c),
+          slicing.slice_params(self.setup.model, variables, c, side),
+          calibration=calibration, eval_batches=eval_batches)
+                                         for side in evaluate.SIDES])}
+    truth['not_in_archs'] = 0.5
+    out = os.path.join(self.tmp, 'scores.json')
+    summary = rank.run(config(), self.trained_dir(), archs,
+                       self.write('truth.json', truth), out)
+    scores = json.loads(pathlib.Path(out).read_text())
+    self.assertEqual(sorted(scores), [f'n{i}' for i in range(6)])
+    for key, score in scores.items():
+      self.assertAlmostEqual(score, truth[key]['mean'], places=12)
+    self.assertEqual(summary['compared'], 6)
+    self.assertAlmostEqual(summary['supernet']['kendall_tau'], 1.0)
+    self.assertAlmostEqual(summary['supernet']['spearman_rho'], 1.0)
+    self.assertEqual(summary['supernet']['top10_overlap'], 1.0)
+    self.assertLess(summary['macs_only']['kendall_tau'], 1.0)
+
+  def test_archs_formats_and_errors(self):
+    space = models.get_space('cbm_resnet', 4, 1)
+    self.assertEqual(
+        {k: v.tolist() for k, v in rank.read_archs(self.write(
+            'digits.json', {'4123412': '4123412'}), space).items()},
+        {'4123412': [4, 1, 2, 3, 4, 1, 2]})
+    listed = rank.read_archs(self.write('list.json', [[1] * 7, [4] * 7]),
+                             space)
+    self.assertEqual(list(listed), ['0', '1'])
+    for value, message in (
+        ('[[1, 2]', 'not valid JSON'),
+        ('{}', 'non-empty'),
+        ('{"a": "4123419"}', 'a: .*group'),
+        ('{"a": [5, 1, 1, 1, 1, 1, 1]}', 'a: .*group'),
+        ('{"a": "12x"}', 'digit strings'),
+    ):
+      path = os.path.join(self.tmp, 'bad.json')
+      pathlib.Path(path).write_text(value)
+      with self.assertRaisesRegex(ValueError, message):
+        rank.read_archs(path, space)
+    with self.assertRaisesRegex(ValueError, 'a: expected a number'):
+      rank.read_truth(self.write('bad_truth.json', {'a': 'high'}))
+    archs = self.write('two.json', {'a': [4] * 12, 'b': [8] * 12})
+    with self.assertRaisesRegex(ValueError, 'share 0 keys'):
+      rank.run(config(), self.trained_dir(), archs,
+               self.write('other_truth.json', {'x': 0.5, 'y': 0.6}))
+
+
+if __name__ == '__main__':
+  absltest.main()
