@@ -185,7 +185,8 @@ def macs_budget(search: Any, full_macs: int) -> float:
   if (budget is None) == (fraction is None):
     raise ValueError('set exactly one of search.macs_budget (MACs) and '
                      'search.macs_fraction (of the full model\'s '
-                     f'{full_macs:,} MACs)')
+                     f'{full_macs:,} MACs), e.g. '
+                     '--config.search.macs_fraction=0.5')
   if fraction is not None:
     if not 0 < fraction <= 1:
       raise ValueError(f'search.macs_fraction={fraction} must be in (0, 1]')

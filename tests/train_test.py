@@ -357,7 +357,7 @@ class TrainTest(absltest.TestCase):
 class ConfigTest(absltest.TestCase):
 
   def test_search_budget_in_macs_or_as_a_fraction(self):
-    search = config().search
+    search = config_utils.base_config().search
     with self.assertRaisesRegex(ValueError, 'exactly one of'):
       config_utils.macs_budget(search, 1000)
     search.macs_fraction = 0.5
