@@ -8,12 +8,12 @@ of per-batch variances), in train mode without dropout; then the path is
 evaluated in inference mode on the eval batches.
 
 `Evaluator.score` scores any number of width vectors, K per call: each
-jitted call runs K candidates × 2 sides (vmapped; widths are traced, so one
-compiled program serves every candidate set) on one batch and accumulates
-on the device. On a mesh the K candidates are split across the devices;
-K is rounded up to a multiple of the device count and a short last set is
-padded. Training's periodic evaluation, the search, its baselines and the
-rank CLI all call it; one width vector is the K = 1 case.
+jitted call runs K candidates × 2 sides on one batch and accumulates on the
+device (widths are traced, so one compiled program serves every candidate
+set). On a mesh the K candidates are split across the devices; K is rounded
+up to a multiple of the device count and a short last set is padded.
+Training's periodic evaluation, the search, its baselines and the rank CLI
+all call it; one width vector is the K = 1 case.
 
 As a command, it scores a trained supernet without writing anything:
 

@@ -315,6 +315,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     space_lib.write_arch(summary['arch'], search.arch())
     search_report.write(search, summary)
     files.write_json_atomic(summary_path, summary)
+  console.say()
   console.say(search_report.table(search, summary))
   return summary
 
