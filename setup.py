@@ -21,8 +21,8 @@ setuptools.setup(
         'numpy>=1.26,<3',
         'optax>=0.2.5,<0.3',
         'orbax-checkpoint>=0.12,<0.13',
-        'pillow>=10',
-        'scipy>=1.11,<2',  # rank statistics of the rank CLI  # tensorflow-datasets' image decoding without TF
+        'pillow>=10',  # tensorflow-datasets' image decoding without TF
+        'scipy>=1.11,<2',  # rank statistics of the rank CLI
         'tensorboardX>=2.6,<3',  # event files without TensorFlow
         'tensorflow-datasets>=4.9.9,<5',
         'tqdm>=4.66,<5',

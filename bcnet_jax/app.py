@@ -21,12 +21,14 @@ Synopsis (a command module):
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, Callable, NoReturn, Sequence
 
 from absl import app as absl_app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 CONFIG = config_flags.DEFINE_config_file(
@@ -88,6 +90,12 @@ def _load_config() -> None:
          f'{last}')
 
 
+def print_result(value: Any) -> None:
+  """A command's result: one JSON line, the last of stdout (process 0)."""
+  if jax.process_index() == 0:
+    print(json.dumps(value), flush=True)
+
+
 def run(main: Callable[[list[str]], Any], *,
         required: Sequence[str] = ('config', 'workdir')) -> None:
   """absl's app.run with this package's flags, logging and error output.
@@ -115,8 +123,8 @@ def run(main: Callable[[list[str]], Any], *,
         raise
       fail(str(e))
     except KeyboardInterrupt:
-      print('interrupted: rerun the same command to resume from the last '
-            'checkpoint', file=sys.stderr, flush=True)
+      print('interrupted: rerun the same command to resume where it stopped',
+          file=sys.stderr, flush=True)
       sys.exit(130)
 
   absl_app.run(wrapped, flags_parser=_parse_flags)

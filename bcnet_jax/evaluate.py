@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from typing import Any, Callable, Iterable
 
 from absl import flags
@@ -39,6 +38,7 @@ from bcnet_jax import models
 from bcnet_jax import parallel
 from bcnet_jax import paths
 from bcnet_jax.models import layers
+from bcnet_jax.models import slicing
 
 SIDES = ('left', 'right')
 Batches = Callable[[], Iterable[dict[str, Any]]]
@@ -185,6 +185,11 @@ class Evaluator:
     k = max(1, self.candidates_per_call)
     return -(-k // self.mesh.size) * self.mesh.size
 
+  def _replicated(self, value) -> jax.Array:
+    """A scalar on every device, as the jitted calls return it (an
+    uncommitted one would compile each call a second time)."""
+    return jax.device_put(value, parallel.replicated(self.mesh))
+
   def _sharded(self, array: np.ndarray) -> jax.Array:
     """A host array split over the mesh along its first (candidate) axis."""
     return jax.make_array_from_callback(
@@ -195,7 +200,7 @@ class Evaluator:
                   calibration: Iterable[dict[str, Any]]) -> Any:
     """Pooled BN statistics of K candidates' paths (see `pool_batch`)."""
     k = candidates['widths'].shape[0]
-    pooled = {'count': jnp.float32(0), 'sums': jax.tree.map(
+    pooled = {'count': self._replicated(np.float32(0)), 'sums': jax.tree.map(
         lambda v: self._sharded(np.zeros((k, 2) + v.shape, np.float32)),
         batch_stats)}
     for batch in calibration:
@@ -220,7 +225,8 @@ class Evaluator:
       eval_batches: returns fresh device batches (image, label, mask).
       status: called with (scored, n) before each call's set.
     """
-    widths = np.asarray(widths, np.int32).reshape(-1, self.model.space.num_groups)
+    widths = np.asarray(widths, np.int32).reshape(
+        -1, self.model.space.num_groups)
     n, k = len(widths), self.call_size
     correct, examples = np.zeros((n, 2), np.int64), 0
     for start in range(0, n, k):
@@ -234,7 +240,7 @@ class Evaluator:
       pooled = self.recalibrate(params, batch_stats, candidates,
                                 calibration())
       tally = {'correct': self._sharded(np.zeros((k, 2), np.int32)),
-               'examples': jnp.int32(0)}
+               'examples': self._replicated(np.int32(0))}
       for batch in eval_batches():
         tally = count_correct(params, pooled, batch, candidates, tally,
                               model=self.model, mesh=self.mesh)
@@ -243,7 +249,9 @@ class Evaluator:
       correct[start:start + k] = tally['correct'][:len(chunk)]
       examples = int(tally['examples'])
     status(n, n)
-    acc = correct / max(examples, 1)
+    if not examples:
+      raise ValueError('the eval split has no examples to score on')
+    acc = correct / examples
     return {'left': acc[:, 0], 'right': acc[:, 1],
             'score': acc.mean(axis=1), 'examples': examples}
 
@@ -278,6 +286,19 @@ def compact_accuracy(compact: layers.WidthModel, variables, *,
   return hits / max(total, 1)
 
 
+def compact_scores(model: layers.WidthModel, variables, widths, *,
+                   calibration: Batches, eval_batches: Batches
+                   ) -> dict[str, float]:
+  """{'left', 'right', 'score'} of one width vector from the compact
+  models of both paths, sliced from the supernet's `variables`."""
+  out = {side: compact_accuracy(
+      models.compact_like(model, widths),
+      slicing.slice_params(model, variables, widths, side),
+      calibration=calibration, eval_batches=eval_batches) for side in SIDES}
+  out['score'] = (out['left'] + out['right']) / 2
+  return out
+
+
 def fixed_widths(space, num_random: int, seed: int) -> dict[str, np.ndarray]:
   """The width vectors periodic evaluation follows, by name: 'smallest'
   (m bins in every group), 'full' (B bins: the nominal network) and
@@ -300,9 +321,8 @@ def _main(argv: list[str]) -> None:
     space = models.get_space(config.model.name, config.model.bins,
                              config.model.min_bins)
     widths = {'given': space.parse_widths(_WIDTHS.value)}
-  result = supernet.evaluate_workdir(config, app.WORKDIR.value, widths)
-  if jax.process_index() == 0:
-    print(json.dumps(result), flush=True)
+  app.print_result(supernet.evaluate_workdir(config, app.WORKDIR.value,
+                                              widths))
 
 
 if __name__ == '__main__':

@@ -24,7 +24,7 @@ Synopsis:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -166,25 +166,39 @@ def sample(space: SearchSpace, probs: np.ndarray, n: int,
   return (np.minimum(index, values - 1) + space.min_bins).astype(np.int32)
 
 
+def draw_legal(costs: CostModel, draw: Callable[[int], np.ndarray], n: int,
+               macs_band: tuple[float, float], seen: set[bytes], *, source: str,
+               remedy: str) -> np.ndarray:
+  """n width vectors [n, G] from `draw(count)`, MACs within `macs_band`, with
+  channels unlike `seen` and each other (their keys are added to `seen`).
+
+  Raises ValueError naming `source` and `remedy` after
+  _MAX_DRAWS_PER_MEMBER draws per wanted vector.
+  """
+  space, (lo, hi), out = costs.space, macs_band, []
+  for _ in range(-(-n * _MAX_DRAWS_PER_MEMBER // 100)):
+    if len(out) == n:
+      break
+    draws = draw(100)
+    for c, m in zip(draws, costs.macs(draws)):
+      key = space.channel_key(c)
+      if lo <= m <= hi and key not in seen and len(out) < n:
+        seen.add(key)
+        out.append(c)
+  if len(out) < n:
+    raise ValueError(
+        f'drew {n * _MAX_DRAWS_PER_MEMBER:,} width vectors {source} and found '
+        f'only {len(out)} new ones with MACs in [{lo:,.0f}, {hi:,.0f}]: '
+        f'{remedy}')
+  return np.stack(out).astype(np.int32)
+
+
 def initial_population(costs: CostModel, probs: np.ndarray, *, budget: float,
                        low: float, size: int, rng: np.random.Generator
                        ) -> np.ndarray:
   """`size` width vectors drawn from probs with MACs in [low·F, F], no two
   with the same channels. [size, G] int32."""
-  space = costs.space
-  lo, hi = band(costs, budget, low)
-  seen, out = set(), []
-  for _ in range(size * _MAX_DRAWS_PER_MEMBER // 100):
-    draws = sample(space, probs, 100, rng)
-    macs = costs.macs(draws)
-    for c, m in zip(draws, macs):
-      key = space.channel_key(c)
-      if lo <= m <= hi and key not in seen:
-        seen.add(key)
-        out.append(c)
-        if len(out) == size:
-          return np.stack(out)
-  raise ValueError(
-      f'drew {size * _MAX_DRAWS_PER_MEMBER:,} width vectors from the prior '
-      f'and found only {len(out)} distinct ones with MACs in [{lo:,.0f}, '
-      f'{hi:,.0f}]: widen the band or ask for a smaller population')
+  return draw_legal(
+      costs, lambda count: sample(costs.space, probs, count, rng), size,
+      band(costs, budget, low), set(), source='from the prior',
+      remedy='widen the band or ask for a smaller population')

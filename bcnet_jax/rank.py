@@ -54,14 +54,18 @@ def read_archs(path: str, space: SearchSpace) -> dict[str, np.ndarray]:
   out = {}
   for key, value in data.items():
     if isinstance(value, str):
-      if space.bins > 9 or not value.isdigit():
+      if space.bins > 9 or not (value.isascii() and value.isdigit()):
         raise ValueError(
             f'--archs: {path}: {key}: {value!r} is a string; digit strings '
             f'name width vectors only in spaces with at most 9 bins and only '
             f'with digits ({space.model} has {space.bins} bins): give a list')
       value = [int(d) for d in value]
     try:
-      out[key] = space.validate_widths(np.asarray(value))
+      widths = np.asarray(value)
+      if widths.ndim != 1:
+        raise ValueError(f'expected one list of {space.num_groups} bins, got '
+                         f'shape {widths.shape}')
+      out[key] = space.validate_widths(widths)
     except (ValueError, TypeError) as e:
       raise ValueError(f'--archs: {path}: {key}: {e}') from None
   return out
@@ -77,16 +81,17 @@ def read_truth(path: str) -> dict[str, float]:
   for key, value in data.items():
     if isinstance(value, dict):
       value = value.get('mean')
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-      raise ValueError(f'--truth: {path}: {key}: expected a number or an '
-                       f'object with a numeric "mean", got {data[key]!r}')
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+        or not np.isfinite(value)):
+      raise ValueError(f'--truth: {path}: {key}: expected a finite number or '
+                       f'an object with one as "mean", got {data[key]!r}')
     out[key] = float(value)
   return out
 
 
 def agreement(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-  """Kendall τ, Spearman ρ and the overlap of the top 10% (at least 1)."""
-  top = max(1, round(0.1 * len(truth)))
+  """Kendall τ, Spearman ρ and the overlap of the top 10% (rounded up)."""
+  top = int(np.ceil(0.1 * len(truth)))
   best_predicted = set(np.argsort(-predicted, kind='stable')[:top])
   best_true = set(np.argsort(-truth, kind='stable')[:top])
   return {'kendall_tau': float(stats.kendalltau(predicted, truth).statistic),
@@ -149,10 +154,8 @@ def run(config: Any, workdir: str, archs_path: str,
 
 def main(argv: list[str]) -> None:
   del argv
-  summary = run(app.CONFIG.value, app.WORKDIR.value, _ARCHS.value,
-                _TRUTH.value, _OUT.value)
-  if jax.process_index() == 0:
-    print(json.dumps(summary), flush=True)
+  app.print_result(run(app.CONFIG.value, app.WORKDIR.value, _ARCHS.value,
+                       _TRUTH.value, _OUT.value))
 
 
 if __name__ == '__main__':

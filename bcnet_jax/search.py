@@ -15,9 +15,11 @@ search in population-sized chunks. Unit u draws from its own RNG, seeded by
 (seed, u), so the RNG state is a function of what is done. After every
 unit `search/state.json` is replaced atomically; a rerun continues after
 the last finished unit and ends as an uninterrupted run would. A state
-written for another supernet, budget or search constant is an error naming
-what differs. Outputs in DIR/search/: arch.json (the winner, docs/design.md
-§2), history.jsonl, population.png and summary.json.
+written for another supernet, budget, data or search constant is an error
+naming what differs. On several hosts the workdir must be shared, as for
+checkpoints: process 0 writes, every process reads. Outputs in
+DIR/search/: arch.json (the winner, docs/design.md §2), history.jsonl,
+population.png and summary.json.
 """
 
 from __future__ import annotations
@@ -44,25 +46,27 @@ from bcnet_jax import supernet
 from bcnet_jax.costs import CostModel
 
 STATE_FORMAT = 'bcnet_jax.search_state/1'
-# Draws per wanted width vector before the random search gives up.
-_RANDOM_TRIES = 1000
 
 
 def _identity(setup: supernet.Setup, state, budget: float) -> dict[str, Any]:
-  """What a search state is only valid for."""
+  """What a search state is only valid for: the supernet, the budget and
+  everything that changes a score or a draw (as JSON would give it back)."""
   config = setup.config
-  return {
+  scoring = ('source', 'name', 'train_split', 'resolution',
+             'mean', 'std', 'minival_size', 'batch_size')
+  identity = {
       'model': config.model.name, 'bins': config.model.bins,
-      'min_bins': config.model.min_bins,
-      'resolution': config.input.resolution, 'seed': config.seed,
+      'min_bins': config.model.min_bins, 'seed': config.seed,
       'supernet_step': int(state.step),
       'supernet_params_sha256': checkpoint.tree_sha256(state.params),
-      'macs_budget': int(budget), 'eval_split': config.eval.split,
-      'minival_size': config.input.minival_size,
-      'bn_calib_batches': config.eval.bn_calib_batches,
+      'macs_budget': int(budget),
+      **{f'input.{k}': config.input[k] for k in scoring},
+      'eval.split': config.eval.split,
+      'eval.bn_calib_batches': config.eval.bn_calib_batches,
       **{f'search.{k}': v for k, v in sorted(config.search.items())
          if k not in ('macs_budget', 'macs_fraction')},
   }
+  return json.loads(json.dumps(identity))
 
 
 def _read_state(path: str, identity: dict[str, Any]) -> dict[str, Any] | None:
@@ -75,9 +79,11 @@ def _read_state(path: str, identity: dict[str, Any]) -> dict[str, Any] | None:
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f'{path} is not a search state this code can read '
                      f'({e}); move it away to start the search over') from None
-  if saved.get('format') != STATE_FORMAT:
-    raise ValueError(f'{path} has format {saved.get("format")!r}, this code '
-                     f'reads {STATE_FORMAT!r}; move it away to start over')
+  found = saved.get('format') if isinstance(saved, dict) else None
+  if found != STATE_FORMAT or not isinstance(saved.get('identity'), dict):
+    raise ValueError(f'{path} is not a search state of format '
+                     f'{STATE_FORMAT!r} (found {found!r}); move it away to '
+                     'start the search over')
   old = saved['identity']
   differs = [f'{k}: {old.get(k)!r} there, {identity.get(k)!r} now'
              for k in sorted(set(old) | set(identity))
@@ -112,12 +118,13 @@ class Search:
     self.evaluator = setup.evaluator()
     self.calibration, self.eval_batches = setup.scoring_data(cached=True)
 
-  # The units: generation 0..G, 'uniform', random chunks.
   @property
   def generations(self) -> int:
     return self.config.search.generations
 
   def units(self) -> list[tuple[str, int]]:
+    """(phase, index) of the whole search, in order: generation 0..G,
+    the uniform baseline, the random search's chunks."""
     s = self.config.search
     evaluations = s.population + self.generations * (s.mutations +
                                                       s.crossovers)
@@ -126,6 +133,7 @@ class Search:
             [('uniform', 0)] + [('random', r) for r in range(chunks)])
 
   def records(self, phase: str) -> list[dict[str, Any]]:
+    """Scored width vectors of 'evolution', 'uniform' or 'random'."""
     return [r for r in self.state['records'] if r['phase'] == phase]
 
   @property
@@ -151,6 +159,7 @@ class Search:
 
   def _candidates(self, phase: str, index: int,
                   rng: np.random.Generator) -> np.ndarray:
+    """The width vectors unit (phase, index) scores."""
     s = self.config.search
     if phase == 'uniform':
       return self._uniform()[None]
@@ -182,20 +191,9 @@ class Search:
     """n uniform width vectors in the band, unlike any drawn before."""
     seen = {self.space.channel_key(r['widths'])
             for r in self.records('random')}
-    out = []
-    for _ in range(n * _RANDOM_TRIES):
-      c = self.space.sample(rng)
-      key = self.space.channel_key(c)
-      if self.band[0] <= self.costs.macs(c) <= self.band[1] and (
-          key not in seen):
-        seen.add(key)
-        out.append(c)
-        if len(out) == n:
-          return np.stack(out)
-    raise ValueError(
-        f'random search drew {n * _RANDOM_TRIES:,} uniform width vectors and '
-        f'found only {len(out)} new ones with MACs in [{self.band[0]:,.0f}, '
-        f'{self.band[1]:,.0f}]: lower search.band_low')
+    return prior.draw_legal(
+        self.costs, lambda count: self.space.sample(rng, count), n, self.band,
+        seen, source='uniformly', remedy='lower search.band_low')
 
   def _score(self, widths: np.ndarray, status) -> list[dict[str, Any]]:
     """Records of `widths`; those scored before (by channels) are reused."""
@@ -225,7 +223,7 @@ class Search:
     """Does the units not done yet, saving the state after each."""
     units = self.units()
     bar = tqdm(total=len(units), initial=self.state['units_done'],
-               unit='generation', dynamic_ncols=True,
+               unit='stage', dynamic_ncols=True,
                disable=jax.process_index() != 0)
     try:
       for u in range(self.state['units_done'], len(units)):
@@ -269,6 +267,7 @@ class Search:
     return max(self.records(phase), key=lambda r: r['score'])
 
   def arch(self) -> dict[str, Any]:
+    """The evolution's winner as an arch (docs/design.md §2)."""
     best = self.winner('evolution')
     return self.space.arch(
         best['widths'], resolution=self.config.input.resolution,
@@ -277,6 +276,7 @@ class Search:
         supernet_step=int(self.trained.step))
 
   def summary(self) -> dict[str, Any]:
+    """The best of each method, with its cost, for summary.json."""
     times = self.state['wall_time_s']
     methods = {
         'evolution': times['prior'] + times['evolution'],
@@ -322,9 +322,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
   del argv  # app.run allows none
-  summary = run(app.CONFIG.value, app.WORKDIR.value)
-  if jax.process_index() == 0:
-    print(json.dumps(summary), flush=True)
+  app.print_result(run(app.CONFIG.value, app.WORKDIR.value))
 
 
 if __name__ == '__main__':

@@ -7,14 +7,11 @@ import json
 import os
 from typing import Any
 
-import matplotlib
+from matplotlib import figure
 
 from bcnet_jax import console
 from bcnet_jax import files
 from bcnet_jax import supernet
-
-matplotlib.use('Agg')  # files only; no display needed
-from matplotlib import pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 
 METHODS = {'evolution': 'evolution (prior-seeded)',
            'uniform': 'uniform scaling',
@@ -22,6 +19,7 @@ METHODS = {'evolution': 'evolution (prior-seeded)',
 
 
 def announce(search, workdir: str) -> None:
+  """What the search will do, before it does it."""
   s, config = search.config.search, search.config
   full = search.costs.macs(search.space.full())
   units = search.units()
@@ -37,7 +35,7 @@ def announce(search, workdir: str) -> None:
       f'  fitness: ½(left + right) accuracy on '
       f'{supernet.EVAL_SPLITS[config.eval.split]}, BatchNorm recalibrated on '
       f'{config.eval.bn_calib_batches} batches; '
-      f'{search.evaluator.candidates_per_call} candidates per call')
+      f'{search.evaluator.call_size} candidates per call')
   if search.state['units_done']:
     console.say(f'  resuming after {search.state["units_done"]} of '
                 f'{len(units)} units ({len(search.state["records"])} width '
@@ -45,6 +43,7 @@ def announce(search, workdir: str) -> None:
 
 
 def table(search, summary: dict[str, Any]) -> str:
+  """The best of each method: MACs, params, accuracies, cost."""
   rows = []
   for phase, label in METHODS.items():
     r = summary[phase]
@@ -70,7 +69,8 @@ def write(search, summary: dict[str, Any]) -> None:
 
 def _plot(search, summary: dict[str, Any], path: str) -> None:
   """Score against MACs of every evaluated width vector."""
-  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+  fig = figure.Figure(figsize=(7, 4.5), dpi=120)  # no pyplot: no backend
+  ax = fig.subplots()
   randoms = search.records('random')
   ax.scatter([r['macs'] / 1e6 for r in randoms],
              [r['score'] for r in randoms], s=10, c='0.7',
@@ -99,5 +99,4 @@ def _plot(search, summary: dict[str, Any], path: str) -> None:
   fig.tight_layout()
   tmp = f'{path}.{os.getpid()}.tmp.png'
   fig.savefig(tmp)
-  plt.close(fig)
   os.replace(tmp, path)

@@ -37,6 +37,8 @@ from bcnet_jax import steps
 from bcnet_jax.costs import CostModel
 from bcnet_jax.data import pipeline
 
+# Host memory the search may fill with decoded scoring batches.
+_CACHE_BYTES = 4 << 30
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 EVAL_SPLITS = {'minival': 'minival (carved from the training split)',
                'eval': 'the eval split (input.eval_split)'}
@@ -111,6 +113,7 @@ class Setup:
         self.config.keep_checkpoints, read_only=read_only)
 
   def evaluator(self) -> evaluate.Evaluator:
+    """The batch evaluator of this supernet on its mesh."""
     return evaluate.Evaluator(self.model, self.mesh,
                               self.config.eval.candidates_per_call)
 
@@ -118,8 +121,14 @@ class Setup:
                    ) -> tuple[evaluate.Batches, evaluate.Batches]:
     """Callables returning fresh iterables of the BN-calibration and the
     eval.split batches on the mesh. `cached`: decoded once and kept in host
-    memory, for the search's thousands of paths."""
+    memory, for the search's thousands of paths, if they fit in
+    _CACHE_BYTES (ImageNet's are read again for every call)."""
     config, data, mesh = self.config, self.data, self.mesh
+    examples = (config.eval.bn_calib_batches * config.input.batch_size +
+                (len(data.minival_indices) if config.eval.split == 'minival'
+                 else len(data.eval_source)))
+    cached = cached and examples * 4 * config.input.channels * (
+        config.input.resolution ** 2) <= _CACHE_BYTES * jax.process_count()
 
     def calibration():
       return data.calibration_batches(config.eval.bn_calib_batches)

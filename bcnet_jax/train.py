@@ -211,9 +211,7 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
 
 def main(argv: list[str]) -> None:
   del argv  # app.run allows none
-  summary = train_and_evaluate(app.CONFIG.value, app.WORKDIR.value)
-  if jax.process_index() == 0:
-    print(json.dumps(summary), flush=True)
+  app.print_result(train_and_evaluate(app.CONFIG.value, app.WORKDIR.value))
 
 
 if __name__ == '__main__':

@@ -9,9 +9,10 @@ eval.split three ways, and prints one JSON line per way:
     'masked_one_by_one' (the same evaluator called once per candidate,
     K = 1) or 'compact_sliced' (per candidate and side, slice_params and a
     compact model: one compile each, as a static-width implementation must).
-  candidates_per_s: candidates / seconds, compiles included (the search
-    scores each width vector once, so compiles are part of its cost);
-    'batch' and 'masked_one_by_one' are timed after one warm-up call.
+  candidates_per_s: candidates / seconds. 'batch' and 'masked_one_by_one'
+    are timed after one warm-up call: their one program serves the whole
+    search. 'compact_sliced' includes its compiles: a static-width
+    implementation pays them for every width vector it scores.
   speedup_of_batch: candidates_per_s of 'batch' / this way's.
   calibration_examples, eval_examples, model, devices: what was run.
 The supernet is freshly initialized: the cost does not depend on the
@@ -27,28 +28,11 @@ import numpy as np
 
 from bcnet_jax import app
 from bcnet_jax import evaluate
-from bcnet_jax import models
 from bcnet_jax import supernet
-from bcnet_jax.models import slicing
 
 # --config is bcnet_jax.app's flag (defined once, there).
 _CANDIDATES = flags.DEFINE_integer('candidates', 16,
                                    'Width vectors to score each way.')
-
-
-def compact_scores(setup, state, widths, calibration, eval_batches):
-  """Per candidate, ½(left + right) of the sliced compact models."""
-  out = []
-  for c in widths:
-    compact = models.compact_like(setup.model, c)
-    accuracy = [evaluate.compact_accuracy(
-        compact, slicing.slice_params(
-            setup.model, {'params': state.params,
-                          'batch_stats': state.batch_stats}, c, side),
-        calibration=calibration, eval_batches=eval_batches)
-                for side in evaluate.SIDES]
-    out.append(np.mean(accuracy))
-  return np.asarray(out)
 
 
 def main(argv) -> None:
@@ -73,7 +57,10 @@ def main(argv) -> None:
         eval_batches=eval_batches)['score'] for c in widths])
 
   def compact_sliced():
-    return compact_scores(setup, state, widths, calibration, eval_batches)
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    return np.asarray([evaluate.compact_scores(
+        setup.model, variables, c, calibration=calibration,
+        eval_batches=eval_batches)['score'] for c in widths])
 
   examples = {
       'calibration_examples': sum(len(b['image']) for b in calibration()),

@@ -14,6 +14,7 @@ from unittest import mock
 from absl.testing import absltest
 import jax
 import numpy as np
+from scipy import stats
 
 from bcnet_jax import evaluate
 from bcnet_jax import models
@@ -23,7 +24,6 @@ from bcnet_jax import search
 from bcnet_jax import supernet
 from bcnet_jax import train
 from bcnet_jax.costs import CostModel
-from bcnet_jax.models import slicing
 from configs import testing as testing_config
 from tests.programs import command
 from tests.programs import ROOT
@@ -38,33 +38,40 @@ def config(**overrides):
   return c
 
 
-class SupernetTestCase(absltest.TestCase):
-  """Trains the shared supernet once per process (pytest --dist loadscope
-  keeps this module in one)."""
-  tmp = None
+class SearchTest(absltest.TestCase):
+  """One class, so that pytest's --dist loadscope runs it in one process:
+  the supernet is trained once, searched once, and shared."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    if SupernetTestCase.tmp is None:
-      SupernetTestCase.tmp = tempfile.mkdtemp()
-      train.train_and_evaluate(config(), cls.trained_dir())
-      SupernetTestCase.setup = supernet.Setup.create(config())
-      SupernetTestCase.state = supernet.restore_trained(
-          cls.setup, cls.trained_dir())
+    cls.tmp = tempfile.mkdtemp()
+    cls.trained_dir = os.path.join(cls.tmp, 'trained')
+    train.train_and_evaluate(config(), cls.trained_dir)
+    cls.setup = supernet.Setup.create(config())
+    cls.state = supernet.restore_trained(cls.setup, cls.trained_dir)
+    cls.searched = os.path.join(cls.tmp, 'searched')
+    shutil.copytree(cls.trained_dir, cls.searched)
+    cls.summary = search.run(config(), cls.searched)
 
   @classmethod
-  def trained_dir(cls) -> str:
-    return os.path.join(SupernetTestCase.tmp, 'trained')
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp)
+    super().tearDownClass()
 
   def copy_of_trained(self, name: str) -> str:
     workdir = os.path.join(self.tmp, name)
-    shutil.copytree(self.trained_dir(), workdir,
-                    ignore=shutil.ignore_patterns('search', 'rank'))
+    shutil.copytree(self.trained_dir, workdir)
     return workdir
 
+  # The batch evaluator.
 
-class EvaluatorTest(SupernetTestCase):
+  def compact_scores(self, widths):
+    calibration, eval_batches = self.setup.scoring_data(cached=True)
+    return evaluate.compact_scores(
+        self.setup.model, {'params': self.state.params,
+                           'batch_stats': self.state.batch_stats}, widths,
+        calibration=calibration, eval_batches=eval_batches)
 
   def score(self, evaluator, widths, mesh=None):
     calibration, eval_batches = self.setup.scoring_data(cached=True)
@@ -84,19 +91,13 @@ class EvaluatorTest(SupernetTestCase):
     model = self.setup.model
     widths = model.space.sample(np.random.default_rng(1), 2)
     batch = self.score(self.setup.evaluator(), widths)
-    calibration, eval_batches = self.setup.scoring_data(cached=True)
-    variables = {'params': self.state.params,
-                 'batch_stats': self.state.batch_stats}
     for i, c in enumerate(widths):
       alone = self.score(evaluate.Evaluator(model, self.setup.mesh, 1),
                          c[None])
+      compact = self.compact_scores(c)
       for side in evaluate.SIDES:
-        compact = evaluate.compact_accuracy(
-            models.compact_like(model, c),
-            slicing.slice_params(model, variables, c, side),
-            calibration=calibration, eval_batches=eval_batches)
         self.assertEqual(batch[side][i], alone[side][0])
-        self.assertEqual(batch[side][i], compact)
+        self.assertEqual(batch[side][i], compact[side])
     self.assertEqual(batch['examples'], config().input.minival_size)
     self.assertGreater(batch['score'].max(), 0.1)  # trained: above chance
 
@@ -105,11 +106,15 @@ class EvaluatorTest(SupernetTestCase):
     evaluator = self.setup.evaluator()
     rng = np.random.default_rng(2)
     self.score(evaluator, space.sample(rng, 3))  # compiles
+    compiled = [evaluate.pool_batch._cache_size(),
+                evaluate.count_correct._cache_size()]
     with mock.patch.object(evaluate, '_per_path',
                            wraps=evaluate._per_path) as traced:
       sets = [space.sample(rng, n) for n in (8, 5, 11)]  # padded, two calls
       on_8 = [self.score(evaluator, w) for w in sets]
       self.assertEqual(traced.call_count, 0)
+    self.assertEqual([evaluate.pool_batch._cache_size(),
+                      evaluate.count_correct._cache_size()], compiled)
     self.assertEqual(jax.device_count(), 8)
     one_device = parallel.create_mesh(jax.devices()[:1])
     on_1 = self.score(evaluate.Evaluator(self.setup.model, one_device, 8),
@@ -118,13 +123,7 @@ class EvaluatorTest(SupernetTestCase):
       np.testing.assert_array_equal(on_8[2][side], on_1[side])
 
 
-class SearchTest(SupernetTestCase):
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.searched = cls.trained_dir()
-    cls.summary = search.run(config(), cls.searched)
+  # The search.
 
   def read(self, workdir, name):
     return pathlib.Path(workdir, 'search', name).read_text()
@@ -228,7 +227,7 @@ class SearchTest(SupernetTestCase):
                  self.copy_of_trained('too_small'))
 
 
-class RankTest(SupernetTestCase):
+  # The rank CLI.
 
   def write(self, name, value) -> str:
     path = os.path.join(self.tmp, name)
@@ -241,19 +240,11 @@ class RankTest(SupernetTestCase):
     archs = self.write('archs.json', {f'n{i}': w.tolist()
                                       for i, w in enumerate(widths)})
     # The truth: the same fitness computed by compact, sliced models.
-    variables = {'params': self.state.params,
-                 'batch_stats': self.state.batch_stats}
-    calibration, eval_batches = self.setup.scoring_data(cached=True)
-    truth = {}
-    for i, c in enumerate(widths):
-      truth[f'n{i}'] = {'mean': np.mean([evaluate.compact_accuracy(
-          models.compact_like(self.setup.model, c),
-          slicing.slice_params(self.setup.model, variables, c, side),
-          calibration=calibration, eval_batches=eval_batches)
-                                         for side in evaluate.SIDES])}
+    truth = {f'n{i}': {'mean': self.compact_scores(c)['score']}
+             for i, c in enumerate(widths)}
     truth['not_in_archs'] = 0.5
     out = os.path.join(self.tmp, 'scores.json')
-    summary = rank.run(config(), self.trained_dir(), archs,
+    summary = rank.run(config(), self.trained_dir, archs,
                        self.write('truth.json', truth), out)
     scores = json.loads(pathlib.Path(out).read_text())
     self.assertEqual(sorted(scores), [f'n{i}' for i in range(6)])
@@ -263,7 +254,10 @@ class RankTest(SupernetTestCase):
     self.assertAlmostEqual(summary['supernet']['kendall_tau'], 1.0)
     self.assertAlmostEqual(summary['supernet']['spearman_rho'], 1.0)
     self.assertEqual(summary['supernet']['top10_overlap'], 1.0)
-    self.assertLess(summary['macs_only']['kendall_tau'], 1.0)
+    macs = CostModel(self.setup.model).macs(widths)
+    means = [truth[f'n{i}']['mean'] for i in range(6)]
+    self.assertAlmostEqual(summary['macs_only']['kendall_tau'],
+                           stats.kendalltau(macs, means).statistic)
 
   def test_archs_formats_and_errors(self):
     space = models.get_space('cbm_resnet', 4, 1)
@@ -280,17 +274,39 @@ class RankTest(SupernetTestCase):
         ('{"a": "4123419"}', 'a: .*group'),
         ('{"a": [5, 1, 1, 1, 1, 1, 1]}', 'a: .*group'),
         ('{"a": "12x"}', 'digit strings'),
+        ('{"a": [[1, 1, 1, 1, 1, 1, 1], [2, 2, 2, 2, 2, 2, 2]]}',
+         'a: expected one list of 7 bins, got shape'),
     ):
       path = os.path.join(self.tmp, 'bad.json')
       pathlib.Path(path).write_text(value)
       with self.assertRaisesRegex(ValueError, message):
         rank.read_archs(path, space)
-    with self.assertRaisesRegex(ValueError, 'a: expected a number'):
-      rank.read_truth(self.write('bad_truth.json', {'a': 'high'}))
+    for bad in ({'a': 'high'}, {'a': float('nan')}, {'a': {'acc': [0.9]}}):
+      with self.assertRaisesRegex(ValueError, 'a: expected a finite number'):
+        rank.read_truth(self.write('bad_truth.json', bad))
     archs = self.write('two.json', {'a': [4] * 12, 'b': [8] * 12})
     with self.assertRaisesRegex(ValueError, 'share 0 keys'):
-      rank.run(config(), self.trained_dir(), archs,
+      rank.run(config(), self.trained_dir, archs,
                self.write('other_truth.json', {'x': 0.5, 'y': 0.6}))
+
+
+  def test_commands_report_bad_input_in_one_line(self):
+    empty = os.path.join(self.tmp, 'nothing_trained')
+    os.makedirs(empty)
+    archs = self.write('nested.json', {'a': [[4] * 12]})
+    for argv, message in (
+        (command('search', '--config=configs/testing.py',
+                 f'--workdir={empty}'), 'train one first'),
+        (command('rank', '--config=configs/testing.py',
+                 f'--workdir={self.trained_dir}', f'--archs={archs}'),
+         'a: expected one list of 12 bins'),
+    ):
+      out = subprocess.run(argv, cwd=ROOT, env=SUBPROCESS_ENV,
+                           capture_output=True, text=True)
+      self.assertEqual(out.returncode, 2, out.stderr)
+      self.assertEqual(len(out.stderr.strip().splitlines()), 1, out.stderr)
+      self.assertRegex(out.stderr, f'^error: .*{message}')
+    self.assertEqual(os.listdir(empty), [])
 
 
 if __name__ == '__main__':
