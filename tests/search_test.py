@@ -123,6 +123,16 @@ class SearchTest(absltest.TestCase):
       np.testing.assert_array_equal(on_8[2][side], on_1[side])
 
 
+  def test_vmapped_paths_as_on_accelerators_score_the_same(self):
+    # lowering='native' takes the GPU/TPU branch: paths vmapped, not mapped.
+    native = self.setup.model.clone(lowering='native', parent=None)
+    widths = native.space.sample(np.random.default_rng(4), 3)
+    vmapped = self.score(evaluate.Evaluator(native, self.setup.mesh, 8),
+                         widths)
+    mapped = self.score(self.setup.evaluator(), widths)
+    for side in evaluate.SIDES:
+      np.testing.assert_array_equal(vmapped[side], mapped[side])
+
   # The search.
 
   def read(self, workdir, name):
