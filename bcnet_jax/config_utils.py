@@ -20,6 +20,9 @@ def base_config() -> ml_collections.ConfigDict:
   """All fields with their defaults (CIFAR-10-like supernet training)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # 'supernet': train the BCNet supernet (then search it); 'retrain': train
+  # the compact network of retrain.arch from scratch (docs/design.md §6).
+  c.stage = 'supernet'
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'resnet20_cifar'
@@ -82,6 +85,15 @@ def base_config() -> ml_collections.ConfigDict:
   # that split reports the retrained network.
   c.eval.split = 'minival'             # 'minival' | 'eval'
 
+  # Retraining a searched arch: its own recipe (default: the supernet's
+  # optimizer, as the model's standard recipe; each config says which).
+  c.retrain = ml_collections.ConfigDict()
+  c.retrain.arch = placeholder(str)    # arch.json written by the search
+  c.retrain.total_epochs = placeholder(float)
+  c.retrain.total_steps = placeholder(int)
+  c.retrain.label_smoothing = 0.0
+  c.retrain.optim = ml_collections.ConfigDict(c.optim.to_dict())
+
   c.search = ml_collections.ConfigDict()  # docs/design.md §5
   c.search.macs_budget = placeholder(int)       # F in MACs, or F as a
   c.search.macs_fraction = placeholder(float)   # fraction of full width's
@@ -132,6 +144,9 @@ def cifar10_supernet(model: str, *, total_epochs: float,
   c.optim.warmup_epochs = warmup_epochs
   c.total_epochs = total_epochs
   c.eval_every_epochs = eval_every_epochs
+  # Retraining: the same recipe from scratch, as the model's standard one.
+  c.retrain.optim = ml_collections.ConfigDict(c.optim.to_dict())
+  c.retrain.total_epochs = total_epochs
   return c
 
 
@@ -159,6 +174,9 @@ def imagenet_supernet(model: str, *, weight_decay: float
   c.optim.warmup_epochs = 5.0
   c.total_epochs = 100.0
   c.eval_every_epochs = 5.0
+  c.retrain.optim = ml_collections.ConfigDict(c.optim.to_dict())
+  c.retrain.label_smoothing = 0.1
+  c.retrain.total_epochs = 100.0
   return c
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Any, Callable
 
@@ -32,6 +33,8 @@ from bcnet_jax import evaluate
 from bcnet_jax import models
 from bcnet_jax import optim
 from bcnet_jax import parallel
+from bcnet_jax import retrain
+from bcnet_jax import sampling
 from bcnet_jax import state as state_lib
 from bcnet_jax import steps
 from bcnet_jax.costs import CostModel
@@ -55,11 +58,20 @@ class Setup:
   schedule: Callable[[int], Any]
   total_steps: int
   eval_every: int | None
+  arch: dict[str, Any] | None = None  # stage=retrain: the arch trained
+
+  @property
+  def compact(self) -> bool:
+    """A retrain run: the compact model of `arch`, no width vectors."""
+    return self.arch is not None
 
   @classmethod
   def create(cls, config: Any) -> Setup:
     """Raises ValueError / OSError naming what is wrong with the config,
     the data or the model; writes nothing."""
+    if config.stage not in retrain.STAGES:
+      raise ValueError(f'stage must be one of {list(retrain.STAGES)}, got '
+                       f'{config.stage!r}')
     if config.supernet.dtype not in DTYPES:
       raise ValueError(f'supernet.dtype must be one of {list(DTYPES)}, got '
                        f'{config.supernet.dtype!r}')
@@ -75,19 +87,25 @@ class Setup:
     data = pipeline.Input.create(config.input, seed=config.seed)
     data.check_calibration(config.eval.bn_calib_batches)
     spe = data.steps_per_epoch
-    total_steps = config_utils.steps_from(config, 'total', spe)
-    if total_steps is None:
-      raise ValueError('set total_epochs or total_steps in the config')
     space = models.get_space(config.model.name, config.model.bins,
                              config.model.min_bins)
     model = models.get_model(
         config.model.name, space=space, num_classes=data.num_classes,
         in_channels=config.input.channels,
         resolution=config.input.resolution, lowering=config.model.lowering)
+    arch = None
+    if config.stage == 'retrain':
+      arch, model = retrain.compact_model(config, model)
+    recipe = config.retrain if arch else config
+    total_steps = config_utils.steps_from(recipe, 'total', spe)
+    if total_steps is None:
+      prefix = 'retrain.' if arch else ''
+      raise ValueError(f'set {prefix}total_epochs or {prefix}total_steps in '
+                       'the config')
     tx, schedule = optim.create_optimizer(
-        config_utils.optimizer_config(config.optim, spe), total_steps)
+        config_utils.optimizer_config(recipe.optim, spe), total_steps)
     return cls(config, mesh, data, model, tx, schedule, total_steps,
-               config_utils.steps_from(config, 'eval_every', spe))
+               config_utils.steps_from(config, 'eval_every', spe), arch)
 
   def initial_state(self) -> state_lib.TrainState:
     return parallel.create_state(functools.partial(
@@ -96,8 +114,15 @@ class Setup:
         pool_size=self.config.supernet.pool_size), self.mesh)
 
   def jit_train_step(self) -> Callable[..., Any]:
-    """The supernet step of config.supernet, jitted over the mesh."""
+    """The step of the stage, jitted over the mesh: the supernet step of
+    config.supernet, or the plain step of the compact model."""
     c = self.config
+    if self.compact:
+      return parallel.jit_train_step(functools.partial(
+          steps.train_step, model=self.model, tx=self.tx,
+          label_smoothing=c.retrain.label_smoothing,
+          dtype=DTYPES[c.supernet.dtype], seed=c.seed), self.mesh,
+                                     num_replicated_args=0)
     return parallel.jit_train_step(functools.partial(
         steps.train_step, model=self.model, tx=self.tx,
         objective=c.supernet.objective,
@@ -106,11 +131,47 @@ class Setup:
         label_smoothing=c.supernet.label_smoothing,
         dtype=DTYPES[c.supernet.dtype], seed=c.seed), self.mesh)
 
+  def step_args(self, step: int) -> tuple[Any, ...]:
+    """What the train step takes besides state and batch: the width
+    vector of `step` (none for a compact model)."""
+    if self.compact:
+      return ()
+    return (sampling.widths_for_step(self.model.space, self.config.seed,
+                                     step),)
+
   def checkpoints(self, workdir: str, *, read_only: bool = False
                   ) -> checkpoint.Checkpoints:
-    return checkpoint.Checkpoints(
-        workdir, checkpoint.identity(self.config, self.data.num_classes),
-        self.config.keep_checkpoints, read_only=read_only)
+    identity = checkpoint.identity(self.config, self.data.num_classes)
+    if self.compact:  # the arch and its recipe make the run
+      identity.update(json.loads(json.dumps({
+          'stage': 'retrain', 'retrain.widths': self.arch['widths'],
+          'retrain.optim': self.config.retrain.optim.to_dict(),
+          'retrain.label_smoothing': self.config.retrain.label_smoothing})))
+    return checkpoint.Checkpoints(workdir, identity,
+                                  self.config.keep_checkpoints,
+                                  read_only=read_only)
+
+  def evaluate(self, state, *, final: bool,
+               status: Callable[[str], None] = lambda _: None
+               ) -> dict[str, float]:
+    """The stage's evaluation: the fixed width vectors' recalibrated
+    scores on eval.split (supernet); the compact model's top-1 on eval.split
+    and, at the end, on the test split (retrain)."""
+    if not self.compact:
+      return evaluate_widths(self, state, status=status)
+    config, mesh = self.config, self.mesh
+    splits = [config.eval.split] + (['eval'] if final and
+                                    config.eval.split != 'eval' else [])
+    out = {}
+    for split in splits:
+      status(f'evaluating on {EVAL_SPLITS[split]}')
+      batches = (parallel.global_batch(b, mesh)
+                 for b in self.data.eval_batches(split))
+      name = config.input.eval_split if split == 'eval' else split
+      out[f'eval/{name}/accuracy'] = retrain.accuracy(
+          self.model, {'params': state.params,
+                       'batch_stats': state.batch_stats}, batches)
+    return out
 
   def evaluator(self) -> evaluate.Evaluator:
     """The batch evaluator of this supernet on its mesh."""

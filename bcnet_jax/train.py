@@ -26,7 +26,7 @@ from bcnet_jax import console
 from bcnet_jax import files
 from bcnet_jax import metric_writer
 from bcnet_jax import parallel
-from bcnet_jax import sampling
+from bcnet_jax import retrain
 from bcnet_jax import state as state_lib
 from bcnet_jax import supernet
 from bcnet_jax.data import pipeline
@@ -36,7 +36,12 @@ def _report(setup: supernet.Setup, summary: dict[str, Any],
             workdir: str) -> None:
   """The final table and the files written."""
   console.say()
-  console.say(supernet.score_table(setup, summary, step=summary['steps']))
+  if setup.compact:
+    console.say(retrain.table(summary, {
+        setup.config.input.eval_split: 'test (the eval split)',
+        'minival': supernet.EVAL_SPLITS['minival']}))
+  else:
+    console.say(supernet.score_table(setup, summary, step=summary['steps']))
   console.say()
   console.say('Wrote:')
   for name, what in (('summary.json', 'the numbers above and the run\'s'),
@@ -56,9 +61,15 @@ def _announce(setup: supernet.Setup, workdir: str, first_step: int) -> None:
     objective += (' (complementary, fused passes)' if
                   config.supernet.complementary else ' (no complement)')
   res = config.input.resolution
-  console.say(f'bcnet_jax.train: {config.model.name} supernet, '
-              f'{space.num_groups} groups of {space.min_bins}..'
-              f'{space.bins} bins, objective {objective}')
+  if setup.compact:
+    summary = retrain.summary_fields(model, setup.arch)
+    console.say(f'bcnet_jax.train: retraining {config.model.name} at '
+                f'{summary["macs"] / 1e6:,.2f}M MACs, {summary["params"]:,} '
+                f'params, from scratch ({config.retrain.arch})')
+  else:
+    console.say(f'bcnet_jax.train: {config.model.name} supernet, '
+                f'{space.num_groups} groups of {space.min_bins}..'
+                f'{space.bins} bins, objective {objective}')
   console.say(f'data: {pipeline.describe_source(config.input)}, {res}x{res}'
               f'x{config.input.channels}, {data.num_classes} classes: '
               f'{len(data.train_indices):,} train, '
@@ -117,6 +128,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
                     'raise total_steps or total_epochs to train further.')
         return finished
     _announce(setup, workdir, first_step)
+    if setup.compact and jax.process_index() == 0:
+      retrain.write_export_files(setup, workdir)
     summary = _train(setup, state, ckpt, workdir, first_step)
   finally:
     ckpt.wait()
@@ -133,7 +146,6 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
   """Steps first_step..total_steps, evaluations, checkpoints: the summary."""
   config, data, mesh = setup.config, setup.data, setup.mesh
   total_steps, eval_every = setup.total_steps, setup.eval_every
-  space = setup.model.space
 
   def periodic_eval_at(step: int) -> bool:
     return bool(eval_every) and step % eval_every == 0 and (
@@ -151,15 +163,14 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
   upcoming = prefetch.submit(data.train_batch, first_step)
   try:
     if periodic_eval_at(first_step):
-      writer.write(first_step, supernet.evaluate_widths(setup, state,
-                                                        status=bar.status))
+      writer.write(first_step, setup.evaluate(state, final=False,
+                                              status=bar.status))
       bar.status('compiling')
     for step in range(first_step, total_steps):
-      widths = sampling.widths_for_step(space, config.seed, step)
       batch = parallel.global_batch(upcoming.result(), mesh)
       if step + 1 < total_steps:
         upcoming = prefetch.submit(data.train_batch, step + 1)
-      state, metrics = train_step(state, batch, widths)
+      state, metrics = train_step(state, batch, *setup.step_args(step))
       done = step + 1
       bar.step_done(done)
       is_last = done == total_steps
@@ -185,10 +196,10 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
       if done % config.ckpt_every_steps == 0 or is_last:
         ckpt.save(done, state)
       if periodic_eval_at(done):
-        writer.write(done, supernet.evaluate_widths(setup, state,
-                                                    status=bar.status))
+        writer.write(done, setup.evaluate(state, final=False,
+                                          status=bar.status))
         bar.status('training')
-    final_eval = supernet.evaluate_widths(setup, state, status=bar.status)
+    final_eval = setup.evaluate(state, final=True, status=bar.status)
     writer.write(total_steps, final_eval)
   finally:  # also on errors: files are closed (the caller closes ckpt)
     bar.close()
@@ -197,14 +208,17 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
   if last_loss is None:  # resumed at the last step: the recorded loss
     last_loss = metric_writer.last_value(
         os.path.join(workdir, 'metrics.jsonl'), 'train/loss')
+  if setup.compact:
+    stage = retrain.summary_fields(setup.model, setup.arch)
+  else:
+    stage = {'eval_widths': {name: [int(w) for w in widths]
+                             for name, widths in setup.fixed_widths().items()},
+             'loss_pool_best': float(jax.device_get(state.pool.losses)[0])}
   return {
       'model': config.model.name, 'steps': total_steps,
       'first_step_this_run': first_step,
       'final_loss': last_loss,
-      **final_eval,
-      'eval_widths': {name: [int(w) for w in widths]
-                      for name, widths in setup.fixed_widths().items()},
-      'loss_pool_best': float(jax.device_get(state.pool.losses)[0]),
+      **final_eval, **stage,
       'params_sha256': checkpoint.tree_sha256(state.params),
   }
 

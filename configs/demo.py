@@ -38,4 +38,6 @@ def get_config():
   c.search.top_k = 4
   c.search.mutations = 4
   c.search.crossovers = 4
+  c.retrain.total_steps = 300
+  c.retrain.optim.warmup_epochs = 0.2
   return c

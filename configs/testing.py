@@ -27,4 +27,5 @@ def get_config():
   c.search.mutations = 3
   c.search.crossovers = 3
   c.search.prior_steps = 50
+  c.retrain.total_steps = 30
   return c
