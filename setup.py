@@ -13,6 +13,7 @@ setuptools.setup(
     install_requires=[
         'absl-py>=2.1,<3',
         'chex>=0.1.90,<0.2',
+        'flatbuffers>=24',  # jax.export serialization (model.jax_export)
         'flax>=0.12,<0.13',
         'importlib_resources>=6',  # tensorflow-datasets needs it, undeclared
         'jax>=0.10,<0.11',

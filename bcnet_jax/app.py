@@ -97,20 +97,25 @@ def print_result(value: Any) -> None:
 
 
 def run(main: Callable[[list[str]], Any], *,
-        required: Sequence[str] = ('config', 'workdir')) -> None:
+        required: Sequence[str] = ('config', 'workdir'),
+        positional: str | None = None) -> None:
   """absl's app.run with this package's flags, logging and error output.
 
   Args:
-    main: called with argv (the program name alone: positional arguments
-      are an error).
+    main: called with argv: the program name, then the positional
+      arguments if `positional` names them (else they are an error).
     required: flags that must be given.
+    positional: what positional arguments are (e.g. 'image files'); at
+      least one must then be given.
   """
   flags.mark_flags_as_required(list(required))
 
   def wrapped(argv: list[str]) -> Any:
-    if len(argv) > 1:
+    if positional is None and len(argv) > 1:
       fail(f'unexpected arguments {argv[1:]}: flags are written '
            '--name=value. See --help.')
+    if positional is not None and len(argv) < 2:
+      fail(f'give one or more {positional} after the flags. See --help.')
     if not flags.FLAGS['verbosity'].present:
       # orbax logs every file it writes, tfds warns about folders it probes.
       logging.set_verbosity(logging.ERROR)

@@ -251,6 +251,14 @@ class Checkpoints:
                         'was saved')
     return restored['state']
 
+  def latest_identity(self) -> dict[str, Any] | None:
+    """The identity the newest checkpoint was saved with, if any."""
+    steps = self.manager.all_steps()
+    if not steps:
+      return None
+    return self.manager.restore(max(steps), args=ocp.args.Composite(
+        identity=ocp.args.JsonRestore()))['identity']
+
   def restore_latest(self, target: Any) -> Any | None:
     """The newest readable checkpoint restored like `target`, or None."""
     _quiet_late_read_callbacks()

@@ -8,12 +8,16 @@ from typing import Any
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` through a synced temporary file and a rename."""
+  write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+  """Writes `data` to `path` through a synced temporary file and a rename."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f'{path}.{os.getpid()}.tmp'
   try:
-    with open(tmp, 'w') as f:
-      f.write(text)
+    with open(tmp, 'wb') as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -4,7 +4,7 @@
 (static channel counts, from the same model code) from scratch with the
 plain step and `config.retrain.*`, by the training program of the supernet:
 checkpoints, resume and errors are the same code. Its workdir is the
-export: checkpoints, `arch.json` and `classes.json`.
+export: checkpoints, `arch.json`, `input.json` and `model.jax_export`.
 """
 
 from __future__ import annotations
@@ -71,15 +71,17 @@ def accuracy(model: layers.WidthModel, variables: Any, batches) -> float:
 
 
 def write_export_files(setup, workdir: str) -> None:
-  """arch.json and classes.json beside the checkpoints: with them the
-  workdir loads without the config (bcnet_jax.export)."""
+  """arch.json and input.json (class names, channels, preprocessing)
+  beside the checkpoints: with them the workdir loads without the config
+  (bcnet_jax.export)."""
+  config = setup.config
   space_lib.write_arch(os.path.join(workdir, 'arch.json'), setup.arch)
-  files.write_json_atomic(os.path.join(workdir, 'classes.json'), {
+  files.write_json_atomic(os.path.join(workdir, 'input.json'), {
       'classes': list(setup.data.train_source.class_names),
-      'in_channels': setup.config.input.channels,
-      'mean': list(setup.config.input.mean),
-      'std': list(setup.config.input.std),
-      'lowering': setup.config.model.lowering})
+      'channels': config.input.channels,
+      'augment': config.input.augment,
+      'mean': list(config.input.mean), 'std': list(config.input.std),
+      'lowering': config.model.lowering})
 
 
 def summary_fields(model: layers.WidthModel, arch: dict[str, Any]

@@ -23,6 +23,7 @@ import numpy as np
 from bcnet_jax import app
 from bcnet_jax import checkpoint
 from bcnet_jax import console
+from bcnet_jax import export
 from bcnet_jax import files
 from bcnet_jax import metric_writer
 from bcnet_jax import parallel
@@ -201,6 +202,10 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
         bar.status('training')
     final_eval = setup.evaluate(state, final=True, status=bar.status)
     writer.write(total_steps, final_eval)
+    if setup.compact and jax.process_index() == 0:
+      bar.status('exporting')
+      export.write_jax_export(workdir, setup.model, jax.device_get(
+          {'params': state.params, 'batch_stats': state.batch_stats}))
   finally:  # also on errors: files are closed (the caller closes ckpt)
     bar.close()
     prefetch.shutdown(cancel_futures=True)
