@@ -74,8 +74,8 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
       raise ValueError(f'{workdir} holds no checkpoint of a retrain run')
     ckpts.identity = identity
     recipe = ml_collections.ConfigDict(identity['retrain.optim'])
-    tx, _ = optim.create_optimizer(
-        config_utils.optimizer_config(recipe, 1), 1)  # the structure only
+    tx, _ = optim.create_optimizer(  # only its state's structure matters
+        config_utils.optimizer_config(recipe, 1), 10**9)
     target = jax.eval_shape(lambda: state_lib.create_train_state(
         model, tx, jax.random.key(0)))
     state = ckpts.restore_latest(target)

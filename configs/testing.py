@@ -28,4 +28,5 @@ def get_config():
   c.search.crossovers = 3
   c.search.prior_steps = 50
   c.retrain.total_steps = 30
+  c.retrain.optim.warmup_epochs = 0.0
   return c

@@ -14,6 +14,12 @@ def _mnist() -> tuple[np.ndarray, np.ndarray]:
   return x[order].reshape(-1, 28, 28, 1).astype(np.float32) / 255.0, y[order]
 
 
+def mnist_pixels(n: int, offset: int = 0) -> np.ndarray:
+  """n real digits as [n, 28, 28] uint8, as an image file holds them."""
+  return np.round(_mnist()[0][offset:offset + n, ..., 0] * 255).astype(
+      np.uint8)
+
+
 def mnist_images(n: int, resolution: int, channels: int = 3,
                  offset: int = 0) -> np.ndarray:
   """n real digits, resized to resolution², repeated to `channels`, centred."""

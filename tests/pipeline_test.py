@@ -1,5 +1,6 @@
-"""The batch evaluator, the search and the rank CLI on one tiny supernet
-trained on real MNIST digits (the testing config), shared by every test."""
+"""The whole job on real MNIST digits (the testing config): one tiny
+supernet, trained once and shared, its batch evaluator, its search, the rank
+CLI, and the searched arch retrained, exported and used to predict."""
 
 import json
 import os
@@ -14,17 +15,23 @@ from unittest import mock
 from absl.testing import absltest
 import jax
 import numpy as np
+from PIL import Image
 from scipy import stats
 
+from bcnet_jax import checkpoint
 from bcnet_jax import evaluate
+from bcnet_jax import export
 from bcnet_jax import models
 from bcnet_jax import parallel
+from bcnet_jax import predict
 from bcnet_jax import rank
 from bcnet_jax import search
 from bcnet_jax import supernet
 from bcnet_jax import train
 from bcnet_jax.costs import CostModel
+from bcnet_jax.data import augment
 from configs import testing as testing_config
+from tests import images
 from tests.programs import command
 from tests.programs import ROOT
 from tests.programs import snapshot
@@ -38,7 +45,7 @@ def config(**overrides):
   return c
 
 
-class SearchTest(absltest.TestCase):
+class PipelineTest(absltest.TestCase):
   """One class, so that pytest's --dist loadscope runs it in one process:
   the supernet is trained once, searched once, and shared."""
 
@@ -53,6 +60,7 @@ class SearchTest(absltest.TestCase):
     cls.searched = os.path.join(cls.tmp, 'searched')
     shutil.copytree(cls.trained_dir, cls.searched)
     cls.summary = search.run(config(), cls.searched)
+    cls.arch_path = os.path.join(cls.searched, 'search', 'arch.json')
 
   @classmethod
   def tearDownClass(cls):
@@ -317,6 +325,94 @@ class SearchTest(absltest.TestCase):
       self.assertEqual(len(out.stderr.strip().splitlines()), 1, out.stderr)
       self.assertRegex(out.stderr, f'^error: .*{message}')
     self.assertEqual(os.listdir(empty), [])
+
+
+  # Retraining, export and prediction.
+
+  def retrain_config(self, **overrides):
+    return config(**{'stage': 'retrain', 'retrain.arch': self.arch_path,
+                     **overrides})
+
+  def digit_files(self, n: int) -> tuple[list[str], np.ndarray]:
+    """n real MNIST digits as PNG files, and their labels."""
+    batch = images.mnist_batch(n, resolution=28, offset=4000)
+    folder = pathlib.Path(self.tmp, 'digits')
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i, pixels in enumerate(images.mnist_pixels(n, offset=4000)):
+      paths.append(str(folder / f'{i}.png'))
+      Image.fromarray(pixels).save(paths[-1])
+    return paths, batch['label']
+
+  def test_retrain_export_predict_end_to_end(self):
+    workdir = os.path.join(self.tmp, 'retrained')
+    summary = train.train_and_evaluate(self.retrain_config(), workdir)
+    arch = json.loads(pathlib.Path(self.arch_path).read_text())
+    self.assertLessEqual(arch['macs'], arch['macs_budget'])
+    self.assertEqual((summary['stage'], summary['arch']), ('retrain', arch))
+    self.assertBetween(summary['eval/test/accuracy'], 0.0, 1.0)
+    model, variables, info = export.load(workdir)
+    costs = CostModel(model)
+    widths = np.asarray(model.widths)
+    self.assertEqual((summary['macs'], summary['params']),
+                     (arch['macs'], arch['params']))
+    self.assertEqual((costs.macs(widths), costs.params(widths)),
+                     (arch['macs'], arch['params']))
+    self.assertEqual(sum(v.size for v in jax.tree.leaves(
+        variables['params'])), arch['params'])
+    self.assertEqual(info['step'], 30)
+    self.assertEqual(checkpoint.tree_sha256(variables['params']),
+                     summary['params_sha256'])
+    # Predictions from image files equal the loaded model's and the
+    # jax.export artifact's on the same preprocessed digits.
+    files, labels = self.digit_files(6)
+    predicted = predict.predict(workdir, files)
+    x = np.stack([augment.preprocess(
+        predict.read_image(f, 1), augment='none', train=False, resolution=28,
+        mean=np.asarray(info['mean'], np.float32),
+        std=np.asarray(info['std'], np.float32), rng=None) for f in files])
+    logits, _ = model.apply(variables, x, train=False)
+    exported = jax.export.deserialize(bytearray(pathlib.Path(
+        workdir, export.JAX_EXPORT).read_bytes()))
+    np.testing.assert_allclose(exported.call(x), jax.nn.softmax(logits),
+                               rtol=1e-5, atol=1e-6)
+    for result, row in zip(predicted, np.asarray(jax.nn.softmax(logits))):
+      self.assertLen(result['top5'], 5)
+      self.assertEqual(result['top5'][0][0],
+                       info['classes'][int(np.argmax(row))])
+      self.assertAlmostEqual(result['top5'][0][1], float(row.max()), 5)
+    self.assertLen(labels, 6)
+    # Rerunning the finished retrain writes nothing; another arch in the
+    # same workdir is another run.
+    before = snapshot(workdir)
+    self.assertEqual(train.train_and_evaluate(self.retrain_config(), workdir),
+                     summary)
+    self.assertEqual(snapshot(workdir), before)
+    other = dict(arch, widths={g: 1 for g in arch['widths']})
+    other['channels'] = self.setup.model.space.channels(
+        np.ones(len(arch['widths']), np.int32))
+    other_path = self.write('other_arch.json', other)
+    with self.assertRaisesRegex(checkpoint.ForeignCheckpoint,
+                                'retrain.widths'):
+      train.train_and_evaluate(
+          self.retrain_config(**{'retrain.arch': other_path}), workdir)
+
+  def test_retrain_and_load_errors(self):
+    arch = json.loads(pathlib.Path(self.arch_path).read_text())
+    for changed, message in (
+        ({'model': 'vgg16_cifar'}, "retrain.arch .*model 'vgg16_cifar'"),
+        ({'resolution': 32}, 'resolution 32; input.resolution is 28'),
+    ):
+      path = self.write('bad_arch.json', dict(arch, **changed))
+      with self.assertRaisesRegex(ValueError, message):
+        supernet.Setup.create(self.retrain_config(**{'retrain.arch': path}))
+    with self.assertRaisesRegex(FileNotFoundError, 'retrain.arch: no file'):
+      supernet.Setup.create(self.retrain_config(
+          **{'retrain.arch': os.path.join(self.tmp, 'missing.json')}))
+    with self.assertRaisesRegex(ValueError, 'needs --config.retrain.arch'):
+      supernet.Setup.create(config(stage='retrain'))
+    with self.assertRaisesRegex(FileNotFoundError, 'not a retrained network'):
+      export.load(self.trained_dir)
 
 
 if __name__ == '__main__':
