@@ -68,6 +68,16 @@ class CostModel:
     index space.dims and len(space.dims) stands for the constant 1."""
     return self._macs
 
+  def uniform_within(self, budget: float) -> np.ndarray:
+    """Uniform scaling: the largest all-b width vector with MACs <= budget
+    (ValueError if even all-m exceeds it)."""
+    for b in range(self.space.bins, self.space.min_bins - 1, -1):
+      c = np.full(self.space.num_groups, b, np.int32)
+      if self.macs(c) <= budget:
+        return c
+    raise ValueError(f'a budget of {budget:,.0f} MACs is below the smallest '
+                     f'width vector of {self.space.model}')
+
   def params(self, widths: Any) -> np.ndarray | int:
     """Params of one width vector ([G] -> int) or a batch ([K, G] -> [K])."""
     return self._evaluate(self._params, widths)

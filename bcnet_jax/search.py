@@ -162,7 +162,7 @@ class Search:
     """The width vectors unit (phase, index) scores."""
     s = self.config.search
     if phase == 'uniform':
-      return self._uniform()[None]
+      return self.costs.uniform_within(self.budget)[None]
     if phase == 'random':
       wanted = len(self.records('evolution')) - len(self.records('random'))
       return self._random(min(s.population, wanted), rng)
@@ -178,14 +178,6 @@ class Search:
     scores = {self.space.channel_key(r['widths']):
               (np.asarray(r['widths'], np.int32), r['score']) for r in scored}
     return rules.next_population(scores, set(scores), rng)
-
-  def _uniform(self) -> np.ndarray:
-    """The largest all-b width vector within the budget."""
-    for b in range(self.space.bins, self.space.min_bins - 1, -1):
-      c = np.full(self.space.num_groups, b, np.int32)
-      if self.costs.macs(c) <= self.budget:
-        return c
-    raise AssertionError('prior.band checked that all-m meets the budget')
 
   def _random(self, n: int, rng: np.random.Generator) -> np.ndarray:
     """n uniform width vectors in the band, unlike any drawn before."""
