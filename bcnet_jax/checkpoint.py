@@ -46,6 +46,8 @@ IDENTITY_FIELDS = (
     ('seed',), ('model',), ('input', 'source'), ('input', 'name'),
     ('input', 'channels'), ('input', 'resolution'), ('supernet', 'objective'),
     ('supernet', 'complementary'), ('supernet', 'pool_size'), ('optim',))
+# A retrain run is the compact model of an arch: no supernet or its optim.
+RETRAIN_IDENTITY_FIELDS = IDENTITY_FIELDS[:6]
 _SHOWN = 4  # differing names listed per kind in an error
 
 
@@ -97,9 +99,12 @@ def _root_cause(error: BaseException) -> BaseException:
   return damage[-1] if damage else error
 
 
-def identity(config: Any, num_classes: int) -> dict[str, Any]:
+def identity(config: Any, num_classes: int,
+             fields: tuple[tuple[str, ...], ...] = IDENTITY_FIELDS
+             ) -> dict[str, Any]:
+  """What makes a run this run: checkpoints of another are not resumed."""
   out = {'num_classes': num_classes}
-  for path in IDENTITY_FIELDS:
+  for path in fields:
     value = config
     for key in path:
       value = value[key]

@@ -126,6 +126,7 @@ def embedded_mnist_supernet() -> ml_collections.ConfigDict:
   c.input.std = (0.3081,)
   c.input.num_threads = 2
   c.optim.learning_rate = 0.05
+  c.retrain.optim = ml_collections.ConfigDict(c.optim.to_dict())
   return c
 
 
@@ -180,17 +181,18 @@ def imagenet_supernet(model: str, *, weight_decay: float
   return c
 
 
-def steps_from(config: Any, prefix: str, steps_per_epoch: int
-               ) -> int | None:
+def steps_from(config: Any, prefix: str, steps_per_epoch: int,
+               section: str = '') -> int | None:
   """`{prefix}_steps`, or `{prefix}_epochs` x steps_per_epoch: one of them.
 
-  Returns None when both are unset (for optional durations).
+  Returns None when both are unset (for optional durations). `section`
+  ('retrain.') names where the fields are in errors.
   """
   steps = config.get(f'{prefix}_steps')
   epochs = config.get(f'{prefix}_epochs')
   if steps is not None and epochs is not None:
-    raise ValueError(f'set one of {prefix}_steps and {prefix}_epochs, not '
-                     'both')
+    raise ValueError(f'set one of {section}{prefix}_steps and '
+                     f'{section}{prefix}_epochs, not both')
   if epochs is not None:
     return max(1, int(round(epochs * steps_per_epoch)))
   return steps

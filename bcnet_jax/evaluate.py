@@ -268,22 +268,31 @@ def compact_accuracy(compact: layers.WidthModel, variables, *,
     return calib.apply(variables, images, train=True,
                        mutable=['batch_stats'])[1]['batch_stats']
 
-  @jax.jit
-  def correct(stats, batch):
-    logits, _ = compact.apply({**variables, 'batch_stats': stats},
-                              batch['image'], train=False)
-    hit = jnp.argmax(logits, axis=-1) == batch['label']
-    return jnp.sum(hit & batch['mask']), jnp.sum(batch['mask'])
-
   pooled = {'count': jnp.float32(0), 'sums': jax.tree.map(
       jnp.zeros_like, variables['batch_stats'])}
   for batch in calibration():
     pooled = pool(pooled, moments(batch['image']), batch['image'].shape[0])
+  return accuracy(compact, {**variables, 'batch_stats': pooled_stats(pooled)},
+                  eval_batches())
+
+
+@functools.partial(jax.jit, static_argnames='model')
+def _compact_correct(variables, batch, *, model):
+  logits, _ = model.apply(variables, batch['image'], train=False)
+  hit = jnp.argmax(logits, axis=-1) == batch['label']
+  return jnp.sum(hit & batch['mask']), jnp.sum(batch['mask'])
+
+
+def accuracy(compact: layers.WidthModel, variables: Any,
+             batches: Iterable[dict[str, Any]]) -> float:
+  """Top-1 of a compact model with the BN statistics in `variables`."""
   hits = total = 0
-  for batch in eval_batches():
-    c, n = correct(pooled_stats(pooled), batch)
+  for batch in batches:
+    c, n = _compact_correct(variables, batch, model=compact)
     hits, total = hits + int(c), total + int(n)
-  return hits / max(total, 1)
+  if not total:
+    raise ValueError('the eval split has no examples to score on')
+  return hits / total
 
 
 def compact_scores(model: layers.WidthModel, variables, widths, *,

@@ -3,7 +3,9 @@
 A retrain workdir is the export (docs/design.md §6): its orbax checkpoints,
 `arch.json` (the width vector), `input.json` (class names, channels,
 preprocessing) and `model.jax_export`, the inference function serialized
-by `jax.export` with a symbolic batch dimension, which runs with jax alone:
+by `jax.export` with a symbolic batch dimension, which runs with jax alone
+on CPU or GPU. Both take preprocessed images (resized, normalized with
+input.json's mean and std, float32 NHWC):
 
   model, variables, info = export.load(workdir)
   logits, _ = model.apply(variables, images, train=False)
@@ -14,7 +16,6 @@ by `jax.export` with a symbolic batch dimension, which runs with jax alone:
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -27,19 +28,12 @@ from bcnet_jax import config_utils
 from bcnet_jax import files
 from bcnet_jax import models
 from bcnet_jax import optim
-from bcnet_jax import space as space_lib
 from bcnet_jax import state as state_lib
 from bcnet_jax.models import layers
 
 JAX_EXPORT = 'model.jax_export'
-
-
-def _read_json(path: str) -> Any:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{path} is not valid JSON: {e}') from None
+# model.jax_export runs on these, wherever it was trained.
+PLATFORMS = ('cpu', 'cuda')
 
 
 def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
@@ -47,7 +41,9 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
   """(compact model, {'params', 'batch_stats'}, info) of a retrain workdir.
 
   info: {'arch', 'classes', 'channels', 'augment', 'mean', 'std', 'step'}.
-  The latest checkpoint is verified as training verifies it.
+  The model takes preprocessed images (resized, normalized with info's mean
+  and std, float32 NHWC). The latest checkpoint is verified as training
+  verifies it, and must be of the arch in arch.json.
   """
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
@@ -58,11 +54,20 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
         f'{workdir} has no arch.json: it is not a retrained network (a '
         'supernet workdir? retrain its search\'s arch first with '
         '--config.stage=retrain --config.retrain.arch=.../arch.json)')
-  arch = space_lib.read_arch(arch_path)
-  info = _read_json(os.path.join(workdir, 'input.json'))
-  space = models.get_space(arch.get('model'), arch.get('bins'),
-                           arch.get('min_bins'))
-  widths = space.widths_from_arch(arch)
+  arch = files.read_json(arch_path)
+  input_path = os.path.join(workdir, 'input.json')
+  info = files.read_json(input_path)
+  try:
+    if not isinstance(arch, dict):
+      raise ValueError('not an arch object')
+    space = models.get_space(arch.get('model'), arch.get('bins'),
+                             arch.get('min_bins'))
+    widths = space.widths_from_arch(arch)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f'{arch_path}: {e}') from None
+  fields = ('classes', 'channels', 'augment', 'mean', 'std', 'lowering')
+  if not isinstance(info, dict) or set(fields) - set(info):
+    raise ValueError(f'{input_path} must be an object with {list(fields)}')
   model = models.get_model(
       arch['model'], widths=widths, space=space,
       num_classes=len(info['classes']), in_channels=info['channels'],
@@ -72,6 +77,7 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
     identity = ckpts.latest_identity()
     if identity is None or identity.get('stage') != 'retrain':
       raise ValueError(f'{workdir} holds no checkpoint of a retrain run')
+    _check_files_match(identity, arch, info, workdir)
     ckpts.identity = identity
     recipe = ml_collections.ConfigDict(identity['retrain.optim'])
     tx, _ = optim.create_optimizer(  # only its state's structure matters
@@ -87,6 +93,27 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
   return model, variables, {**info, 'arch': arch, 'step': int(state.step)}
 
 
+def _check_files_match(identity: dict[str, Any], arch: dict[str, Any],
+                       info: dict[str, Any], workdir: str) -> None:
+  """arch.json and input.json describe the network the checkpoint holds."""
+  expected = {'arch.json widths': (identity.get('retrain.widths'),
+                                   arch['widths']),
+              'arch.json model': (identity.get('model', {}).get('name'),
+                                  arch['model']),
+              'arch.json resolution': (identity.get('input.resolution'),
+                                       arch['resolution']),
+              'input.json channels': (identity.get('input.channels'),
+                                      info['channels']),
+              'input.json classes': (identity.get('num_classes'),
+                                     len(info['classes']))}
+  differ = [f'{name}: {mine!r}, checkpoint {saved!r}'
+            for name, (saved, mine) in expected.items() if saved != mine]
+  if differ:
+    raise ValueError(f'{workdir}: the files do not describe the network its '
+                     f'checkpoint holds ({"; ".join(differ)}); restore them '
+                     'from the retrain run')
+
+
 def write_jax_export(workdir: str, model: layers.WidthModel,
                      variables: Any) -> str:
   """Serializes images -> class probabilities, batch size symbolic."""
@@ -96,7 +123,7 @@ def write_jax_export(workdir: str, model: layers.WidthModel,
 
   batch, = jax.export.symbolic_shape('batch')
   shape = (batch, model.resolution, model.resolution, model.in_channels)
-  exported = jax.export.export(jax.jit(infer))(
+  exported = jax.export.export(jax.jit(infer), platforms=PLATFORMS)(
       jax.ShapeDtypeStruct(shape, jnp.float32))
   path = os.path.join(workdir, JAX_EXPORT)
   files.write_bytes_atomic(path, exported.serialize())

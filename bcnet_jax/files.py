@@ -7,7 +7,17 @@ import os
 from typing import Any
 
 
+def read_json(path: str) -> Any:
+  """A JSON file; invalid JSON is a ValueError naming the file."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{path} is not valid JSON: {e}') from None
+
+
 def write_text_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically (see write_bytes_atomic)."""
   write_bytes_atomic(path, text.encode())
 
 

@@ -16,7 +16,6 @@ for ranking by MACs alone, over the keys both files share.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -35,12 +34,11 @@ from bcnet_jax.space import SearchSpace
 
 def _load_json(path: str, what: str) -> Any:
   try:
-    with open(path) as f:
-      return json.load(f)
+    return files.read_json(path)
   except FileNotFoundError:
     raise FileNotFoundError(f'--{what}: no file {path}') from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f'--{what}: {path} is not valid JSON ({e})') from None
+  except ValueError as e:
+    raise ValueError(f'--{what}: {e}') from None
 
 
 def read_archs(path: str, space: SearchSpace) -> dict[str, np.ndarray]:

@@ -9,12 +9,9 @@ export: checkpoints, `arch.json`, `input.json` and `model.jax_export`.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bcnet_jax import console
@@ -52,24 +49,6 @@ def compact_model(config: Any, supernet: layers.WidthModel
   return arch, models.compact_like(supernet, widths)
 
 
-@functools.partial(jax.jit, static_argnames='model')
-def _correct(variables, batch, *, model):
-  logits, _ = model.apply(variables, batch['image'], train=False)
-  hit = jnp.argmax(logits, axis=-1) == batch['label']
-  return jnp.sum(hit & batch['mask']), jnp.sum(batch['mask'])
-
-
-def accuracy(model: layers.WidthModel, variables: Any, batches) -> float:
-  """Top-1 of a trained compact model (its own BN statistics)."""
-  hits = total = 0
-  for batch in batches:
-    c, n = _correct(variables, batch, model=model)
-    hits, total = hits + int(c), total + int(n)
-  if not total:
-    raise ValueError('the eval split has no examples to score on')
-  return hits / total
-
-
 def write_export_files(setup, workdir: str) -> None:
   """arch.json and input.json (class names, channels, preprocessing)
   beside the checkpoints: with them the workdir loads without the config
@@ -86,6 +65,7 @@ def write_export_files(setup, workdir: str) -> None:
 
 def summary_fields(model: layers.WidthModel, arch: dict[str, Any]
                    ) -> dict[str, Any]:
+  """What summary.json says of a retrained network besides accuracy."""
   costs = CostModel(model)
   widths = np.asarray(model.widths)
   return {'stage': 'retrain', 'arch': arch,

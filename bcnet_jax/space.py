@@ -18,7 +18,6 @@ Synopsis:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import Any, Sequence
 
@@ -328,11 +327,7 @@ class SearchSpace:
 
 def read_arch(path: str) -> dict[str, Any]:
   """Reads an arch JSON file (validate it with SearchSpace.widths_from_arch)."""
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{path} is not valid JSON: {e}') from None
+  return files.read_json(path)
 
 
 def write_arch(path: str, arch: dict[str, Any]) -> None:

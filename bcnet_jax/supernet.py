@@ -2,7 +2,7 @@
 
 `Setup.create(config)` opens the data, builds the model and the optimizer
 and raises ValueError / OSError naming what is wrong; only then do the
-commands (train, evaluate, and the search to come) create files. Also here:
+commands (train, evaluate, search, rank) create files. Also here:
 the scores of the fixed width vectors and their table, which training and
 `python -m bcnet_jax.evaluate` (`evaluate_workdir`, read-only) both print.
 
@@ -97,11 +97,11 @@ class Setup:
     if config.stage == 'retrain':
       arch, model = retrain.compact_model(config, model)
     recipe = config.retrain if arch else config
-    total_steps = config_utils.steps_from(recipe, 'total', spe)
+    section = 'retrain.' if arch else ''
+    total_steps = config_utils.steps_from(recipe, 'total', spe, section)
     if total_steps is None:
-      prefix = 'retrain.' if arch else ''
-      raise ValueError(f'set {prefix}total_epochs or {prefix}total_steps in '
-                       'the config')
+      raise ValueError(f'set {section}total_epochs or {section}total_steps '
+                       'in the config')
     tx, schedule = optim.create_optimizer(
         config_utils.optimizer_config(recipe.optim, spe), total_steps)
     return cls(config, mesh, data, model, tx, schedule, total_steps,
@@ -141,12 +141,15 @@ class Setup:
 
   def checkpoints(self, workdir: str, *, read_only: bool = False
                   ) -> checkpoint.Checkpoints:
-    identity = checkpoint.identity(self.config, self.data.num_classes)
     if self.compact:  # the arch and its recipe make the run
+      identity = checkpoint.identity(self.config, self.data.num_classes,
+                                     checkpoint.RETRAIN_IDENTITY_FIELDS)
       identity.update(json.loads(json.dumps({
           'stage': 'retrain', 'retrain.widths': self.arch['widths'],
           'retrain.optim': self.config.retrain.optim.to_dict(),
           'retrain.label_smoothing': self.config.retrain.label_smoothing})))
+    else:
+      identity = checkpoint.identity(self.config, self.data.num_classes)
     return checkpoint.Checkpoints(workdir, identity,
                                   self.config.keep_checkpoints,
                                   read_only=read_only)
@@ -168,7 +171,7 @@ class Setup:
       batches = (parallel.global_batch(b, mesh)
                  for b in self.data.eval_batches(split))
       name = config.input.eval_split if split == 'eval' else split
-      out[f'eval/{name}/accuracy'] = retrain.accuracy(
+      out[f'eval/{name}/accuracy'] = evaluate.accuracy(
           self.model, {'params': state.params,
                        'batch_stats': state.batch_stats}, batches)
     return out
@@ -270,6 +273,10 @@ def score_table(setup: Setup, scores: dict[str, float],
 def restore_trained(setup: Setup, workdir: str) -> state_lib.TrainState:
   """The latest supernet checkpoint of `workdir`, read-only; none is an
   error saying to train first."""
+  if setup.compact:
+    raise ValueError('stage=retrain: a retrained network is scored by '
+                     'training and used with bcnet_jax.predict / export; '
+                     'evaluate, search and rank read a supernet')
   state = None
   if os.path.isdir(os.path.join(workdir, 'checkpoints')):
     checkpoints = setup.checkpoints(workdir, read_only=True)

@@ -1,4 +1,8 @@
-"""Supernet training: `python -m bcnet_jax.train --config=... --workdir=...`.
+"""Training: `python -m bcnet_jax.train --config=... --workdir=...`.
+
+config.stage picks what: the BCNet supernet (default), or the compact
+network of a searched arch from scratch (`--config.stage=retrain
+--config.retrain.arch=PATH`, bcnet_jax/retrain.py), by the same program.
 
 Rerunning the same command resumes from the last checkpoint in the workdir;
 rerunning a finished run says so and writes nothing; raising the step count
@@ -50,7 +54,11 @@ def _report(setup: supernet.Setup, summary: dict[str, Any],
                      ('tensorboard', 'event files: tensorboard --logdir '
                       f'{workdir}'),
                      ('checkpoints', 'the last train states; rerun the same '
-                      'command to resume')):
+                      'command to resume')) + ((
+                          ('arch.json, input.json', 'the network and its '
+                           'input: the export, with the checkpoints'),
+                          (export.JAX_EXPORT, 'images -> probabilities, for '
+                           'jax alone')) if setup.compact else ()):
     console.say(f'  {os.path.join(workdir, name)}  ({what})')
 
 
@@ -105,7 +113,7 @@ def _finished_summary(path: str, total_steps: int,
 
 
 def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
-  """Trains the supernet of `config` in `workdir`; returns the summary."""
+  """Trains the stage of `config` in `workdir`; returns the summary."""
   start_time = time.time()
   workdir = supernet.check_workdir(workdir)
   setup = supernet.Setup.create(config)  # checked: now files may be made

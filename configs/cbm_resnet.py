@@ -5,6 +5,9 @@
 Data as in configs/cifar10.py. Supernet: global batch 256, SGD Nesterov
 momentum 0.9, lr 0.1 cosine, weight decay 5e-4, 60 epochs (the benchmark's
 recipe); 5,000 minival images. Hardware: one GPU or TPU host.
+
+Retraining (--config.stage=retrain --config.retrain.arch=PATH): the same
+SGD recipe from scratch for as many epochs (config_utils.cifar10_supernet).
 """
 
 from bcnet_jax import config_utils

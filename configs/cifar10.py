@@ -14,8 +14,10 @@ Data (any one; see the README, "Preparing data"):
 Supernet: global batch 256, SGD Nesterov momentum 0.9, lr 0.1 cosine with 5
 warm-up epochs, weight decay 5e-4, 300 epochs; 5,000 training images held
 out as the search's minival split. Hardware: one GPU or TPU host (a CPU runs
-it, slowly: measure with bench/train_step.py). Search and retraining come
-with their stages; recorded runs go to experiments/cifar10_resnet56/.
+it, slowly: measure with bench/train_step.py).
+
+Retraining (--config.stage=retrain --config.retrain.arch=PATH): the same
+SGD recipe from scratch for as many epochs (config_utils.cifar10_supernet).
 """
 
 from bcnet_jax import config_utils

@@ -8,6 +8,9 @@ default; `--config.input.source=cifar10_archive` or `image_folder` with
 Supernet: global batch 256, SGD Nesterov momentum 0.9, lr 0.1 cosine with 5
 warm-up epochs, weight decay 5e-4, 300 epochs, 5,000 minival images.
 Hardware: one GPU or TPU host.
+
+Retraining (--config.stage=retrain --config.retrain.arch=PATH): the same
+SGD recipe from scratch for as many epochs (config_utils.cifar10_supernet).
 """
 
 from bcnet_jax import config_utils

