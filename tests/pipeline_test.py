@@ -409,6 +409,29 @@ class PipelineTest(absltest.TestCase):
       train.train_and_evaluate(
           self.retrain_config(**{'retrain.arch': other_path}), workdir)
 
+  def test_retrain_killed_and_rerun_ends_with_the_same_parameters(self):
+    workdir = os.path.join(self.tmp, 'retrain_killed')
+    process = subprocess.Popen(
+        command('train', '--config=configs/testing.py', f'--workdir={workdir}',
+                '--config.stage=retrain',
+                f'--config.retrain.arch={self.arch_path}'),
+        cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    folder = pathlib.Path(workdir, 'checkpoints')
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+      if folder.exists() and any(p.name.isdigit() for p in folder.iterdir()):
+        process.send_signal(signal.SIGKILL)
+        break
+      time.sleep(0.02)
+    self.assertEqual(process.wait(), -signal.SIGKILL,
+                     'the run ended before it could be killed')
+    resumed = train.train_and_evaluate(self.retrain_config(), workdir)
+    self.assertGreater(resumed['first_step_this_run'], 0)
+    whole = train.train_and_evaluate(
+        self.retrain_config(), os.path.join(self.tmp, 'retrain_whole'))
+    self.assertEqual(resumed['params_sha256'], whole['params_sha256'])
+
   def test_retrain_and_load_errors(self):
     arch = json.loads(pathlib.Path(self.arch_path).read_text())
     for changed, message in (
