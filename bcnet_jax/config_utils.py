@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.supernet.objective = 'bcnet'       # 'bcnet' | 'ua'
   c.supernet.complementary = True
   c.supernet.implementation = 'fused'  # 'fused' | 'reference'
+  # Each pass's gradients before the next pass's forward: the memory of one
+  # pass's activations instead of all passes' (the same gradients).
+  c.supernet.pass_by_pass = False
   c.supernet.pool_size = 100
   c.supernet.dtype = 'float32'         # compute dtype: 'float32' | 'bfloat16'
   c.supernet.label_smoothing = 0.0

@@ -11,7 +11,14 @@ cross-entropies (every channel gets weight 1), the logged loss their mean.
 - implementation 'reference': four masked single-path passes, BN statistics
   threaded through L(c), R(c̄), R(c), L(c̄) in that order.
 Without complementary (L(c), R(c)) or for 'ua' (L(c) only) paths overlap or
-are single, so both implementations run masked single-path passes.
+are single, so both implementations run masked single-path passes. A single
+path runs in its window of N channels per dim (layers.Widths.window): the
+nominal network's shapes, not the supernet's C'.
+
+Memory: with `pass_by_pass`, each pass's gradients are computed before the
+next pass's forward starts (an optimization barrier orders them), so only
+one pass's activations are held at a time: the peak memory of one pass
+instead of the sum of all. The gradients are the same sum.
 
 The same step trains a compact model (static widths, no masks): one plain
 pass, as in the retrain stage and the benchmark's 'plain' mode.
@@ -44,8 +51,9 @@ def passes(space, widths: jax.Array, *, objective: str, complementary: bool,
   """Path ids of a step's passes and where each sub-network sits.
 
   Returns:
-    (ids, select): ids lists, per pass, dim -> [C'] int8; select lists, per
-    sub-network in the order L(c), R(c)[, L(c̄), R(c̄)], its (pass, path).
+    (ids, select, single_path): ids lists, per pass, dim -> [C'] int8;
+    select lists, per sub-network in the order L(c), R(c)[, L(c̄), R(c̄)],
+    its (pass, path); single_path says each pass carries one path.
   """
   table = sampling.subnetwork_table(objective, complementary)
   if implementation not in IMPLEMENTATIONS:
@@ -58,7 +66,7 @@ def passes(space, widths: jax.Array, *, objective: str, complementary: bool,
     ids = [paths.pair(space, c), paths.pair(space, cbar)]
     where = {('left', False): (0, 0), ('right', True): (0, 1),
              ('left', True): (1, 0), ('right', False): (1, 1)}
-    return ids, [where[s] for s in table]
+    return ids, [where[s] for s in table], False
   # One masked pass per sub-network; with the complement, BN statistics are
   # threaded in the fused passes' order: L(c), R(c̄), then R(c), L(c̄).
   order = ([('left', False), ('right', True), ('right', False),
@@ -66,7 +74,7 @@ def passes(space, widths: jax.Array, *, objective: str, complementary: bool,
   side_ids = {'left': paths.left, 'right': paths.right}
   ids = [side_ids[side](space, cbar if of_complement else c)
          for side, of_complement in order]
-  return ids, [(order.index(s), 0) for s in table]
+  return ids, [(order.index(s), 0) for s in table], True
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
@@ -83,8 +91,9 @@ def train_step(state: TrainState, batch: Batch,
                widths: jax.Array | None = None, *,
                model: layers.WidthModel, tx: optax.GradientTransformation,
                objective: str = 'bcnet', complementary: bool = True,
-               implementation: str = 'fused', label_smoothing: float = 0.0,
-               dtype: Any = jnp.float32, seed: int = 0
+               implementation: str = 'fused', pass_by_pass: bool = False,
+               label_smoothing: float = 0.0, dtype: Any = jnp.float32,
+               seed: int = 0
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One supernet (or compact model) step. `state` may be donated.
 
@@ -99,6 +108,8 @@ def train_step(state: TrainState, batch: Batch,
     objective: 'bcnet' or 'ua'.
     complementary: also train c̄ (bcnet only).
     implementation: 'fused' or 'reference' (see module docstring).
+    pass_by_pass: each pass's gradients before the next pass (less memory;
+      module docstring).
     label_smoothing: for the cross-entropy.
     dtype: compute dtype of activations (float32 or bfloat16).
     seed: dropout randomness, folded with the step and pass.
@@ -115,30 +126,52 @@ def train_step(state: TrainState, batch: Batch,
   if compact:
     ids, select = [None], [(0, 0)]
   else:
-    ids, select = passes(model.space, widths, objective=objective,
-                         complementary=complementary,
-                         implementation=implementation)
+    ids, select, single_path = passes(
+        model.space, widths, objective=objective, complementary=complementary,
+        implementation=implementation)
+    model = model.clone(single_path=single_path, parent=None)
   images = batch['image'].astype(dtype)
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
+  # Bilateral objectives weigh each path ½; ua and compact steps have one.
+  weight = 1.0 if len(select) == 1 else 0.5
+
+  def pass_loss(params, stats, index):
+    """Pass `index`'s share of the objective; its per-path CE, new stats."""
+    (logits, _), new = model.apply(
+        {'params': params, 'batch_stats': stats}, images, ids[index],
+        train=True, mutable=['batch_stats'],
+        rngs={'dropout': jax.random.fold_in(rng, index)})
+    if compact:
+      logits = logits[None]  # [paths=1, B, K] like a supernet pass
+    ce = cross_entropy(logits, batch['label'], label_smoothing)
+    share = weight * sum(ce[k] for p, k in select if p == index)
+    return share, (ce, new['batch_stats'])
 
   def loss_fn(params):
-    stats, ce = state.batch_stats, []
-    for index, pass_ids in enumerate(ids):
-      (logits, _), new = model.apply(
-          {'params': params, 'batch_stats': stats}, images, pass_ids,
-          train=True, mutable=['batch_stats'],
-          rngs={'dropout': jax.random.fold_in(rng, index)})
-      stats = new['batch_stats']
-      if compact:
-        logits = logits[None]  # [paths=1, B, K] like a supernet pass
-      ce.append(cross_entropy(logits, batch['label'], label_smoothing))
-    path_losses = jnp.stack([ce[p][k] for p, k in select])
-    # Bilateral objectives weigh each path ½; ua and compact steps have one.
-    weight = 1.0 if len(select) == 1 else 0.5
-    return weight * jnp.sum(path_losses), (path_losses, stats)
+    stats, ce, value = state.batch_stats, [], 0.0
+    for index in range(len(ids)):
+      share, (pass_ce, stats) = pass_loss(params, stats, index)
+      ce.append(pass_ce)
+      value += share
+    return value, (ce, stats)
 
-  (value, (path_losses, stats)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
+  if pass_by_pass:
+    params, stats, value, ce, grads = (state.params, state.batch_stats, 0.0,
+                                       [], None)
+    for index in range(len(ids)):
+      (share, (pass_ce, stats)), pass_grads = jax.value_and_grad(
+          pass_loss, has_aux=True)(params, stats, index)
+      ce.append(pass_ce)
+      value += share
+      grads = pass_grads if grads is None else jax.tree.map(
+          jnp.add, grads, pass_grads)
+      # The next pass's forward waits for these gradients, so this pass's
+      # activations are freed before the next pass's are made.
+      grads, params = jax.lax.optimization_barrier((grads, params))
+  else:
+    (value, (ce, stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+  path_losses = jnp.stack([ce[p][k] for p, k in select])
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(
       step=state.step + 1, params=optax.apply_updates(state.params, updates),

@@ -128,6 +128,7 @@ class Setup:
         objective=c.supernet.objective,
         complementary=c.supernet.complementary,
         implementation=c.supernet.implementation,
+        pass_by_pass=c.supernet.pass_by_pass,
         label_smoothing=c.supernet.label_smoothing,
         dtype=DTYPES[c.supernet.dtype], seed=c.seed), self.mesh)
 

@@ -1,14 +1,22 @@
-"""Train-step throughput: fused and reference BCNet steps, ua and plain.
+"""Train-step throughput and memory: BCNet steps, ua and plain.
 
   python bench/train_step.py [--model resnet20_cifar] [--batch 128]
-                             [--steps 5] [--modes fused,reference,ua,plain]
+      [--steps 5] [--modes plain,ua,fused,fused_pass_by_pass,reference]
+      # plain first: the other modes' plain_ratio needs it
+      [--peer [--peer_python PYTHON]]
 
 Prints exactly one JSON line per mode (docs/design.md §3's definitions):
-  mode: 'fused' (bcnet, 2 fused passes), 'reference' (bcnet, 4 masked
-    passes), 'ua' (left path only) or 'plain' (the compact nominal network).
-  model, batch, steps: what was run; steps are timed after one compiling step.
+  mode: 'fused' (bcnet, 2 fused passes), 'fused_pass_by_pass' (the same,
+    each pass's gradients before the next pass: supernet.pass_by_pass),
+    'reference' (bcnet, 4 masked passes), 'ua' (left path only) or 'plain'
+    (the compact nominal network).
+  model, batch, steps: what was run; steps are timed after one compiling
+    step. --steps 0 compiles only: memory, no timings.
+  peak_bytes: the compiled step's memory analysis, arguments + outputs +
+    temporaries (temp_bytes: the temporaries alone).
   images_per_s: batch x steps / seconds.
-  subnet_images_per_s: images_per_s x sub-networks per step (4, 4, 1, 1).
+  subnet_images_per_s: images_per_s x sub-networks per step (4, 4, 4, 1, 1).
+  plain_ratio: seconds per step / the plain mode's (when both ran).
   traces: 1, checked with chex.assert_max_traces over its steps and 50 more
     random width vectors (lowered only: lowering hits jit's trace cache as a
     call does); a retrace is an error.
@@ -19,11 +27,21 @@ Prints exactly one JSON line per mode (docs/design.md §3's definitions):
 The step runs as training runs it: jit over all devices, the state donated,
 one width vector per step from sampling.widths_for_step. Images are a fixed
 pseudo-random batch: a step's cost does not depend on pixel values.
+
+--peer also runs the BCNet step written the usual PyTorch way (eager, four
+sliced passes; ../shared/peer_torch, CIFAR ResNet-20/56 only) with the same
+batch and steps, in a child process of this one, with PYTHON (an interpreter
+that has torch; default: this one), and prints its line and the fused
+step's sub-network images/s over the peer's (`fused_vs_peer`). Machines are
+noisy: only ratios from one run mean anything.
 """
 
 import argparse
 import functools
 import json
+import os
+import subprocess
+import sys
 import time
 
 import chex
@@ -40,22 +58,28 @@ from bcnet_jax.costs import CostModel
 
 # mode -> train_step keywords ('plain': the compact nominal network).
 MODES = {
-    'fused': {'objective': 'bcnet', 'complementary': True,
-              'implementation': 'fused'},
-    'reference': {'objective': 'bcnet', 'complementary': True,
-                  'implementation': 'reference'},
+    'plain': {},
     'ua': {'objective': 'ua', 'complementary': True,
            'implementation': 'fused'},
-    'plain': {},
+    'fused': {'objective': 'bcnet', 'complementary': True,
+              'implementation': 'fused'},
+    'fused_pass_by_pass': {'objective': 'bcnet', 'complementary': True,
+                           'implementation': 'fused', 'pass_by_pass': True},
+    'reference': {'objective': 'bcnet', 'complementary': True,
+                  'implementation': 'reference'},
 }
 TRACE_VECTORS = 50
+PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                        'shared', 'peer_torch')
+PEER_DEPTHS = {'resnet20_cifar': 20, 'resnet56_cifar': 56}
 
 
 def passes_and_subnetworks(mode: str, space) -> tuple[int, int]:
   """Full-width passes and sub-networks per step, as the step has them."""
   if mode == 'plain':
     return 1, 1
-  ids, select = steps.passes(space, space.full(), **MODES[mode])
+  kwargs = {k: v for k, v in MODES[mode].items() if k != 'pass_by_pass'}
+  ids, select, _ = steps.passes(space, space.full(), **kwargs)
   return len(ids), len(select)
 
 
@@ -110,11 +134,25 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
   widths = np.stack([sampling.widths_for_step(space, seed, i)
                      for i in range(num_steps + 1 + TRACE_VECTORS)])
   args = lambda i: () if compact else (widths[i],)  # noqa: E731
-  state, metrics = step(state, batch, *args(0))  # compiles
+  compiled = step.lower(state, batch, *args(0)).compile()
+  memory = compiled.memory_analysis()
+  line = {
+      'bench': 'train_step', 'mode': mode, 'model': model_name,
+      'batch': batch_size, 'steps': num_steps,
+      'peak_bytes': (memory.argument_size_in_bytes +
+                     memory.output_size_in_bytes +
+                     memory.temp_size_in_bytes),
+      'temp_bytes': memory.temp_size_in_bytes,
+      'useful_mac_fraction': useful_mac_fraction(mode, supernet, widths),
+      'devices': jax.device_count(),
+  }
+  if not num_steps:
+    return line
+  state, metrics = compiled(state, batch, *args(0))
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for i in range(1, num_steps + 1):
-    state, metrics = step(state, batch, *args(i))
+    state, metrics = compiled(state, batch, *args(i))
   jax.block_until_ready((state, metrics))
   seconds = time.perf_counter() - start
   if not np.isfinite(float(metrics['loss'])):
@@ -122,16 +160,30 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
   for i in range(num_steps + 1, len(widths)):
     step.lower(state, batch, *args(i))
   images_per_s = batch_size * num_steps / seconds
-  return {
-      'bench': 'train_step', 'mode': mode, 'model': model_name,
-      'batch': batch_size, 'steps': num_steps,
-      'images_per_s': images_per_s,
-      'subnet_images_per_s': images_per_s * subnets,
-      'traces': 1,  # over all width vectors: assert_max_traces(n=1) held
-      'useful_mac_fraction': useful_mac_fraction(mode, supernet, widths),
-      'seconds_per_step': seconds / num_steps,
-      'devices': jax.device_count(),
-  }
+  return {**line, 'images_per_s': images_per_s,
+          'subnet_images_per_s': images_per_s * subnets,
+          'traces': 1,  # over all width vectors: assert_max_traces(n=1) held
+          'seconds_per_step': seconds / num_steps}
+
+
+def peer(model_name: str, batch_size: int, num_steps: int, python: str
+         ) -> dict | str:
+  """The PyTorch peer's BCNet step line, or why it did not run."""
+  if model_name not in PEER_DEPTHS:
+    return f'the PyTorch peer has only {sorted(PEER_DEPTHS)}'
+  if not os.path.isfile(os.path.join(PEER_DIR, 'bench.py')):
+    return f'no PyTorch peer at {os.path.normpath(PEER_DIR)}'
+  if subprocess.run([python, '-c', 'import torch'], capture_output=True,
+                    check=False).returncode:
+    return (f'{python} has no torch: install it in a separate virtual '
+            'environment (../shared/peer_torch/README.md) and pass '
+            '--peer_python')
+  out = subprocess.run(
+      [python, 'bench.py', '--depth', str(PEER_DEPTHS[model_name]),
+       '--step', 'bcnet', '--batch', str(batch_size),
+       '--steps', str(max(num_steps, 3)), '--warmup', '2'],
+      cwd=PEER_DIR, capture_output=True, text=True, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def rounded(line: dict) -> dict:
@@ -145,18 +197,37 @@ def main() -> None:
   parser.add_argument('--model', default='resnet20_cifar',
                       choices=list(models.MODELS))
   parser.add_argument('--batch', type=int, default=128)
-  parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--steps', type=int, default=5,
+                      help='timed steps; 0: compile only (memory)')
   parser.add_argument('--modes', default=','.join(MODES))
+  parser.add_argument('--peer', action='store_true',
+                      help="also run the PyTorch peer's BCNet step")
+  parser.add_argument('--peer_python', default=sys.executable,
+                      help='an interpreter with torch, for --peer')
   args = parser.parse_args()
   modes = args.modes.split(',')
   unknown = sorted(set(modes) - set(MODES))
   if unknown:
     parser.error(f'unknown modes {unknown}; choose from {list(MODES)}')
-  if args.steps < 1:
-    parser.error('--steps must be at least 1')
+  if args.steps < 0:
+    parser.error('--steps must be at least 0')
+  lines = {}
   for mode in modes:
-    print(json.dumps(rounded(bench(mode, args.model, args.batch,
-                                   args.steps))), flush=True)
+    line = bench(mode, args.model, args.batch, args.steps)
+    if 'plain' in lines and 'seconds_per_step' in line:
+      line['plain_ratio'] = (line['seconds_per_step'] /
+                             lines['plain']['seconds_per_step'])
+    lines[mode] = line
+    print(json.dumps(rounded(line)), flush=True)
+  if args.peer:
+    line = peer(args.model, args.batch, args.steps, args.peer_python)
+    if isinstance(line, str):
+      print(f'peer skipped: {line}', file=sys.stderr, flush=True)
+      return
+    if 'subnet_images_per_s' in lines.get('fused', {}):
+      line['fused_vs_peer'] = (lines['fused']['subnet_images_per_s'] /
+                               line['subnet_images_per_s'])
+    print(json.dumps(rounded({'bench': 'peer_torch', **line})), flush=True)
 
 
 if __name__ == '__main__':

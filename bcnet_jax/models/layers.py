@@ -21,6 +21,7 @@ of 4, all of which XLA:CPU runs several times faster; 'auto' picks
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -46,21 +47,58 @@ class Widths:
   lowering: str
   bn_momentum: float | None = None  # overrides every BatchNorm's momentum
   single_path: bool = False  # ids hold one path: mask activations
+  windowed: bool = False  # single path: compute only its window (below)
 
   @property
   def supernet(self) -> bool:
     return self.path_ids is not None
 
   def channels(self, dim: str) -> int:
+    """The parameter size of `dim`: C' in a supernet."""
     d = self.space.dim(dim)
     if self.supernet:
       return d.supernet_channels
     return d.edges[self.widths[d.group]]
 
+  def window(self, dim: str | None) -> tuple[jax.Array, int] | None:
+    """(start, size) of the channels of `dim` a windowed pass computes.
+
+    A left path uses channels [0, e[c]) and e[c] <= e[B] = N, a right path
+    [C' - e[c], C'): one path always lies in the first or in the last N of
+    the C' channels, so a single path computes N-channel activations with
+    N-channel slices of every parameter (the nominal network's shapes)
+    instead of C'. The path's channel 0 tells which window (traced data).
+    None where nothing is windowed.
+    """
+    if dim is None or not (self.windowed and self.single_path
+                           and self.supernet):
+      return None
+    d = self.space.dim(dim)
+    start = jnp.where(self.path_ids[dim][0] >= 0, 0,
+                      d.supernet_channels - d.nominal)
+    return start, d.nominal
+
+  def crop(self, value: jax.Array, axes: dict[int, str | None]
+           ) -> jax.Array:
+    """`value` cut to the window of each dim on its axis (if any)."""
+    for axis, dim in axes.items():
+      window = self.window(dim)
+      if window is not None:
+        value = lax.dynamic_slice_in_dim(value, *window, axis=axis)
+    return value
+
+  def uncrop(self, whole: jax.Array, part: jax.Array, dim: str) -> jax.Array:
+    """`whole` [C'] with its window of `dim` replaced by `part`."""
+    window = self.window(dim)
+    if window is None:
+      return part
+    return lax.dynamic_update_slice_in_dim(whole, part, window[0], axis=0)
+
   def ids(self, dim: str | None) -> jax.Array | None:
+    """The path ids of `dim`'s channels as computed (its window's)."""
     if dim is None or not self.supernet:
       return None
-    return self.path_ids[dim]
+    return self.crop(self.path_ids[dim], {0: dim})
 
   def active(self, dim: str) -> jax.Array | None:
     """Bool per channel of `dim`, True where on; None in compact mode."""
@@ -141,18 +179,23 @@ class Conv(nn.Module):
     features = ctx.channels(self.out_dim)
     k = self.kernel_size
     if self.depthwise:
-      if x.shape[-1] != features:
-        raise ValueError(f'{self.name}: depthwise conv needs in == out '
-                         f'channels, got {x.shape[-1]} and {features}')
       shape = (k, k, 1, features)
     else:
-      shape = (k, k, x.shape[-1], features)
-    kernel = self.param('kernel', conv_init, shape, jnp.float32
-                        ).astype(x.dtype)
+      shape = (k, k, x.shape[-1] if self.in_dim is None
+               else ctx.channels(self.in_dim), features)
+    kernel = ctx.crop(
+        self.param('kernel', conv_init, shape, jnp.float32),
+        {3: self.out_dim, 2: None if self.depthwise else self.in_dim}
+    ).astype(x.dtype)
+    if x.shape[-1] != kernel.shape[2] * (kernel.shape[3]
+                                         if self.depthwise else 1):
+      raise ValueError(f'{self.name}: kernel {kernel.shape} does not fit '
+                       f'{x.shape[-1]} input channels')
     ids_in, ids_out = ctx.ids(self.in_dim), ctx.ids(self.out_dim)
-    if ctx.single_path and ids_in is not None:
-      x = x * (ids_in >= 0).astype(x.dtype)
-    elif ids_in is not None and not self.depthwise:
+    # One path needs no kernel mask: its inactive input channels arrive as
+    # zeros (every activation is made from masked BatchNorm or biased-conv
+    # outputs), and inactive outputs are masked after the BatchNorm.
+    if ids_in is not None and not self.depthwise and not ctx.single_path:
       mask = (ids_in[:, None] == ids_out[None, :]) & (ids_out[None, :] >= 0)
       kernel = kernel * mask.astype(x.dtype)
     lowering = ctx.resolved_lowering()
@@ -166,10 +209,11 @@ class Conv(nn.Module):
       y = _conv_native(x, kernel, self.strides,
                        features if self.depthwise else 1)
     if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (features,),
-                         jnp.float32).astype(y.dtype)
+      y = y + ctx.crop(self.param('bias', nn.initializers.zeros, (features,),
+                                  jnp.float32), {0: self.out_dim}
+                       ).astype(y.dtype)
     active = ctx.active(self.out_dim)
-    if active is not None and (self.use_bias or ctx.single_path):
+    if active is not None and self.use_bias:  # the bias must not leak
       y = y * active.astype(y.dtype)
     return y
 
@@ -182,12 +226,14 @@ class BatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, ctx: Widths, *, train: bool) -> jax.Array:
-    c = x.shape[-1]
-    scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    c = ctx.channels(self.dim) if ctx.supernet else x.shape[-1]
+    crop = functools.partial(ctx.crop, axes={0: self.dim})
+    scale = crop(self.param('scale', nn.initializers.ones, (c,), jnp.float32))
+    bias = crop(self.param('bias', nn.initializers.zeros, (c,), jnp.float32))
     ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (c,),
                             jnp.float32)
     ra_var = self.variable('batch_stats', 'var', jnp.ones, (c,), jnp.float32)
+    old_mean, old_var = crop(ra_mean.value), crop(ra_var.value)
     active = ctx.active(self.dim)
     dtype = x.dtype
     x = x.astype(jnp.promote_types(dtype, jnp.float32))  # statistics >= f32
@@ -196,17 +242,20 @@ class BatchNorm(nn.Module):
       var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
       if not self.is_initializing():
         m = self.momentum if ctx.bn_momentum is None else ctx.bn_momentum
-        new_mean = m * ra_mean.value + (1 - m) * mean
-        new_var = m * ra_var.value + (1 - m) * var
+        new_mean = m * old_mean + (1 - m) * mean
+        new_var = m * old_var + (1 - m) * var
         if active is not None:
-          new_mean = jnp.where(active, new_mean, ra_mean.value)
-          new_var = jnp.where(active, new_var, ra_var.value)
-        ra_mean.value, ra_var.value = new_mean, new_var
+          new_mean = jnp.where(active, new_mean, old_mean)
+          new_var = jnp.where(active, new_var, old_var)
+        ra_mean.value = ctx.uncrop(ra_mean.value, new_mean, self.dim)
+        ra_var.value = ctx.uncrop(ra_var.value, new_var, self.dim)
     else:
-      mean, var = ra_mean.value, ra_var.value
-    y = (x - mean) * (lax.rsqrt(var + self.epsilon) * scale) + bias
-    y = y if active is None else y * active.astype(y.dtype)
-    return y.astype(dtype)
+      mean, var = old_mean, old_var
+    multiplier = lax.rsqrt(var + self.epsilon) * scale
+    if active is not None:  # inactive channels out as zeros; per channel,
+      # not a pass over the activations
+      multiplier, bias = multiplier * active, bias * active
+    return ((x - mean) * multiplier + bias).astype(dtype)
 
 
 class Classifier(nn.Module):
@@ -220,8 +269,12 @@ class Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, ctx: Widths) -> jax.Array:
-    kernel = self.param('kernel', dense_init, (x.shape[-1], self.num_classes),
-                        jnp.float32).astype(x.dtype)
+    in_features = (ctx.channels(self.in_dim) if ctx.supernet
+                   else x.shape[-1])
+    kernel = ctx.crop(self.param('kernel', dense_init,
+                                 (in_features, self.num_classes),
+                                 jnp.float32), {0: self.in_dim}
+                      ).astype(x.dtype)
     bias = self.param('bias', nn.initializers.zeros, (self.num_classes,),
                       jnp.float32).astype(x.dtype)
     ids = ctx.ids(self.in_dim)
@@ -270,6 +323,10 @@ class WidthModel(nn.Module):
       BN recalibration of evaluate.py).
     single_path: the path ids carry one path (paths.left/right), so masks
       apply to activations rather than kernels (module docstring).
+    windowed: a single path computes only the N channels of each dim that
+      can hold it (`Widths.window`): the nominal network's shapes instead
+      of C'. Off where paths are vmapped: per-path windows of the kernels
+      become batched kernels, which XLA lowers to grouped convolutions.
   """
   space: SearchSpace
   widths: tuple[int, ...] | None = None
@@ -279,6 +336,7 @@ class WidthModel(nn.Module):
   lowering: str = 'auto'
   bn_momentum: float | None = None  # 0: BN statistics := this batch's
   single_path: bool = False  # path ids hold one path (paths.left/right)
+  windowed: bool = True  # a single path computes its N-channel window
 
   def context(self, path_ids: PathIds | None) -> Widths:
     if self.lowering not in LOWERINGS:
@@ -293,7 +351,7 @@ class WidthModel(nn.Module):
       if missing:
         raise ValueError(f'path ids missing for dims {missing}')
     return Widths(self.space, self.widths, path_ids, self.lowering,
-                  self.bn_momentum, self.single_path)
+                  self.bn_momentum, self.single_path, self.windowed)
 
   def dummy_input(self, batch: int = 1) -> jax.Array:
     return jnp.zeros((batch, self.resolution, self.resolution,
