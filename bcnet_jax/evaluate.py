@@ -44,11 +44,24 @@ SIDES = ('left', 'right')
 Batches = Callable[[], Iterable[dict[str, Any]]]
 
 
+def _maps_paths(model: layers.WidthModel) -> bool:
+  """Paths run one after another (lax.map), not vmapped: see _per_path."""
+  return layers.resolve_lowering(model.lowering) == 'cpu'
+
+
+def _single_path_model(model: layers.WidthModel, **changes: Any
+                      ) -> layers.WidthModel:
+  """`model` for one path at a time, windowed where paths are not vmapped
+  (layers.WidthModel.windowed)."""
+  return model.clone(single_path=True, windowed=_maps_paths(model),
+                     parent=None, **changes)
+
+
 def calibration_model(model: layers.WidthModel) -> layers.WidthModel:
   """One path, BN momentum 0 (stats := the batch's), no dropout."""
   off = {k: 0.0 for k in ('dropout_rate', 'drop_path_rate')
          if hasattr(model, k)}
-  return model.clone(bn_momentum=0.0, single_path=True, parent=None, **off)
+  return _single_path_model(model, bn_momentum=0.0, **off)
 
 
 def _side_ids(space, widths: jax.Array) -> paths.PathIds:
@@ -82,7 +95,7 @@ def _per_path(fn, model, mesh, candidates, shared, *per_path):
       return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                           jax.eval_shape(one, path))
 
-    if layers.resolve_lowering(model.lowering) == 'cpu':
+    if _maps_paths(model):
       out = jax.lax.map(lambda p: jax.lax.cond(p[0], one, skipped, p),
                         paths_args)
     else:
@@ -148,7 +161,7 @@ def pooled_stats(pooled) -> Any:
 def count_correct(params, pooled, batch, candidates, tally, *, model, mesh):
   """`tally` {'correct': [K, 2], 'examples'} plus this batch (its mask
   applied), each path with its pooled statistics."""
-  scorer = model.clone(single_path=True, parent=None)
+  scorer = _single_path_model(model)
 
   def hits(shared, ids, stats):
     params, batch = shared

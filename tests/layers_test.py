@@ -49,6 +49,28 @@ class LoweringTest(parameterized.TestCase):
     self.assertEqual(native.shape, (2, out, out, 25))
     np.testing.assert_allclose(f('cpu'), native, rtol=1e-5, atol=1e-5)
 
+  @parameterized.parameters((5, 7, 1), (9, 10, 1), (17, 34, 2), (33, 20, 1))
+  def test_padded_3x3_equals_native_with_gradients(self, c_in, c_out,
+                                                    strides):
+    # Channels padded to 4s (from 8 up), the kernel gradient's outputs to 16s
+    # below 32: values and both gradients as XLA's plain convolution.
+    x = jax.random.normal(jax.random.key(4), (2, 7, 7, c_in))
+    kernel = jax.random.normal(jax.random.key(5), (3, 3, c_in, c_out))
+    probe = jax.random.normal(jax.random.key(6),
+                              ((7 - 1) // strides + 1,) * 2 + (c_out,))
+
+    def grads(conv):
+      def f(x, kernel):
+        y = conv(x, kernel, strides)
+        return jnp.sum(y * probe), y
+      return jax.grad(f, argnums=(0, 1), has_aux=True)(x, kernel)
+
+    (cpu_dx, cpu_dk), cpu_y = grads(layers._conv_cpu)
+    (dx, dk), y = grads(
+        lambda x, k, s: layers._conv_native(x, k, s, groups=1))
+    for got, want in ((cpu_y, y), (cpu_dx, dx), (cpu_dk, dk)):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
   def test_auto_is_cpu_lowering_on_cpu(self):
     ctx = layers.Widths(SPACE, None, None, 'auto')
     self.assertEqual(ctx.resolved_lowering(),

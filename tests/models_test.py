@@ -1,9 +1,11 @@
 """Supernet mode equals the compact models cut by slice_params, every model.
 
 For each registry model (ImageNet ones at 32x32, batch 2, real MNIST digits):
-left(c), right(c) and pair(c) supernet passes give the logits and updated
-BatchNorm statistics of the compact models of their paths, in train and eval
-mode, and one compiled supernet forward serves every width and helper.
+left(c), right(c) (single paths, each in its window of N channels, as the
+train step and the evaluator run them) and pair(c) supernet passes give the
+logits and updated BatchNorm statistics of the compact models of their paths,
+in train and eval mode, and one compiled supernet forward serves every width
+and helper.
 
 The comparison runs in float64: masked and sliced convolutions sum the same
 products in different orders, which in float32 alone moves deep logits by
@@ -77,11 +79,13 @@ class Harness:
         functools.partial(self.model.init, train=False),
         jax.random.key(0), self.x, ids))
 
+    single = self.model.clone(single_path=True, parent=None)
+
     def supernet(variables, x, widths, helper: str):
-      ids = jax.lax.switch(
-          helper, [functools.partial(h, self.space) for h in HELPERS.values()],
-          widths)
-      return forward(self.model, variables, x, ids)
+      return jax.lax.switch(helper, [
+          lambda w, h=h: forward(single if h != paths.pair else self.model,
+                                 variables, x, h(self.space, w))
+          for h in HELPERS.values()], widths)
 
     # One trace for every width vector and helper: a second raises. chex
     # counts by name and definition site: one name per model.

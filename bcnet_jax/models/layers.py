@@ -8,14 +8,18 @@ channels and receives a `Widths` context at call time:
   block-diagonal path(in) == path(out) >= 0, BatchNorm keeps per-channel (so
   per-path) statistics, updates running statistics only on active channels,
   and zeroes inactive channels after normalization (docs/design.md §3 notes).
+  A single path (`single_path`: paths.left/right) masks no kernel, and
+  (`windowed`) runs in the N channels of each dim that can hold it, with
+  N-channel slices of the parameters: the nominal network's shapes.
 - compact mode: parameters have the channels of one static width vector;
   nothing is masked. `slicing.slice_params` cuts supernet parameters down to it.
 
 Layers choose a lowering for speed (docs/design.md §3): 'native' is XLA's
 convolution everywhere; 'cpu' writes 1x1 convs as einsum and depthwise convs as
 shifted multiply-adds and zero-pads the channels of other convs to a multiple
-of 4, all of which XLA:CPU runs several times faster; 'auto' picks
-'cpu' on the CPU backend and 'native' elsewhere.
+of 4 (their kernel gradients' narrow outputs to 16), all of which XLA:CPU
+runs several times faster; 'auto' picks 'cpu' on the CPU backend and
+'native' elsewhere.
 """
 
 from __future__ import annotations
@@ -132,17 +136,59 @@ def _conv_native(x, kernel, strides: int, groups: int):
 # channels at 28x28 took 1.7x the time of 20). The supernet's C' = N + e[m]
 # is such a count, so the 'cpu' lowering zero-pads channels of 8 or more.
 _CPU_CHANNEL_MULTIPLE = 4
+# Its kernel gradient is a convolution whose output features are the
+# kernel's output channels, and that one is fast only on a multiple of the
+# vector width (16 floats with AVX-512): measured at 32x32, batch 128,
+# 17 -> 17 channels, 70 ms padded to 20 but 39 ms to 32. Above 32 channels
+# the slow path costs ~1.2x, about what padding to 16 adds, so only narrower
+# kernels are padded there.
+_CPU_GRAD_CHANNEL_MULTIPLE = 16
+_CPU_GRAD_PADDED_BELOW = 32
+
+
+def _pad_channels(a: jax.Array, multiple: int, axis: int = -1) -> jax.Array:
+  widths = [(0, 0)] * a.ndim
+  widths[axis] = (0, -a.shape[axis] % multiple)
+  return jnp.pad(a, widths)
 
 
 def _conv_padded_channels(x, kernel, strides: int):
   """The native conv with input and output channels zero-padded to a
   multiple of _CPU_CHANNEL_MULTIPLE (from 8 up); the same sums."""
-  def pad(c):
-    return -c % _CPU_CHANNEL_MULTIPLE if c >= 8 else 0
+  def multiple(c):
+    return _CPU_CHANNEL_MULTIPLE if c >= 8 else 1
   c_in, c_out = kernel.shape[2], kernel.shape[3]
-  x = jnp.pad(x, ((0, 0),) * 3 + ((0, pad(c_in)),))
-  kernel = jnp.pad(kernel, ((0, 0),) * 2 + ((0, pad(c_in)), (0, pad(c_out))))
+  x = _pad_channels(x, multiple(c_in))
+  kernel = _pad_channels(_pad_channels(kernel, multiple(c_in), axis=2),
+                         multiple(c_out))
   return _conv_native(x, kernel, strides, 1)[..., :c_out]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_cpu(x, kernel, strides: int):
+  """_conv_padded_channels whose kernel gradient pads narrow outputs to
+  _CPU_GRAD_CHANNEL_MULTIPLE (see above); the same sums."""
+  return _conv_padded_channels(x, kernel, strides)
+
+
+def _conv_cpu_fwd(x, kernel, strides: int):
+  return _conv_padded_channels(x, kernel, strides), (x, kernel)
+
+
+def _conv_cpu_bwd(strides: int, residuals, dy):
+  x, kernel = residuals
+  _, x_vjp = jax.vjp(lambda x: _conv_padded_channels(x, kernel, strides), x)
+  c_out = kernel.shape[3]
+  multiple = (_CPU_GRAD_CHANNEL_MULTIPLE
+              if c_out < _CPU_GRAD_PADDED_BELOW else 1)
+  wide = jnp.zeros(kernel.shape[:3] + (c_out + -c_out % multiple,),
+                   kernel.dtype)
+  _, kernel_vjp = jax.vjp(lambda k: _conv_native(x, k, strides, 1), wide)
+  d_kernel = kernel_vjp(_pad_channels(dy, multiple))[0][..., :c_out]
+  return x_vjp(dy)[0], d_kernel
+
+
+_conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
 
 
 def _conv_1x1_einsum(x, kernel, strides: int):
@@ -204,7 +250,7 @@ class Conv(nn.Module):
     elif k == 1 and not self.depthwise and lowering == 'cpu':
       y = _conv_1x1_einsum(x, kernel, self.strides)
     elif not self.depthwise and lowering == 'cpu':
-      y = _conv_padded_channels(x, kernel, self.strides)
+      y = _conv_cpu(x, kernel, self.strides)
     else:
       y = _conv_native(x, kernel, self.strides,
                        features if self.depthwise else 1)
