@@ -152,15 +152,17 @@ def _pad_channels(a: jax.Array, multiple: int, axis: int = -1) -> jax.Array:
   return jnp.pad(a, widths)
 
 
+def _cpu_multiple(channels: int) -> int:
+  return _CPU_CHANNEL_MULTIPLE if channels >= 8 else 1
+
+
 def _conv_padded_channels(x, kernel, strides: int):
   """The native conv with input and output channels zero-padded to a
   multiple of _CPU_CHANNEL_MULTIPLE (from 8 up); the same sums."""
-  def multiple(c):
-    return _CPU_CHANNEL_MULTIPLE if c >= 8 else 1
   c_in, c_out = kernel.shape[2], kernel.shape[3]
-  x = _pad_channels(x, multiple(c_in))
-  kernel = _pad_channels(_pad_channels(kernel, multiple(c_in), axis=2),
-                         multiple(c_out))
+  x = _pad_channels(x, _cpu_multiple(c_in))
+  kernel = _pad_channels(_pad_channels(kernel, _cpu_multiple(c_in), axis=2),
+                         _cpu_multiple(c_out))
   return _conv_native(x, kernel, strides, 1)[..., :c_out]
 
 
@@ -178,13 +180,15 @@ def _conv_cpu_fwd(x, kernel, strides: int):
 def _conv_cpu_bwd(strides: int, residuals, dy):
   x, kernel = residuals
   _, x_vjp = jax.vjp(lambda x: _conv_padded_channels(x, kernel, strides), x)
-  c_out = kernel.shape[3]
-  multiple = (_CPU_GRAD_CHANNEL_MULTIPLE
-              if c_out < _CPU_GRAD_PADDED_BELOW else 1)
-  wide = jnp.zeros(kernel.shape[:3] + (c_out + -c_out % multiple,),
-                   kernel.dtype)
-  _, kernel_vjp = jax.vjp(lambda k: _conv_native(x, k, strides, 1), wide)
-  d_kernel = kernel_vjp(_pad_channels(dy, multiple))[0][..., :c_out]
+  c_in, c_out = kernel.shape[2], kernel.shape[3]
+  x_wide = _pad_channels(x, _cpu_multiple(c_in))
+  dy_wide = _pad_channels(dy, _CPU_GRAD_CHANNEL_MULTIPLE
+                          if c_out < _CPU_GRAD_PADDED_BELOW else 1)
+  kernel_wide = jnp.zeros(
+      kernel.shape[:2] + (x_wide.shape[-1], dy_wide.shape[-1]), kernel.dtype)
+  _, kernel_vjp = jax.vjp(lambda k: _conv_native(x_wide, k, strides, 1),
+                          kernel_wide)
+  d_kernel = kernel_vjp(dy_wide)[0][:, :, :c_in, :c_out]
   return x_vjp(dy)[0], d_kernel
 
 
