@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from bcnet_jax import paths
 from bcnet_jax.paths import NUM_PATHS, PathIds
 from bcnet_jax.space import SearchSpace
 
@@ -64,31 +65,37 @@ class Widths:
       return d.supernet_channels
     return d.edges[self.widths[d.group]]
 
-  def window(self, dim: str | None) -> tuple[jax.Array, int] | None:
-    """(start, size) of the channels of `dim` a windowed pass computes.
+  def window(self, dim: str | None) -> tuple[jax.Array, int, int] | None:
+    """(left, size, whole): the channels of `dim` a windowed pass computes.
 
     A left path uses channels [0, e[c]) and e[c] <= e[B] = N, a right path
     [C' - e[c], C'): one path always lies in the first or in the last N of
     the C' channels, so a single path computes N-channel activations with
     N-channel slices of every parameter (the nominal network's shapes)
-    instead of C'. The path's channel 0 tells which window (traced data).
-    None where nothing is windowed.
+    instead of C'. `left` (traced: the path's channel 0 is on) says which
+    window; size = N, whole = C'. None where nothing is windowed.
     """
     if dim is None or not (self.windowed and self.single_path
                            and self.supernet):
       return None
     d = self.space.dim(dim)
-    start = jnp.where(self.path_ids[dim][0] >= 0, 0,
-                      d.supernet_channels - d.nominal)
-    return start, d.nominal
+    return self.path_ids[dim][0] >= 0, d.nominal, d.supernet_channels
 
   def crop(self, value: jax.Array, axes: dict[int, str | None]
            ) -> jax.Array:
-    """`value` cut to the window of each dim on its axis (if any)."""
+    """`value` cut to the window of each dim on its axis (if any).
+
+    A select between the two static slices, not a dynamic slice: XLA:CPU
+    fuses the slice into every elementwise consumer, where a traced start
+    made BatchNorm's loops 2-3x slower.
+    """
     for axis, dim in axes.items():
       window = self.window(dim)
       if window is not None:
-        value = lax.dynamic_slice_in_dim(value, *window, axis=axis)
+        left, size, whole = window
+        value = jnp.where(
+            left, lax.slice_in_dim(value, 0, size, axis=axis),
+            lax.slice_in_dim(value, whole - size, whole, axis=axis))
     return value
 
   def uncrop(self, whole: jax.Array, part: jax.Array, dim: str) -> jax.Array:
@@ -96,7 +103,9 @@ class Widths:
     window = self.window(dim)
     if window is None:
       return part
-    return lax.dynamic_update_slice_in_dim(whole, part, window[0], axis=0)
+    left, size, channels = window
+    return jnp.where(left, whole.at[:size].set(part),
+                     whole.at[channels - size:].set(part))
 
   def ids(self, dim: str | None) -> jax.Array | None:
     """The path ids of `dim`'s channels as computed (its window's)."""
@@ -400,6 +409,8 @@ class WidthModel(nn.Module):
       missing = [d.name for d in self.space.dims if d.name not in path_ids]
       if missing:
         raise ValueError(f'path ids missing for dims {missing}')
+    if path_ids is not None and resolve_lowering(self.lowering) == 'cpu':
+      path_ids = paths.materialized(path_ids)
     return Widths(self.space, self.widths, path_ids, self.lowering,
                   self.bn_momentum, self.single_path, self.windowed)
 
