@@ -35,6 +35,10 @@ NO_DROPOUT = {
     'efficientnet_b0': {'dropout_rate': 0.0, 'drop_path_rate': 0.0},
 }
 HELPERS = {'left': paths.left, 'right': paths.right, 'pair': paths.pair}
+# These run XLA's native convolutions (the GPU/TPU lowering), the others
+# the CPU's. Native depthwise convolutions run 2-3x slower here; steps_test
+# meets them (MobileNetV2 blocks) instead.
+NATIVE = ('resnet56_cifar', 'vgg16_cifar', 'cbm_resnet')
 
 
 def forward(model, variables, x, *ids):
@@ -70,8 +74,10 @@ class Harness:
   """One model's supernet, variables, images and jitted forward (one trace)."""
 
   def __init__(self, name: str):
-    self.model = models.get_model(name, resolution=RESOLUTION,
-                                  **NO_DROPOUT.get(name, {}))
+    self.model = models.get_model(
+        name, resolution=RESOLUTION,
+        lowering='native' if name in NATIVE else 'auto',
+        **NO_DROPOUT.get(name, {}))
     self.space = self.model.space
     self.x = jnp.asarray(images.mnist_images(BATCH, RESOLUTION), jnp.float64)
     ids = paths.pair(self.space, self.space.full())

@@ -47,12 +47,16 @@ class TrainStepBenchTest(absltest.TestCase):
       self.assertTrue(0 < value <= 1)
 
   def test_fused_line(self):
-    line = self.bench.bench('fused', 'resnet20_cifar', batch_size=8,
-                            num_steps=1)
-    self.assertEqual(line['mode'], 'fused')
+    # The pass-by-pass memory mode: its one trace over 52 width vectors is
+    # checked here (the default mode's in steps_test).
+    line = self.bench.bench('fused_pass_by_pass', 'resnet20_cifar',
+                            batch_size=8, num_steps=1)
+    self.assertEqual(line['mode'], 'fused_pass_by_pass')
     # 52 width vectors ran: a retrace would have raised (chex) by now.
     self.assertEqual(line['subnet_images_per_s'], 4 * line['images_per_s'])
     self.assertGreater(line['images_per_s'], 0)
+    self.assertGreater(line['temp_bytes'], 0)
+    self.assertGreater(line['peak_bytes'], line['temp_bytes'])
     printed = self.bench.rounded(line)
     self.assertEqual(printed['batch'], 8)
     self.assertAlmostEqual(printed['images_per_s'], line['images_per_s'],

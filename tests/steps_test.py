@@ -81,6 +81,18 @@ def float64_batch():
   return batch
 
 
+# Every memory mode (pass_by_pass) of both implementations and every
+# lowering meet on some family: (fused's, reference's pass_by_pass, lowering).
+VARIANTS = {
+    'resnet_cifar': (False, True, 'auto'),
+    'vgg': (True, False, 'native'),
+    'cbm_resnet': (True, False, 'auto'),
+    'mobilenet_v2': (False, True, 'native'),
+    'resnet50': (True, False, 'native'),
+    'efficientnet': (False, True, 'auto'),
+}
+
+
 class FusedEqualsReferenceTest(parameterized.TestCase):
 
   def setUp(self):
@@ -90,14 +102,17 @@ class FusedEqualsReferenceTest(parameterized.TestCase):
   @parameterized.named_parameters((name, name) for name in FAMILIES)
   def test_same_losses_gradients_and_batch_stats(self, family):
     # float64 and batch 4 for the reasons given in models_test.
-    model = FAMILIES[family]()
+    fused_by_pass, reference_by_pass, lowering = VARIANTS[family]
+    model = FAMILIES[family]().clone(lowering=lowering, parent=None)
     tx = optax.sgd(1.0)  # new params = params - gradients
     state, batch = float64_state(model, tx), float64_batch()
     c = model.space.sample(np.random.default_rng(0))
     out = {}
-    for implementation in steps.IMPLEMENTATIONS:
+    for implementation, pass_by_pass in (('fused', fused_by_pass),
+                                         ('reference', reference_by_pass)):
       step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
                                        implementation=implementation,
+                                       pass_by_pass=pass_by_pass,
                                        dtype=jnp.float64))
       out[implementation] = step(state, batch, c)
     (fused, fused_metrics), (ref, ref_metrics) = out['fused'], out['reference']

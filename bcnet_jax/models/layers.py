@@ -266,7 +266,7 @@ class Conv(nn.Module):
       y = _conv_cpu(x, kernel, self.strides)
     else:
       y = _conv_native(x, kernel, self.strides,
-                       features if self.depthwise else 1)
+                       kernel.shape[3] if self.depthwise else 1)
     if self.use_bias:
       y = y + ctx.crop(self.param('bias', nn.initializers.zeros, (features,),
                                   jnp.float32), {0: self.out_dim}
