@@ -52,7 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.supernet.complementary = True
   c.supernet.implementation = 'fused'  # 'fused' | 'reference'
   # Each pass's gradients before the next pass's forward: the memory of one
-  # pass's activations instead of all passes' (the same gradients).
+  # pass's activations instead of all passes' (the same gradients; on 2 CPU
+  # cores 16% slower on ResNet-20, 6% faster on CBM MobileNet).
   c.supernet.pass_by_pass = False
   c.supernet.pool_size = 100
   c.supernet.dtype = 'float32'         # compute dtype: 'float32' | 'bfloat16'
@@ -158,7 +159,8 @@ def imagenet_supernet(model: str, *, weight_decay: float
                       ) -> ml_collections.ConfigDict:
   """ImageNet supernet recipe at 224x224: tfds imagenet2012, global batch
   512, SGD Nesterov momentum 0.9, lr 0.1 cosine with 5 warm-up epochs, label
-  smoothing 0.1, Inception crop + flip, 10,000 minival images, 100 epochs."""
+  smoothing 0.1, Inception crop + flip, 10,000 minival images, 100 epochs,
+  supernet passes' gradients one pass at a time (supernet.pass_by_pass)."""
   c = base_config()
   c.model.name = model
   c.input.source = 'tfds'
@@ -173,6 +175,9 @@ def imagenet_supernet(model: str, *, weight_decay: float
   c.input.std = (0.229, 0.224, 0.225)
   c.input.num_threads = 32
   c.supernet.label_smoothing = 0.1
+  # At 224x224 memory bounds the batch per device: one pass's activations
+  # at a time (~1.05x a plain step's peak instead of 2.1x on MobileNetV2).
+  c.supernet.pass_by_pass = True
   c.optim.learning_rate = 0.1
   c.optim.weight_decay = weight_decay
   c.optim.warmup_epochs = 5.0

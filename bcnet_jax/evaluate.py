@@ -238,7 +238,8 @@ class Evaluator:
       eval_batches: returns fresh device batches (image, label, mask).
       status: called with (scored, n) before each call's set.
     """
-    widths = np.asarray(widths, np.int32).reshape(
+    # Legal widths only: a single path's window holds at most B bins.
+    widths = self.model.space.validate_widths(widths).reshape(
         -1, self.model.space.num_groups)
     n, k = len(widths), self.call_size
     correct, examples = np.zeros((n, 2), np.int64), 0

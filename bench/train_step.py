@@ -13,7 +13,8 @@ Prints exactly one JSON line per mode (docs/design.md §3's definitions):
   model, batch, steps: what was run; steps are timed after one compiling
     step. --steps 0 compiles only: memory, no timings.
   peak_bytes: the compiled step's memory analysis, arguments + outputs +
-    temporaries (temp_bytes: the temporaries alone).
+    temporaries (temp_bytes: the temporaries alone); the donated state
+    counts as an argument and as an output.
   images_per_s: batch x steps / seconds.
   subnet_images_per_s: images_per_s x sub-networks per step (4, 4, 4, 1, 1).
   plain_ratio: seconds per step / the plain mode's (when both ran).
@@ -21,7 +22,8 @@ Prints exactly one JSON line per mode (docs/design.md §3's definitions):
     random width vectors (lowered only: lowering hits jit's trace cache as a
     call does); a retrace is an error.
   useful_mac_fraction: MACs of the sliced sub-networks a step trains (mean
-    over the width vectors) / MACs the step computes (passes x full width).
+    over the width vectors) / MACs the step computes (passes x the nominal
+    network for a single-path pass, x the supernet's C' for a pair pass).
   seconds_per_step, devices: for reading the numbers.
 
 The step runs as training runs it: jit over all devices, the state donated,
@@ -30,10 +32,11 @@ pseudo-random batch: a step's cost does not depend on pixel values.
 
 --peer also runs the BCNet step written the usual PyTorch way (eager, four
 sliced passes; ../shared/peer_torch, CIFAR ResNet-20/56 only) with the same
-batch and steps, in a child process of this one, with PYTHON (an interpreter
-that has torch; default: this one), and prints its line and the fused
-step's sub-network images/s over the peer's (`fused_vs_peer`). Machines are
-noisy: only ratios from one run mean anything.
+batch, steps, bins and CPU threads, in a child process of this one, with
+PYTHON (an interpreter that has torch; default: this one), and prints its
+line (its step time is the median) and the fused step's sub-network
+images/s over the peer's (`fused_vs_peer`). Machines are noisy: only ratios
+from one run mean anything.
 """
 
 import argparse
@@ -74,18 +77,22 @@ PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
 PEER_DEPTHS = {'resnet20_cifar': 20, 'resnet56_cifar': 56}
 
 
-def passes_and_subnetworks(mode: str, space) -> tuple[int, int]:
-  """Full-width passes and sub-networks per step, as the step has them."""
+def step_shape(mode: str, space) -> tuple[int, int, bool]:
+  """(passes, sub-networks, single_path) per step, as the step has them."""
   if mode == 'plain':
-    return 1, 1
+    return 1, 1, True
   kwargs = {k: v for k, v in MODES[mode].items() if k != 'pass_by_pass'}
-  ids, select, _ = steps.passes(space, space.full(), **kwargs)
-  return len(ids), len(select)
+  ids, select, single_path = steps.passes(space, space.full(), **kwargs)
+  return len(ids), len(select), single_path
 
 
 def useful_mac_fraction(mode: str, supernet: models.WidthModel,
                         widths: np.ndarray) -> float:
-  """Sliced sub-network MACs / computed MACs, mean over `widths` [K, G]."""
+  """Sliced sub-network MACs / computed MACs, mean over `widths` [K, G].
+
+  A single-path pass computes the nominal network's channels (its window),
+  a pair pass every one of the supernet's C'.
+  """
   if mode == 'plain':
     return 1.0
   costs = CostModel(supernet)
@@ -96,8 +103,14 @@ def useful_mac_fraction(mode: str, supernet: models.WidthModel,
   useful = sum(costs.macs(space.complement(widths) if of_complement
                           else widths).astype(np.float64)
                for _, of_complement in table)
-  computed = passes_and_subnetworks(mode, space)[0] * costs.macs(space.full())
-  return float(np.mean(useful) / computed)
+  passes, _, single_path = step_shape(mode, space)
+  if single_path:
+    per_pass = costs.macs(space.full())
+  else:
+    coef, a, b = costs.macs_terms()  # index len(dims) is the constant 1
+    channels = np.array([d.supernet_channels for d in space.dims] + [1])
+    per_pass = (channels[a] * channels[b]) @ coef
+  return float(np.mean(useful) / (passes * per_pass))
 
 
 def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
@@ -105,7 +118,7 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
   kwargs = MODES[mode]
   supernet = models.get_model(model_name)
   space = supernet.space
-  subnets = passes_and_subnetworks(mode, space)[1]
+  subnets = step_shape(mode, space)[1]
   model = (models.compact_like(supernet, space.full()) if mode == 'plain'
            else supernet)
   tx = optax.sgd(0.01, momentum=0.9, nesterov=True)
@@ -135,14 +148,14 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
                      for i in range(num_steps + 1 + TRACE_VECTORS)])
   args = lambda i: () if compact else (widths[i],)  # noqa: E731
   compiled = step.lower(state, batch, *args(0)).compile()
-  memory = compiled.memory_analysis()
+  memory = compiled.memory_analysis()  # None on a backend without one
   line = {
       'bench': 'train_step', 'mode': mode, 'model': model_name,
       'batch': batch_size, 'steps': num_steps,
-      'peak_bytes': (memory.argument_size_in_bytes +
-                     memory.output_size_in_bytes +
-                     memory.temp_size_in_bytes),
-      'temp_bytes': memory.temp_size_in_bytes,
+      'peak_bytes': memory and (memory.argument_size_in_bytes +
+                                memory.output_size_in_bytes +
+                                memory.temp_size_in_bytes),
+      'temp_bytes': memory and memory.temp_size_in_bytes,
       'useful_mac_fraction': useful_mac_fraction(mode, supernet, widths),
       'devices': jax.device_count(),
   }
@@ -166,8 +179,8 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
           'seconds_per_step': seconds / num_steps}
 
 
-def peer(model_name: str, batch_size: int, num_steps: int, python: str
-         ) -> dict | str:
+def peer(model_name: str, batch_size: int, num_steps: int, bins: int,
+         python: str) -> dict | str:
   """The PyTorch peer's BCNet step line, or why it did not run."""
   if model_name not in PEER_DEPTHS:
     return f'the PyTorch peer has only {sorted(PEER_DEPTHS)}'
@@ -181,8 +194,11 @@ def peer(model_name: str, batch_size: int, num_steps: int, python: str
   out = subprocess.run(
       [python, 'bench.py', '--depth', str(PEER_DEPTHS[model_name]),
        '--step', 'bcnet', '--batch', str(batch_size),
-       '--steps', str(max(num_steps, 3)), '--warmup', '2'],
-      cwd=PEER_DIR, capture_output=True, text=True, check=True)
+       '--steps', str(max(num_steps, 3)), '--warmup', '2',
+       '--bins', str(bins), '--threads', str(len(os.sched_getaffinity(0)))],
+      cwd=PEER_DIR, capture_output=True, text=True, check=False)
+  if out.returncode:
+    return f'the peer failed: {out.stderr.strip().splitlines()[-1:]}'
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -220,7 +236,8 @@ def main() -> None:
     lines[mode] = line
     print(json.dumps(rounded(line)), flush=True)
   if args.peer:
-    line = peer(args.model, args.batch, args.steps, args.peer_python)
+    line = peer(args.model, args.batch, args.steps,
+                models.get_space(args.model).bins, args.peer_python)
     if isinstance(line, str):
       print(f'peer skipped: {line}', file=sys.stderr, flush=True)
       return

@@ -12,7 +12,9 @@ image folder: `--config.input.source=image_folder` with
 `--config.input.train_split=train --config.input.eval_split=val`.
 Supernet: global batch 512, SGD Nesterov momentum 0.9, lr 0.1 cosine with 5
 warm-up epochs, weight decay 4e-5 (not on BN or biases), label smoothing 0.1,
-Inception crop + flip, 10,000 training images held out as minival.
+Inception crop + flip, 10,000 training images held out as minival; each
+pass's gradients before the next (supernet.pass_by_pass: a plain step's
+memory, not twice it).
 Hardware: a TPU pod slice or a multi-GPU host (jit over every device).
 
 Retraining (--config.stage=retrain --config.retrain.arch=PATH): the

@@ -38,7 +38,7 @@ HELPERS = {'left': paths.left, 'right': paths.right, 'pair': paths.pair}
 # These run XLA's native convolutions (the GPU/TPU lowering), the others
 # the CPU's. Native depthwise convolutions run 2-3x slower here; steps_test
 # meets them (MobileNetV2 blocks) instead.
-NATIVE = ('resnet56_cifar', 'vgg16_cifar', 'cbm_resnet')
+NATIVE = ('resnet56_cifar', 'vgg16_cifar', 'cbm_resnet', 'resnet50')
 
 
 def forward(model, variables, x, *ids):

@@ -41,7 +41,9 @@ class DataParallelTest(absltest.TestCase):
     self.assertEqual(jax.device_count(), 8, 'conftest sets 8 CPU devices')
     losses1, state1 = self.run_steps(parallel.create_mesh(jax.devices()[:1]))
     # The other memory mode and lowering on 8 devices: with two compiled
-    # steps, 8 devices = 1, pass by pass = all passes, native = cpu lowering.
+    # steps, 8 devices = 1, pass by pass = all passes, native = cpu lowering
+    # (each also checked alone: steps_test, layers_test; the default step
+    # runs on 8 devices in every training test).
     losses8, state8 = self.run_steps(parallel.create_mesh(),
                                      pass_by_pass=True, lowering='native')
     # Per-device BN statistics or gradients would move the losses by >1e-2.

@@ -51,8 +51,8 @@ class Widths:
   path_ids: PathIds | None  # traced ids (supernet mode) or None
   lowering: str
   bn_momentum: float | None = None  # overrides every BatchNorm's momentum
-  single_path: bool = False  # ids hold one path: mask activations
-  windowed: bool = False  # single path: compute only its window (below)
+  single_path: bool = False  # ids hold one path: no kernel masks
+  windowed: bool = True  # single path: compute only its window (below)
 
   @property
   def supernet(self) -> bool:
@@ -83,12 +83,8 @@ class Widths:
 
   def crop(self, value: jax.Array, axes: dict[int, str | None]
            ) -> jax.Array:
-    """`value` cut to the window of each dim on its axis (if any).
-
-    A select between the two static slices, not a dynamic slice: XLA:CPU
-    fuses the slice into every elementwise consumer, where a traced start
-    made BatchNorm's loops 2-3x slower.
-    """
+    """`value` cut to the window of each dim on its axis (if any): a
+    select between the two static slices a window can be."""
     for axis, dim in axes.items():
       window = self.window(dim)
       if window is not None:
@@ -380,8 +376,9 @@ class WidthModel(nn.Module):
     lowering: 'auto', 'native' or 'cpu' (see module docstring).
     bn_momentum: if set, replaces every BatchNorm's momentum (0 for the
       BN recalibration of evaluate.py).
-    single_path: the path ids carry one path (paths.left/right), so masks
-      apply to activations rather than kernels (module docstring).
+    single_path: the path ids carry one path (paths.left/right), so no
+      kernel is masked: inactive channels stay zeros from BatchNorm on
+      (module docstring).
     windowed: a single path computes only the N channels of each dim that
       can hold it (`Widths.window`): the nominal network's shapes instead
       of C'. Off where paths are vmapped: per-path windows of the kernels
