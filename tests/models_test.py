@@ -87,11 +87,16 @@ class Harness:
 
     single = self.model.clone(single_path=True, parent=None)
 
-    def supernet(variables, x, widths, helper: str):
-      return jax.lax.switch(helper, [
-          lambda w, h=h: forward(single if h != paths.pair else self.model,
-                                 variables, x, h(self.space, w))
-          for h in HELPERS.values()], widths)
+    def supernet(variables, x, widths, helper: int):
+      ids = jax.lax.switch(
+          helper, [functools.partial(h, self.space) for h in HELPERS.values()],
+          widths)
+      # Two forwards, not one per helper: left and right share the single
+      # path's.
+      return jax.lax.cond(
+          helper == list(HELPERS).index('pair'),
+          lambda ids: forward(self.model, variables, x, ids),
+          lambda ids: forward(single, variables, x, ids), ids)
 
     # One trace for every width vector and helper: a second raises. chex
     # counts by name and definition site: one name per model.
