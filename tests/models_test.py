@@ -1,11 +1,13 @@
 """Supernet mode equals the compact models cut by slice_params, every model.
 
 For each registry model (ImageNet ones at 32x32, batch 2, real MNIST digits):
-left(c), right(c) (single paths, each in its window of N channels, as the
-train step and the evaluator run them) and pair(c) supernet passes give the
-logits and updated BatchNorm statistics of the compact models of their paths,
-in train and eval mode, and one compiled supernet forward serves every width
-and helper.
+left(c), right(c) and pair(c) supernet passes (kernels masked: one compiled
+forward for all three) give the logits and updated BatchNorm statistics of
+the compact models of their paths, in train and eval mode, and one compiled
+supernet forward serves every width and helper. The single paths as the
+train step and the evaluator run them (windowed, layers.Widths.window) equal
+the fused pair passes in steps_test, on every model family, and the compact
+models in steps_test's ua step and pipeline_test's evaluator.
 
 The comparison runs in float64: masked and sliced convolutions sum the same
 products in different orders, which in float32 alone moves deep logits by
@@ -38,7 +40,7 @@ HELPERS = {'left': paths.left, 'right': paths.right, 'pair': paths.pair}
 # These run XLA's native convolutions (the GPU/TPU lowering), the others
 # the CPU's. Native depthwise convolutions run 2-3x slower here; steps_test
 # meets them (MobileNetV2 blocks) instead.
-NATIVE = ('resnet56_cifar', 'vgg16_cifar', 'cbm_resnet', 'resnet50')
+NATIVE = ('resnet56_cifar', 'vgg16_cifar', 'cbm_resnet')
 
 
 def forward(model, variables, x, *ids):
@@ -85,18 +87,11 @@ class Harness:
         functools.partial(self.model.init, train=False),
         jax.random.key(0), self.x, ids))
 
-    single = self.model.clone(single_path=True, parent=None)
-
-    def supernet(variables, x, widths, helper: int):
+    def supernet(variables, x, widths, helper: str):
       ids = jax.lax.switch(
           helper, [functools.partial(h, self.space) for h in HELPERS.values()],
           widths)
-      # Two forwards, not one per helper: left and right share the single
-      # path's.
-      return jax.lax.cond(
-          helper == list(HELPERS).index('pair'),
-          lambda ids: forward(self.model, variables, x, ids),
-          lambda ids: forward(single, variables, x, ids), ids)
+      return forward(self.model, variables, x, ids)
 
     # One trace for every width vector and helper: a second raises. chex
     # counts by name and definition site: one name per model.
