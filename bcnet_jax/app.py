@@ -90,6 +90,11 @@ def _load_config() -> None:
          f'{last}')
 
 
+def config_path() -> str:
+  """The --config file as given, for commands a command suggests."""
+  return flags.FLAGS['config'].config_filename
+
+
 def print_result(value: Any) -> None:
   """A command's result: one JSON line, the last of stdout (process 0)."""
   if jax.process_index() == 0:

@@ -1,6 +1,9 @@
 """The search fitness (docs/design.md §4), written once: the batch evaluator.
 
-score(c) = ½[acc(L(c)) + acc(R(c))]. Running statistics gathered at mixed
+score(c) = the mean accuracy of the paths the supernet trains: ½[acc(L(c)) +
+acc(R(c))] for BCNet, acc(L(c)) for a unilateral (`ua`) supernet, whose
+right path is never trained (scoring it would reward random features).
+`Evaluator.sides` says which paths; only those are run. Running statistics gathered at mixed
 widths fit no single sub-network, so before a path is scored its BatchNorm
 statistics are re-estimated on calibration batches: the mean and variance
 pooled over all their examples (Chan et al.'s pairwise update, not a mean
@@ -8,12 +11,14 @@ of per-batch variances), in train mode without dropout; then the path is
 evaluated in inference mode on the eval batches.
 
 `Evaluator.score` scores any number of width vectors, K per call: each
-jitted call runs K candidates × 2 sides on one batch and accumulates on the
-device (widths are traced, so one compiled program serves every candidate
+jitted call runs K candidates × the scored sides on one batch (widths are traced, so one compiled program serves every candidate
 set). On a mesh the K candidates are split across the devices; K is rounded
 up to a multiple of the device count and a short last set is padded.
 Training's periodic evaluation, the search, its baselines and the rank CLI
-all call it; one width vector is the K = 1 case.
+all call it; one width vector is the K = 1 case. Per-example hits and losses
+come back with the accuracies: a score's standard error, and the paired
+error of two scores measured on the same images, follow from them
+(`standard_error`, `paired_difference`).
 
 As a command, it scores a trained supernet without writing anything:
 
@@ -31,6 +36,7 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import PartitionSpec as P
 
 from bcnet_jax import app
@@ -41,6 +47,8 @@ from bcnet_jax.models import layers
 from bcnet_jax.models import slicing
 
 SIDES = ('left', 'right')
+# The paths each supernet objective trains: the ones its score is made of.
+TRAINED_SIDES = {'bcnet': SIDES, 'ua': ('left',)}
 Batches = Callable[[], Iterable[dict[str, Any]]]
 
 
@@ -64,14 +72,16 @@ def calibration_model(model: layers.WidthModel) -> layers.WidthModel:
   return _single_path_model(model, bn_momentum=0.0, **off)
 
 
-def _side_ids(space, widths: jax.Array) -> paths.PathIds:
-  """{dim: [2, C']}: the ids of L(c) and of R(c)."""
-  left, right = paths.left(space, widths), paths.right(space, widths)
-  return {k: jnp.stack([left[k], right[k]]) for k in left}
+def _side_ids(space, sides: tuple[str, ...], widths: jax.Array
+              ) -> paths.PathIds:
+  """{dim: [S, C']}: the ids of L(c) and/or R(c), as `sides` lists them."""
+  helpers = {'left': paths.left, 'right': paths.right}
+  ids = [helpers[side](space, widths) for side in sides]
+  return {k: jnp.stack([i[k] for i in ids]) for k in ids[0]}
 
 
-def _per_path(fn, model, mesh, candidates, shared, *per_path):
-  """fn(shared, ids, *per_path_args) for every candidate [K] and side [2].
+def _per_path(fn, model, sides, mesh, candidates, shared, *per_path):
+  """fn(shared, ids, *per_path_args) for every candidate [K] and side [S].
 
   `candidates`: {'widths': [K, G], 'valid': [K]} (False: padding). The K
   axis is split across the devices (shard_map; `shared` is replicated).
@@ -81,11 +91,11 @@ def _per_path(fn, model, mesh, candidates, shared, *per_path):
   cores) and padding is skipped.
   """
   def local(candidates, shared, *per_path):
-    k = candidates['widths'].shape[0]
-    ids = jax.vmap(functools.partial(_side_ids, model.space))(
+    k, s = candidates['widths'].shape[0], len(sides)
+    ids = jax.vmap(functools.partial(_side_ids, model.space, sides))(
         candidates['widths'])
-    valid = jnp.repeat(candidates['valid'][:, None], 2, axis=1)
-    paths_args = jax.tree.map(lambda a: a.reshape((2 * k,) + a.shape[2:]),
+    valid = jnp.repeat(candidates['valid'][:, None], s, axis=1)
+    paths_args = jax.tree.map(lambda a: a.reshape((s * k,) + a.shape[2:]),
                               (valid, ids, *per_path))
 
     def one(path):
@@ -100,7 +110,7 @@ def _per_path(fn, model, mesh, candidates, shared, *per_path):
                         paths_args)
     else:
       out = jax.vmap(one)(paths_args)
-    return jax.tree.map(lambda a: a.reshape((k, 2) + a.shape[1:]), out)
+    return jax.tree.map(lambda a: a.reshape((k, s) + a.shape[1:]), out)
 
   split = P(parallel.AXIS)
   return jax.shard_map(local, mesh=mesh, in_specs=(split, P()) + (split,) *
@@ -112,13 +122,13 @@ def _is_bn(tree) -> bool:
   return isinstance(tree, dict) and set(tree) == {'mean', 'var'}
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'mesh'),
+@functools.partial(jax.jit, static_argnames=('model', 'sides', 'mesh'),
                    donate_argnames='pooled')
 def pool_batch(params, batch_stats, images, candidates, pooled, *, model,
-               mesh):
+               sides, mesh):
   """`pooled` BN statistics of every candidate and side, updated with this
   batch: {'count': examples so far, 'sums': batch_stats-like, 'mean' the
-  pooled mean and 'var' the sum of squared deviations, [K, 2, C] leaves}."""
+  pooled mean and 'var' the sum of squared deviations, [K, S, C] leaves}."""
   calib = calibration_model(model)
 
   def batch_moments(shared, ids):
@@ -127,7 +137,7 @@ def pool_batch(params, batch_stats, images, candidates, pooled, *, model,
                          images, ids, train=True, mutable=['batch_stats'])
     return new['batch_stats']
 
-  moments = _per_path(batch_moments, model, mesh, candidates,
+  moments = _per_path(batch_moments, model, sides, mesh, candidates,
                       (params, batch_stats, images))
   return pool(pooled, moments, images.shape[0])
 
@@ -150,31 +160,30 @@ def pool(pooled, moments, n_b: int):
 
 
 def pooled_stats(pooled) -> Any:
-  """batch_stats of every candidate and side ([K, 2, C] leaves)."""
+  """batch_stats of every candidate and side ([K, S, C] leaves)."""
   return jax.tree.map(lambda s: {'mean': s['mean'],
                                  'var': s['var'] / pooled['count']},
                       pooled['sums'], is_leaf=_is_bn)
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'mesh'),
-                   donate_argnames='tally')
-def count_correct(params, pooled, batch, candidates, tally, *, model, mesh):
-  """`tally` {'correct': [K, 2], 'examples'} plus this batch (its mask
-  applied), each path with its pooled statistics."""
+@functools.partial(jax.jit, static_argnames=('model', 'sides', 'mesh'))
+def score_batch(params, pooled, batch, candidates, *, model, sides, mesh):
+  """Per example of `batch`, whether each candidate's side classified it
+  correctly and its cross-entropy: `hits` (bool) and `loss`, [K, S, batch],
+  each path with its pooled statistics (the caller drops masked examples)."""
   scorer = _single_path_model(model)
 
-  def hits(shared, ids, stats):
+  def per_example(shared, ids, stats):
     params, batch = shared
     logits, _ = scorer.apply({'params': params, 'batch_stats': stats},
                              batch['image'], ids, train=False)
-    hit = jnp.argmax(logits[0], axis=-1) == batch['label']
-    return jnp.sum(hit & batch['mask'], dtype=jnp.int32)
+    logits = logits[0].astype(jnp.float32)
+    return {'hits': jnp.argmax(logits, axis=-1) == batch['label'],
+            'loss': optax.softmax_cross_entropy_with_integer_labels(
+                logits, batch['label'])}
 
-  correct = _per_path(hits, model, mesh, candidates, (params, batch),
-                      pooled_stats(pooled))
-  return {'correct': tally['correct'] + correct,
-          'examples': tally['examples'] + jnp.sum(batch['mask'],
-                                                  dtype=jnp.int32)}
+  return _per_path(per_example, model, sides, mesh, candidates,
+                   (params, batch), pooled_stats(pooled))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,10 +194,17 @@ class Evaluator:
     model: the supernet.
     mesh: the devices; candidates are split across its `data` axis.
     candidates_per_call: K, rounded up to a multiple of the device count.
+    sides: the paths scored, and averaged into the score: those the
+      supernet trains (TRAINED_SIDES of its objective).
   """
   model: layers.WidthModel
   mesh: jax.sharding.Mesh
   candidates_per_call: int = 8
+  sides: tuple[str, ...] = SIDES
+
+  def __post_init__(self):
+    if not self.sides or not set(self.sides) <= set(SIDES):
+      raise ValueError(f'sides must name some of {SIDES}, got {self.sides}')
 
   @property
   def call_size(self) -> int:
@@ -212,13 +228,14 @@ class Evaluator:
   def recalibrate(self, params, batch_stats, candidates: dict[str, jax.Array],
                   calibration: Iterable[dict[str, Any]]) -> Any:
     """Pooled BN statistics of K candidates' paths (see `pool_batch`)."""
-    k = candidates['widths'].shape[0]
+    k, s = candidates['widths'].shape[0], len(self.sides)
     pooled = {'count': self._replicated(np.float32(0)), 'sums': jax.tree.map(
-        lambda v: self._sharded(np.zeros((k, 2) + v.shape, np.float32)),
+        lambda v: self._sharded(np.zeros((k, s) + v.shape, np.float32)),
         batch_stats)}
     for batch in calibration:
       pooled = pool_batch(params, batch_stats, batch['image'], candidates,
-                          pooled, model=self.model, mesh=self.mesh)
+                          pooled, model=self.model, sides=self.sides,
+                          mesh=self.mesh)
     if not int(pooled['count']):
       raise ValueError('BN recalibration needs at least one calibration '
                        'batch')
@@ -227,8 +244,8 @@ class Evaluator:
   def score(self, params, batch_stats, widths, *, calibration: Batches,
             eval_batches: Batches,
             status: Callable[[int, int], None] = lambda done, total: None
-            ) -> dict[str, np.ndarray]:
-    """{'left', 'right', 'score': [n] accuracies, 'examples'} of n widths.
+            ) -> dict[str, Any]:
+    """Scores of n width vectors on the eval batches' E examples.
 
     Args:
       params: the supernet's params.
@@ -237,12 +254,18 @@ class Evaluator:
       calibration: returns fresh device batches (image) for BN statistics.
       eval_batches: returns fresh device batches (image, label, mask).
       status: called with (scored, n) before each call's set.
+
+    Returns:
+      'score', 'score_se': [n], the mean accuracy of `sides` and its
+      standard error over examples; per side ('left', 'right'), its
+      accuracy and mean cross-entropy ('loss_left'...), [n]; 'hits' [n, S, E]
+      (bool) and 'loss' [n, S, E] per example; 'sides'; 'examples': E.
     """
     # Legal widths only: a single path's window holds at most B bins.
     widths = self.model.space.validate_widths(widths).reshape(
         -1, self.model.space.num_groups)
     n, k = len(widths), self.call_size
-    correct, examples = np.zeros((n, 2), np.int64), 0
+    hits, losses = [], []
     for start in range(0, n, k):
       status(start, n)
       chunk = widths[start:start + k]
@@ -253,21 +276,55 @@ class Evaluator:
           'valid': self._sharded(np.arange(k) < len(chunk))}
       pooled = self.recalibrate(params, batch_stats, candidates,
                                 calibration())
-      tally = {'correct': self._sharded(np.zeros((k, 2), np.int32)),
-               'examples': self._replicated(np.int32(0))}
-      for batch in eval_batches():
-        tally = count_correct(params, pooled, batch, candidates, tally,
-                              model=self.model, mesh=self.mesh)
-      tally = jax.device_get(jax.device_put(tally,
-                                            parallel.replicated(self.mesh)))
-      correct[start:start + k] = tally['correct'][:len(chunk)]
-      examples = int(tally['examples'])
+      outputs = [(score_batch(params, pooled, batch, candidates,
+                              model=self.model, sides=self.sides,
+                              mesh=self.mesh), batch['mask'])
+                 for batch in eval_batches()]
+      if not outputs:
+        raise ValueError('the eval split has no examples to score on')
+      outputs = jax.device_get(jax.device_put(
+          outputs, parallel.replicated(self.mesh)))
+      masks = [mask for _, mask in outputs]
+      for name, into in (('hits', hits), ('loss', losses)):
+        into.append(np.concatenate(
+            [out[name][:len(chunk)][..., mask] for (out, _), mask in
+             zip(outputs, masks)], axis=-1))
     status(n, n)
-    if not examples:
+    result = {'hits': np.concatenate(hits), 'loss': np.concatenate(losses),
+              'sides': self.sides}
+    result['examples'] = result['hits'].shape[-1]
+    if not result['examples']:
       raise ValueError('the eval split has no examples to score on')
-    acc = correct / examples
-    return {'left': acc[:, 0], 'right': acc[:, 1],
-            'score': acc.mean(axis=1), 'examples': examples}
+    for i, side in enumerate(self.sides):
+      result[side] = result['hits'][:, i].mean(axis=-1)
+      result[f'loss_{side}'] = result['loss'][:, i].mean(axis=-1)
+    per_example = per_example_score(result)
+    result['score'] = per_example.mean(axis=-1)
+    result['score_se'] = standard_error(per_example)
+    return result
+
+
+def per_example_score(result: dict[str, Any]) -> np.ndarray:
+  """[n, E]: each example's contribution to the score, the mean over the
+  scored sides of its hit (0, ½ or 1 with two sides)."""
+  return result['hits'].mean(axis=1)
+
+
+def standard_error(per_example: np.ndarray) -> np.ndarray:
+  """The standard error of the mean over the last axis (E examples): how
+  far a score measured on other images of the same kind may move."""
+  e = per_example.shape[-1]
+  if e < 2:
+    return np.full(per_example.shape[:-1], np.nan)
+  return per_example.std(axis=-1, ddof=1) / np.sqrt(e)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+  """(mean of a - b, its standard error) of two width vectors' per-example
+  scores on the same E examples: the pairing cancels the images' own
+  difficulty, so it is much tighter than the two scores' own errors."""
+  diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  return float(diff.mean()), float(standard_error(diff))
 
 
 def compact_accuracy(compact: layers.WidthModel, variables, *,
@@ -310,15 +367,15 @@ def accuracy(compact: layers.WidthModel, variables: Any,
 
 
 def compact_scores(model: layers.WidthModel, variables, widths, *,
-                   calibration: Batches, eval_batches: Batches
-                   ) -> dict[str, float]:
-  """{'left', 'right', 'score'} of one width vector from the compact
-  models of both paths, sliced from the supernet's `variables`."""
+                   calibration: Batches, eval_batches: Batches,
+                   sides: tuple[str, ...] = SIDES) -> dict[str, float]:
+  """{side: accuracy, 'score': their mean} of one width vector from the
+  compact models of its paths, sliced from the supernet's `variables`."""
   out = {side: compact_accuracy(
       models.compact_like(model, widths),
       slicing.slice_params(model, variables, widths, side),
-      calibration=calibration, eval_batches=eval_batches) for side in SIDES}
-  out['score'] = (out['left'] + out['right']) / 2
+      calibration=calibration, eval_batches=eval_batches) for side in sides}
+  out['score'] = sum(out[side] for side in sides) / len(sides)
   return out
 
 

@@ -7,7 +7,9 @@ ARCHS.json lists width vectors (bins per group): a JSON list of lists, or
 {key: [bins...]}, or {key: "4123412"} (one digit per group, for spaces with
 at most 9 bins, as Channel-Bench-Macro names its architectures). Each is
 scored with the batch evaluator (the search's fitness, docs/design.md §4)
-and {key: score} is written to --out (default DIR/rank/<ARCHS>.scores.json).
+and {key: score} is written to --out (default DIR/rank/<ARCHS>.scores.json);
+beside it, <...>.details.json holds per key the score's standard error
+over the eval images and each scored path's accuracy and mean loss.
 With TRUTH.json ({key: accuracy} or {key: {"mean": accuracy, ...}}, e.g.
 accuracies of stand-alone trained networks) it prints Kendall's τ,
 Spearman's ρ and the overlap of the top 10% for the supernet's ranking and
@@ -97,6 +99,26 @@ def agreement(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
           'top10_overlap': len(best_predicted & best_true) / top}
 
 
+def details_path(scores_path: str) -> str:
+  """Where the details of a scores file go: beside it."""
+  return os.path.splitext(scores_path)[0] + '.details.json'
+
+
+def score_archs(setup: supernet.Setup, trained, archs: dict[str, np.ndarray],
+                status=lambda done, n: None) -> dict[str, dict[str, float]]:
+  """{key: {'score', 'score_se', side and 'loss_<side>' per scored side}}:
+  the archs scored by the batch evaluator on the setup's scoring data."""
+  calibration, eval_batches = setup.scoring_data(cached=True)
+  result = setup.evaluator().score(
+      trained.params, trained.batch_stats, list(archs.values()),
+      calibration=calibration, eval_batches=eval_batches, status=status)
+  fields = ('score', 'score_se') + tuple(
+      f'{prefix}{side}' for side in result['sides']
+      for prefix in ('', 'loss_'))
+  return {key: {f: float(result[f][i]) for f in fields}
+          for i, key in enumerate(archs)}
+
+
 def run(config: Any, workdir: str, archs_path: str,
         truth_path: str | None = None, out_path: str | None = None
         ) -> dict[str, Any]:
@@ -119,16 +141,21 @@ def run(config: Any, workdir: str, archs_path: str,
   trained = supernet.restore_trained(setup, workdir)
   console.say(f'bcnet_jax.rank: {len(archs)} width vectors of {archs_path} on '
               f'the {config.model.name} supernet of step {int(trained.step)}')
-  calibration, eval_batches = setup.scoring_data(cached=True)
-  result = setup.evaluator().score(
-      trained.params, trained.batch_stats, list(archs.values()),
-      calibration=calibration, eval_batches=eval_batches,
-      status=lambda done, n: console.say(f'  scored {done}/{n}'))
-  scores = {k: float(s) for k, s in zip(archs, result['score'])}
+  console.say(f'  {supernet.score_definition(setup)}')
+  details = score_archs(setup, trained, archs, status=lambda done, n: (
+      console.say(f'  scored {done}/{n}')))
+  scores = {k: d['score'] for k, d in details.items()}
   if jax.process_index() == 0:
     files.write_json_atomic(out_path, scores)
-  summary = {'scores': out_path, 'archs': len(archs),
-             'supernet_step': int(trained.step)}
+    files.write_json_atomic(details_path(out_path), details)
+  errors = [d['score_se'] for d in details.values()]
+  summary = {'scores': out_path, 'details': details_path(out_path),
+             'archs': len(archs), 'supernet_step': int(trained.step),
+             'sides': list(setup.scored_sides),
+             'score_se_median': float(np.median(errors))}
+  console.say(f'  standard error of a score over the eval images: median '
+              f'{summary["score_se_median"]:.4f} (scores closer than about '
+              'twice that are not told apart)')
   if truth is not None:
     costs = CostModel(setup.model)
     true = np.asarray([truth[k] for k in shared])

@@ -10,8 +10,11 @@ scaling (the largest all-b width vector within F) and random search
 (uniform width vectors in the band, as many as the evolution evaluated).
 
 The work is a fixed list of units: generation 0 (the prior's initial
-population), generations 1..G, the uniform baseline, then the random
-search in population-sized chunks. Unit u draws from its own RNG, seeded by
+population), generations 1..G, the uniform baseline, the random search in
+population-sized chunks, then the comparison: the three methods' best width
+vectors scored again, per image, for their standard errors and the paired
+errors of their differences (is the winner better than the baselines, or
+within the noise of the eval images?). Unit u draws from its own RNG, seeded by
 (seed, u), so the RNG state is a function of what is done. After every
 unit `search/state.json` is replaced atomically; a rerun continues after
 the last finished unit and ends as an uninterrupted run would. A state
@@ -37,6 +40,7 @@ from bcnet_jax import app
 from bcnet_jax import checkpoint
 from bcnet_jax import config_utils
 from bcnet_jax import console
+from bcnet_jax import evaluate
 from bcnet_jax import evolution
 from bcnet_jax import files
 from bcnet_jax import prior
@@ -46,6 +50,8 @@ from bcnet_jax import supernet
 from bcnet_jax.costs import CostModel
 
 STATE_FORMAT = 'bcnet_jax.search_state/1'
+# What a scored record keeps ('right' is None for a unilateral supernet).
+SCORE_FIELDS = ('left', 'right', 'score', 'score_se')
 
 
 def _identity(setup: supernet.Setup, state, budget: float) -> dict[str, Any]:
@@ -63,6 +69,7 @@ def _identity(setup: supernet.Setup, state, budget: float) -> dict[str, Any]:
       **{f'input.{k}': config.input[k] for k in scoring},
       'eval.split': config.eval.split,
       'eval.bn_calib_batches': config.eval.bn_calib_batches,
+      'eval.sides': list(setup.scored_sides),
       **{f'search.{k}': v for k, v in sorted(config.search.items())
          if k not in ('macs_budget', 'macs_fraction')},
   }
@@ -124,13 +131,14 @@ class Search:
 
   def units(self) -> list[tuple[str, int]]:
     """(phase, index) of the whole search, in order: generation 0..G,
-    the uniform baseline, the random search's chunks."""
+    the uniform baseline, the random search's chunks, the comparison."""
     s = self.config.search
     evaluations = s.population + self.generations * (s.mutations +
                                                       s.crossovers)
     chunks = -(-evaluations // s.population)
     return ([('evolution', g) for g in range(self.generations + 1)] +
-            [('uniform', 0)] + [('random', r) for r in range(chunks)])
+            [('uniform', 0)] + [('random', r) for r in range(chunks)] +
+            [('compare', 0)])
 
   def records(self, phase: str) -> list[dict[str, Any]]:
     """Scored width vectors of 'evolution', 'uniform' or 'random'."""
@@ -199,16 +207,35 @@ class Search:
           status=status)
       for i, c in enumerate(new):
         cache[self.space.channel_key(c)] = {
-            'left': float(result['left'][i]),
-            'right': float(result['right'][i]),
-            'score': float(result['score'][i])}
+            k: float(result[k][i]) if k in result else None
+            for k in SCORE_FIELDS}
     out = []
     for c in widths:
       scored = cache[self.space.channel_key(c)]
       out.append({'widths': [int(w) for w in c],
                   'macs': int(self.costs.macs(c)),
                   'params': int(self.costs.params(c)),
-                  **{k: scored[k] for k in ('left', 'right', 'score')}})
+                  **{k: scored[k] for k in SCORE_FIELDS}})
+    return out
+
+  def _compare(self, status) -> dict[str, Any]:
+    """The best of each method scored again, per image: each score's
+    standard error, and evolution's winner minus each baseline with the
+    paired standard error of that difference (the same images)."""
+    phases = ('evolution', 'uniform', 'random')
+    result = self.evaluator.score(
+        self.trained.params, self.trained.batch_stats,
+        [self.winner(p)['widths'] for p in phases],
+        calibration=self.calibration, eval_batches=self.eval_batches,
+        status=status)
+    per_example = evaluate.per_example_score(result)
+    out = {'examples': int(result['examples']), 'score_se': {},
+           'winner_minus': {}}
+    for i, phase in enumerate(phases):
+      out['score_se'][phase] = float(result['score_se'][i])
+      if i:
+        diff, se = evaluate.paired_difference(per_example[0], per_example[i])
+        out['winner_minus'][phase] = {'difference': diff, 'se': se}
     return out
 
   def run(self) -> None:
@@ -223,15 +250,22 @@ class Search:
         start = time.perf_counter()
         label = {'evolution': f'generation {index}/{self.generations}',
                  'uniform': 'uniform scaling',
-                 'random': f'random search {index + 1}'}[phase]
+                 'random': f'random search {index + 1}',
+                 'compare': 'comparing the best of each'}[phase]
         bar.set_description_str(label)
-        candidates = self._candidates(phase, index, self._rng(u))
-        records = self._score(candidates, lambda done, total: (
-            bar.set_description_str(f'{label}: {done}/{total} scored')))
-        for r in records:
-          r.update(phase=phase, generation=index)
-        self.state['records'] += records
-        self.state['wall_time_s'][phase] += time.perf_counter() - start
+
+        def status(done: int, total: int, label: str = label) -> None:
+          bar.set_description_str(f'{label}: {done}/{total} scored')
+
+        if phase == 'compare':
+          self.state['comparison'] = self._compare(status)
+        else:
+          candidates = self._candidates(phase, index, self._rng(u))
+          records = self._score(candidates, status)
+          for r in records:
+            r.update(phase=phase, generation=index)
+          self.state['records'] += records
+          self.state['wall_time_s'][phase] += time.perf_counter() - start
         if phase == 'evolution':
           self.state['history'].append(self._history_line(index))
         self.state['units_done'] = u + 1
@@ -269,7 +303,7 @@ class Search:
 
   def summary(self) -> dict[str, Any]:
     """The best of each method, with its cost, for summary.json."""
-    times = self.state['wall_time_s']
+    times, comparison = self.state['wall_time_s'], self.state['comparison']
     methods = {
         'evolution': times['prior'] + times['evolution'],
         'uniform': times['uniform'], 'random': times['random']}
@@ -278,18 +312,25 @@ class Search:
            'full_macs': int(self.costs.macs(self.space.full())),
            'supernet_step': int(self.trained.step),
            'split': self.config.eval.split,
+           'score': supernet.score_definition(self.setup),
+           'examples': comparison['examples'],
            'arch': os.path.join(self.folder, 'arch.json')}
     for phase, seconds in methods.items():
       best = self.winner(phase)
       out[phase] = {**{k: best[k] for k in ('widths', 'score', 'left',
                                             'right', 'macs', 'params')},
+                    'score_se': comparison['score_se'][phase],
                     'evaluations': len(self.records(phase)),
                     'wall_time_s': seconds}
+      if phase in comparison['winner_minus']:
+        out[phase]['winner_minus_this'] = comparison['winner_minus'][phase]
     return out
 
 
-def run(config: Any, workdir: str) -> dict[str, Any]:
-  """Searches the supernet in `workdir`; returns the summary."""
+def run(config: Any, workdir: str, config_path: str = 'CONFIG'
+        ) -> dict[str, Any]:
+  """Searches the supernet in `workdir`; returns the summary.
+  `config_path` names the config in the retrain command shown last."""
   workdir = supernet.check_workdir(workdir)
   setup = supernet.Setup.create(config)
   trained = supernet.restore_trained(setup, workdir)
@@ -308,13 +349,14 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     search_report.write(search, summary)
     files.write_json_atomic(summary_path, summary)
   console.say()
-  console.say(search_report.table(search, summary))
+  console.say(search_report.table(search, summary, config_path))
   return summary
 
 
 def main(argv: list[str]) -> None:
   del argv  # app.run allows none
-  app.print_result(run(app.CONFIG.value, app.WORKDIR.value))
+  app.print_result(run(app.CONFIG.value, app.WORKDIR.value,
+                       app.config_path()))
 
 
 if __name__ == '__main__':

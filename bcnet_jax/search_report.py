@@ -32,7 +32,7 @@ def announce(search, workdir: str) -> None:
       f'  evolution: population {s.population}, {s.generations} generations '
       f'of {s.mutations} mutations + {s.crossovers} crossovers from the top '
       f'{s.top_k}; then uniform scaling and random search\n'
-      f'  fitness: ½(left + right) accuracy on '
+      f'  fitness: {supernet.score_definition(search.setup)} on '
       f'{supernet.EVAL_SPLITS[config.eval.split]}, BatchNorm recalibrated on '
       f'{config.eval.bn_calib_batches} batches; '
       f'{search.evaluator.call_size} candidates per call')
@@ -42,20 +42,68 @@ def announce(search, workdir: str) -> None:
                 'vectors scored)')
 
 
-def table(search, summary: dict[str, Any]) -> str:
-  """The best of each method: MACs, params, accuracies, cost."""
+# A difference counts as real when it exceeds this many paired standard
+# errors (about 95% two-sided confidence).
+DISTINGUISHABLE_SE = 2.0
+
+
+def table(search, summary: dict[str, Any], config_path: str = 'CONFIG'
+          ) -> str:
+  """The best of each method: MACs, params, accuracies with their standard
+  errors, the winner against each baseline, cost; then what the
+  differences mean and the command that retrains the winner."""
   rows = []
   for phase, label in METHODS.items():
     r = summary[phase]
-    rows.append([label, f'{r["macs"] / 1e6:,.2f}M', f'{r["params"]:,}',
-                 f'{r["left"]:.3f}', f'{r["right"]:.3f}', f'{r["score"]:.3f}',
+    versus = r.get('winner_minus_this')
+    rows.append([('* ' if phase == 'evolution' else '  ') + label,
+                 f'{r["macs"] / 1e6:,.2f}M', f'{r["params"]:,}'] +
+                ['-' if r[k] is None else f'{r[k]:.3f}'
+                 for k in ('left', 'right')] +
+                [f'{r["score"]:.3f} ± {r["score_se"]:.3f}',
+                 '' if versus is None else
+                 f'{versus["difference"]:+.3f} ± {versus["se"]:.3f}',
                  str(r['evaluations']), f'{r["wall_time_s"]:.0f}s'])
   return (f'Best width vector of each method at a budget of '
           f'{summary["macs_budget"] / 1e6:,.2f}M MACs, scored on '
-          f'{supernet.EVAL_SPLITS[search.config.eval.split]}:\n' +
-          console.table(['method', 'MACs', 'params', 'left', 'right', 'score',
-                         'evaluated', 'time'], rows) +
-          f'\nThe winner: {summary["arch"]}')
+          f'{summary["examples"]:,} images of '
+          f'{supernet.EVAL_SPLITS[search.config.eval.split]}\n'
+          f'({summary["score"]}; ± one standard error over those images; '
+          '"winner -" is the winner\'s score minus this one, with its '
+          'paired error):\n' +
+          console.table(['method', 'MACs', 'params', 'left', 'right',
+                         'score', 'winner -', 'evaluated', 'time'], rows) +
+          '\n' + verdict(search, summary) +
+          f'\n* the winner, written to {summary["arch"]}. Retrain it:\n'
+          f'  python -m bcnet_jax.train --config={config_path} '
+          '--workdir=RETRAIN_DIR --config.stage=retrain '
+          f'--config.retrain.arch={summary["arch"]}')
+
+
+def verdict(search, summary: dict[str, Any]) -> str:
+  """Whether the winner beats each baseline beyond the eval images' noise,
+  in words, and what would tell them apart when it does not."""
+  lines, unclear = [], []
+  for phase in ('uniform', 'random'):
+    versus = summary[phase]['winner_minus_this']
+    diff, se = versus['difference'], versus['se']
+    if se > 0 and abs(diff) > DISTINGUISHABLE_SE * se:
+      better = 'above' if diff > 0 else 'below'
+      lines.append(f'The winner scores {better} {METHODS[phase]} by '
+                   f'{abs(diff):.3f} ± {se:.3f}: beyond the eval images\' '
+                   'noise on this supernet.')
+    else:
+      unclear.append(f'{METHODS[phase]} ({diff:+.3f} ± {se:.3f})')
+  if unclear:
+    examples = summary['examples']
+    lines.append(
+        f'The winner is not distinguishable from {" or ".join(unclear)}: '
+        f'the difference is within {DISTINGUISHABLE_SE:g} standard errors. '
+        f'To tell them apart, score on more images (now {examples:,}; the '
+        'error shrinks as 1/sqrt(images): input.minival_size) or train the '
+        'supernet longer.')
+  del search
+  return '\n'.join(lines)
 
 
 def write(search, summary: dict[str, Any]) -> None:
@@ -68,35 +116,43 @@ def write(search, summary: dict[str, Any]) -> None:
 
 
 def _plot(search, summary: dict[str, Any], path: str) -> None:
-  """Score against MACs of every evaluated width vector."""
-  fig = figure.Figure(figsize=(7, 4.5), dpi=120)  # no pyplot: no backend
+  """Score against MACs of every evaluated width vector; the legend beside
+  the axes, so that it covers no point."""
+  fig = figure.Figure(figsize=(9, 4.5), dpi=120,  # no pyplot: no backend
+                      layout='constrained')  # room for the outside legend
   ax = fig.subplots()
   randoms = search.records('random')
   ax.scatter([r['macs'] / 1e6 for r in randoms],
              [r['score'] for r in randoms], s=10, c='0.7',
-             label='random search')
+             label='random search: scored')
   evolved = search.records('evolution')
   points = ax.scatter([r['macs'] / 1e6 for r in evolved],
                       [r['score'] for r in evolved], s=14,
-                      c=[r['generation'] for r in evolved], cmap='viridis')
-  fig.colorbar(points, ax=ax, label='generation',
+                      c=[r['generation'] for r in evolved], cmap='viridis',
+                      label='evolution: scored (colour: generation)')
+  fig.colorbar(points, ax=ax, label='generation', pad=0.01,
                ticks=range(search.generations + 1))
-  for phase, marker, colour in (('evolution', '*', 'red'),
-                                ('uniform', 'D', 'black'),
-                                ('random', 's', 'tab:blue')):
+  for phase, marker, colour, size in (('uniform', 'D', 'black', 70),
+                                      ('random', 's', 'tab:blue', 70),
+                                      ('evolution', '*', 'red', 300)):
     r = summary[phase]
-    ax.scatter([r['macs'] / 1e6], [r['score']], marker=marker, s=120,
-               c=colour, edgecolors='white', zorder=3,
-               label=f'best of {METHODS[phase]}')
+    ax.errorbar([r['macs'] / 1e6], [r['score']], yerr=[r['score_se']],
+                color=colour, lw=1, capsize=3, zorder=3)
+    label = ('the winner (evolution\'s best, arch.json)' if
+             phase == 'evolution' else f'best of {METHODS[phase]}')
+    ax.scatter([r['macs'] / 1e6], [r['score']], marker=marker, s=size,
+               c=colour, edgecolors='black', linewidths=0.8, zorder=4,
+               label=f'{label} ± 1 s.e.')
   ax.axvline(summary['macs_budget'] / 1e6, color='red', ls='--', lw=1,
              label='budget F')
   ax.axvline(summary['band'][0] / 1e6, color='red', ls=':', lw=1,
-             label='band low end')
+             label=f'band low end ({search.config.search.band_low:g} F)')
   ax.set_xlabel('MACs (millions)')
-  ax.set_ylabel('score: ½(left + right) accuracy')
-  ax.set_title(f'{summary["model"]}: width vectors scored by the supernet')
-  ax.legend(fontsize=7, loc='lower right')
-  fig.tight_layout()
+  ax.set_ylabel('score')
+  ax.set_title(f'{summary["model"]}: width vectors scored by the supernet\n'
+               f'({summary["score"]})', fontsize=9)
+  fig.legend(*ax.get_legend_handles_labels(), fontsize=7,
+             loc='outside right center')
   tmp = f'{path}.{os.getpid()}.tmp.png'
   fig.savefig(tmp)
   os.replace(tmp, path)

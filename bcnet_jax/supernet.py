@@ -78,6 +78,10 @@ class Setup:
     if config.eval.split not in EVAL_SPLITS:
       raise ValueError(f'eval.split must be one of {list(EVAL_SPLITS)}, got '
                        f'{config.eval.split!r}')
+    if config.supernet.objective not in evaluate.TRAINED_SIDES:
+      raise ValueError('supernet.objective must be one of '
+                       f'{list(evaluate.TRAINED_SIDES)}, got '
+                       f'{config.supernet.objective!r}')
     if config.eval.split == 'minival' and config.input.minival_size < 1:
       raise ValueError('eval.split=minival needs input.minival_size >= 1 '
                        '(training examples held out to score widths on)')
@@ -177,10 +181,17 @@ class Setup:
                        'batch_stats': state.batch_stats}, batches)
     return out
 
+  @property
+  def scored_sides(self) -> tuple[str, ...]:
+    """The paths this supernet trains, and so is scored by: both for
+    BCNet, the left one alone for a unilateral (`ua`) supernet."""
+    return evaluate.TRAINED_SIDES[self.config.supernet.objective]
+
   def evaluator(self) -> evaluate.Evaluator:
     """The batch evaluator of this supernet on its mesh."""
     return evaluate.Evaluator(self.model, self.mesh,
-                              self.config.eval.candidates_per_call)
+                              self.config.eval.candidates_per_call,
+                              self.scored_sides)
 
   def scoring_data(self, *, cached: bool = False
                    ) -> tuple[evaluate.Batches, evaluate.Batches]:
@@ -227,7 +238,8 @@ def evaluate_widths(setup: Setup, state, widths: dict[str, Any] | None = None,
                     *, status: Callable[[str], None] = lambda _: None
                     ) -> dict[str, float]:
   """Recalibrated scores (docs/design.md §4) of `widths` (default: the
-  fixed width vectors) on config.eval.split, as `eval/<name>/<side>`."""
+  fixed width vectors) on config.eval.split, as `eval/<name>/<side>` for
+  the scored sides and `eval/<name>/score`."""
   widths = setup.fixed_widths() if widths is None else widths
   names = list(widths)
   calibration, eval_batches = setup.scoring_data()
@@ -241,7 +253,7 @@ def evaluate_widths(setup: Setup, state, widths: dict[str, Any] | None = None,
       calibration=calibration, eval_batches=eval_batches, status=progress)
   return {f'eval/{name}/{key}': float(result[key][i])
           for i, name in enumerate(names)
-          for key in ('left', 'right', 'score')}
+          for key in result['sides'] + ('score',)}
 
 
 def score_table(setup: Setup, scores: dict[str, float],
@@ -261,14 +273,23 @@ def score_table(setup: Setup, scores: dict[str, float],
                       if name.startswith('random') else name)
     rows.append([label, f'{costs.macs(c) / 1e6:,.1f}M'] +
                 [f'{scores[f"eval/{name}/{k}"]:.3f}'
+                 if f'eval/{name}/{k}' in scores else '-'
                  for k in ('left', 'right', 'score')])
   after = '' if step is None else f' after {step} steps'
   chance = 1 / setup.data.num_classes
   return (f'Accuracy on {EVAL_SPLITS[setup.config.eval.split]}{after}, '
-          'BatchNorm recalibrated per path;\nscore = mean of the left and '
-          f'right paths (chance {chance:.2f}):\n' +
+          f'BatchNorm recalibrated per path;\n{score_definition(setup)} '
+          f'(chance {chance:.2f}):\n' +
           console.table(['width vector', 'MACs', 'left', 'right', 'score'],
                         rows))
+
+
+def score_definition(setup: Setup) -> str:
+  """What a score of this supernet averages, in words."""
+  if setup.scored_sides == evaluate.SIDES:
+    return 'score = mean of the left and right paths\' accuracy'
+  return ('score = the left path\'s accuracy (a unilateral supernet trains '
+          'only its left path)')
 
 
 def restore_trained(setup: Setup, workdir: str) -> state_lib.TrainState:

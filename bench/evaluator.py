@@ -44,7 +44,8 @@ def main(argv) -> None:
   rng = np.random.default_rng(0)
   widths = setup.model.space.sample(rng, _CANDIDATES.value)
   evaluator = setup.evaluator()
-  one_by_one = evaluate.Evaluator(setup.model, setup.mesh, 1)
+  one_by_one = evaluate.Evaluator(setup.model, setup.mesh, 1,
+                                  setup.scored_sides)
 
   def batch():
     return evaluator.score(state.params, state.batch_stats, widths,
@@ -60,7 +61,8 @@ def main(argv) -> None:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     return np.asarray([evaluate.compact_scores(
         setup.model, variables, c, calibration=calibration,
-        eval_batches=eval_batches)['score'] for c in widths])
+        eval_batches=eval_batches, sides=setup.scored_sides)['score']
+        for c in widths])
 
   examples = {
       'calibration_examples': sum(len(b['image']) for b in calibration()),

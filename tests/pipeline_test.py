@@ -109,20 +109,52 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual(batch['examples'], config().input.minival_size)
     self.assertGreater(batch['score'].max(), 0.1)  # trained: above chance
 
+  def test_a_unilateral_supernet_is_scored_by_its_left_path_alone(self):
+    ua = supernet.Setup.create(config(**{'supernet.objective': 'ua'}))
+    self.assertEqual(ua.evaluator().sides, ('left',))
+    self.assertIn('left path', supernet.score_definition(ua))
+    widths = self.setup.model.space.sample(np.random.default_rng(5), 3)
+    left_only = self.score(ua.evaluator(), widths)
+    both = self.score(self.setup.evaluator(), widths)
+    self.assertEqual(left_only['sides'], ('left',))
+    self.assertNotIn('right', left_only)
+    np.testing.assert_array_equal(left_only['score'], left_only['left'])
+    np.testing.assert_array_equal(left_only['left'], both['left'])
+    np.testing.assert_array_equal(both['score'],
+                                  (both['left'] + both['right']) / 2)
+
+  def test_standard_errors_from_per_example_hits(self):
+    widths = self.setup.model.space.sample(np.random.default_rng(6), 2)
+    result = self.score(self.setup.evaluator(), widths)
+    e = config().input.minival_size
+    self.assertEqual(result['hits'].shape, (2, 2, e))
+    np.testing.assert_array_equal(result['hits'].mean(axis=-1)[:, 0],
+                                  result['left'])
+    per_example = result['hits'].mean(axis=1)  # 0, 1/2 or 1 per image
+    np.testing.assert_allclose(result['score_se'], np.std(
+        per_example, axis=-1, ddof=1) / np.sqrt(e))
+    diff, se = evaluate.paired_difference(per_example[0], per_example[1])
+    self.assertAlmostEqual(diff, result['score'][0] - result['score'][1])
+    self.assertAlmostEqual(se, np.std(per_example[0] - per_example[1],
+                                      ddof=1) / np.sqrt(e))
+    self.assertTrue(np.all(result['loss'] >= 0))
+    np.testing.assert_allclose(result['loss_right'],
+                               result['loss'][:, 1].mean(axis=-1))
+
   def test_one_compile_serves_every_candidate_set_and_8_devices_equal_1(self):
     space = self.setup.model.space
     evaluator = self.setup.evaluator()
     rng = np.random.default_rng(2)
     self.score(evaluator, space.sample(rng, 3))  # compiles
     compiled = [evaluate.pool_batch._cache_size(),
-                evaluate.count_correct._cache_size()]
+                evaluate.score_batch._cache_size()]
     with mock.patch.object(evaluate, '_per_path',
                            wraps=evaluate._per_path) as traced:
       sets = [space.sample(rng, n) for n in (8, 5, 11)]  # padded, two calls
       on_8 = [self.score(evaluator, w) for w in sets]
       self.assertEqual(traced.call_count, 0)
     self.assertEqual([evaluate.pool_batch._cache_size(),
-                      evaluate.count_correct._cache_size()], compiled)
+                      evaluate.score_batch._cache_size()], compiled)
     self.assertEqual(jax.device_count(), 8)
     one_device = parallel.create_mesh(jax.devices()[:1])
     on_1 = self.score(evaluate.Evaluator(self.setup.model, one_device, 8),

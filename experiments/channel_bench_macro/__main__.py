@@ -1,0 +1,41 @@
+"""`python -m experiments.channel_bench_macro`: the whole experiment, one
+command, resumable (rerun it to continue after a kill).
+
+  python -m experiments.channel_bench_macro --space=mobilenet --size=smoke \
+      --workdir=DIR [--results=Results_MobileNet.json] \
+      [--config=configs/cbm_mobilenet.py --config.input.source=...]
+
+--config defaults to configs/cbm_<space>.py (tfds CIFAR-10); give it to
+override input fields, e.g. the image-folder copy of CIFAR-10:
+--config.input.source=image_folder --config.input.data_dir=DIR.
+"""
+
+import importlib
+
+from absl import flags
+
+from bcnet_jax import app
+from experiments.channel_bench_macro import experiment
+from experiments.channel_bench_macro import sample
+
+_SPACE = flags.DEFINE_enum('space', 'mobilenet', list(sample.SPACES),
+                           'the benchmark\'s search space')
+_SIZE = flags.DEFINE_enum('size', 'smoke', list(experiment.SIZES),
+                          'steps, sample and scoring sizes (experiment.SIZES)')
+_RESULTS = flags.DEFINE_string(
+    'results', None, 'the benchmark\'s results file (Results_MobileNet.json '
+    'or Results_ResNet.json); with it, report.json')
+
+
+def main(argv):
+  del argv
+  config = app.CONFIG.value
+  if config is None:
+    config = importlib.import_module(
+        f'configs.{sample.SPACES[_SPACE.value]}').get_config()
+  app.print_result(experiment.run(config, _SPACE.value, _SIZE.value,
+                                  app.WORKDIR.value, _RESULTS.value))
+
+
+if __name__ == '__main__':
+  app.run(main, required=('workdir',))

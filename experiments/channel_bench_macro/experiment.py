@@ -1,0 +1,287 @@
+"""The experiment's stages, each resumable: train a BCNet and a UA supernet
+(the library's training program, one workdir each), score the sample with
+the batch evaluator in chunks (`bcnet_jax.rank.score_archs`), report.
+
+DIR/supernet_bcnet/, DIR/supernet_ua/   training workdirs (checkpoints...)
+DIR/scoring_<supernet>_<space>.json     scoring state: identity, details
+DIR/scores_<supernet>_<space>.json      {key: score}, benchmark keys
+DIR/record.json                         sizes, wall time per stage,
+                                        package versions, machine
+DIR/report.json, DIR/scores_vs_benchmark_<space>.png  with --results
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import os
+import platform
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+
+from bcnet_jax import checkpoint
+from bcnet_jax import console
+from bcnet_jax import files
+from bcnet_jax import rank
+from bcnet_jax import supernet
+from bcnet_jax import train
+from experiments.channel_bench_macro import report
+from experiments.channel_bench_macro import sample
+
+SUPERNETS = ('bcnet', 'ua')  # the supernet.objective of each
+SCORING_FORMAT = 'bcnet_jax.channel_bench_macro.scoring/1'
+PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy',
+            'scipy')
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+  """What a size preset sets; None keeps the config's value.
+
+  Attributes:
+    sample: architectures scored (a multiple of 5); None: all 4^7.
+    steps: training steps of each supernet (the schedule fits them).
+    batch: global training batch.
+    minival: training images held out to score on.
+    calibration_batches: training batches BN statistics are recalibrated on.
+    chunk: architectures scored between two saves of the scoring state.
+  """
+  sample: int | None
+  steps: int | None = None
+  batch: int | None = None
+  minival: int | None = None
+  calibration_batches: int | None = None
+  chunk: int = 256
+
+
+SIZES = {
+    # For tests: seconds on a CPU, meaningless figures.
+    'tiny': Size(sample=10, steps=4, batch=8, minival=16,
+                 calibration_batches=1, chunk=4),
+    # Sized for 2 CPU cores in about 90 minutes (experiments/README.md).
+    'smoke': Size(sample=200, steps=160, batch=128, minival=1000,
+                  calibration_batches=2, chunk=10),
+    # The benchmark's schedule (configs/cbm_<space>.py), for an accelerator.
+    'full': Size(sample=None),
+}
+
+
+def sized_config(config: Any, size: Size, objective: str
+                 ) -> ml_collections.ConfigDict:
+  """A copy of `config` at `size`, training `objective` ('bcnet' | 'ua')."""
+  c = config.copy_and_resolve_references()
+  c.supernet.objective = objective
+  if size.steps is not None:
+    c.total_steps, c.total_epochs = size.steps, None
+    c.eval_every_steps, c.eval_every_epochs = None, None
+    c.optim.warmup_epochs = 0.0
+    c.log_every_steps = max(1, min(c.log_every_steps, size.steps // 10))
+    c.ckpt_every_steps = max(1, min(c.ckpt_every_steps, size.steps // 5))
+    c.eval.num_random = 0
+  for field, value in (('input.batch_size', size.batch),
+                       ('input.minival_size', size.minival),
+                       ('eval.bn_calib_batches', size.calibration_batches)):
+    if value is not None:
+      section, name = field.split('.')
+      c[section][name] = value
+  if size.minival is not None:
+    c.input.eval_batch_size = min(c.input.eval_batch_size, size.minival)
+  return c
+
+
+def _digest(keys: list[str]) -> str:
+  return hashlib.sha256(','.join(keys).encode()).hexdigest()
+
+
+class Experiment:
+  """One run of the experiment in `workdir`."""
+
+  def __init__(self, config: Any, space: str, size: str, workdir: str):
+    check_choices(space, size)
+    if config.model.name != sample.SPACES[space]:
+      raise ValueError(
+          f'--space={space} is the {sample.SPACES[space]} network, but the '
+          f'config trains {config.model.name!r}: give '
+          f'--config=configs/{sample.SPACES[space]}.py or another --space')
+    self.space, self.size_name, self.size = space, size, SIZES[size]
+    self.workdir = supernet.check_workdir(workdir)
+    self.configs = {s: sized_config(config, self.size, s) for s in SUPERNETS}
+    for c in self.configs.values():  # every config error before any file
+      supernet.Setup.create(c)
+    self.record_path = os.path.join(self.workdir, 'record.json')
+    self.record = self._read_record()
+
+  def path(self, what: str, supernet_name: str) -> str:
+    return os.path.join(self.workdir,
+                        f'{what}_{supernet_name}_{self.space}.json')
+
+  def _read_record(self) -> dict[str, Any]:
+    if os.path.exists(self.record_path):
+      record = files.read_json(self.record_path)
+      if (record.get('space'), record.get('size')) != (self.space,
+                                                       self.size_name):
+        raise ValueError(
+            f'{self.record_path} records a run of --space='
+            f'{record.get("space")} --size={record.get("size")}: rerun with '
+            'those, or use another --workdir')
+      return record
+    c = self.configs['bcnet']
+    return {
+        'space': self.space, 'size': self.size_name,
+        'model': c.model.name, 'seed': c.seed,
+        'data': c.input.source, 'steps': None,
+        'batch': c.input.batch_size, 'images': None,
+        'sample_size': self.size.sample or len(sample.all_keys(self.space)),
+        'minival_images': c.input.minival_size,
+        'calibration_images': c.eval.bn_calib_batches * c.input.batch_size,
+        'stages': {}}
+
+  def _timed(self, stage: str, work: Callable[[], Any]) -> Any:
+    """work(), its wall time added to the stage's in record.json."""
+    start = time.time()
+    try:
+      return work()
+    finally:
+      entry = self.record['stages'].setdefault(stage, {'wall_time_s': 0.0,
+                                                       'runs': 0})
+      entry['wall_time_s'] = round(entry['wall_time_s'] + time.time() - start,
+                                   1)
+      entry['runs'] += 1
+      self._save_record()
+
+  def _save_record(self) -> None:
+    self.record['packages'] = {
+        p: importlib.metadata.version(p) for p in PACKAGES}
+    self.record['machine'] = machine()
+    if jax.process_index() == 0:
+      files.write_json_atomic(self.record_path, self.record)
+
+  def train(self, name: str) -> dict[str, Any]:
+    """Trains (or resumes, or finds finished) the supernet `name`."""
+    summary = self._timed(f'train_{name}', lambda: train.train_and_evaluate(
+        self.configs[name], os.path.join(self.workdir, f'supernet_{name}')))
+    self.record['steps'] = summary['steps']
+    self.record['images'] = summary['steps'] * self.record['batch']
+    self._save_record()
+    return summary
+
+  def score(self, name: str, keys: list[str]) -> dict[str, dict[str, float]]:
+    """Scores `keys` on the supernet `name`, in chunks, resuming after the
+    last saved chunk: {key: {'score', 'score_se', side...}}."""
+    config = self.configs[name]
+    setup = supernet.Setup.create(config)
+    trained = supernet.restore_trained(
+        setup, os.path.join(self.workdir, f'supernet_{name}'))
+    identity = {
+        'supernet_step': int(trained.step),
+        'supernet_params_sha256': checkpoint.tree_sha256(trained.params),
+        'sides': list(setup.scored_sides), 'sample_sha256': _digest(keys),
+        'sample_size': len(keys),
+        **{f: _field(config, f) for f in ('input.minival_size', 'input.source',
+                     'eval.bn_calib_batches', 'input.batch_size',
+                     'eval.split')}}
+    state_path = self.path('scoring', name)
+    state = {'format': SCORING_FORMAT, 'identity': identity, 'details': {}}
+    if os.path.exists(state_path):
+      state = _check_scoring_state(files.read_json(state_path), identity,
+                                   state_path)
+    todo = [k for k in keys if k not in state['details']]
+    console.say(f'Scoring {len(keys)} architectures on the {name} supernet '
+                f'({len(keys) - len(todo)} scored before); '
+                f'{supernet.score_definition(setup)}')
+
+    def work():
+      for start in range(0, len(todo), self.size.chunk):
+        chunk = todo[start:start + self.size.chunk]
+        state['details'].update(rank.score_archs(
+            setup, trained, {k: sample.widths(k) for k in chunk}))
+        if jax.process_index() == 0:
+          files.write_json_atomic(state_path, state)
+          files.write_json_atomic(self.path('scores', name), {
+              k: d['score'] for k, d in sorted(state['details'].items())})
+        console.say(f'  {name}: {len(state["details"])}/{len(keys)} scored')
+
+    self._timed(f'score_{name}', work)
+    return state['details']
+
+  def run(self, truth: dict[str, float] | None = None,
+          results_path: str | None = None) -> dict[str, Any]:
+    """Every stage; the report too given the benchmark's accuracies
+    (`truth`, read from `results_path`)."""
+    for name in SUPERNETS:
+      self.train(name)
+    keys = sample.draw(self.space, self.size.sample, self.configs['bcnet'].seed)
+    details = {name: self.score(name, keys) for name in SUPERNETS}
+    out = {'record': self.record_path,
+           'scores': {n: self.path('scores', n) for n in SUPERNETS}}
+    if truth is not None:
+      figures = report.build(self.space, keys, details, truth)
+      report_path = os.path.join(self.workdir, 'report.json')
+      figure_path = os.path.join(self.workdir,
+                                 f'scores_vs_benchmark_{self.space}.png')
+      if jax.process_index() == 0:
+        files.write_json_atomic(report_path, {
+            'results': os.path.basename(results_path), **figures})
+        report.plot(self.space, keys, details, truth, figure_path)
+      console.say(report.table(figures))
+      out.update(report=report_path, figure=figure_path)
+    return out
+
+
+def check_choices(space: str, size: str) -> None:
+  if space not in sample.SPACES:
+    raise ValueError(f'--space must be one of {list(sample.SPACES)}, got '
+                     f'{space!r}')
+  if size not in SIZES:
+    raise ValueError(f'--size must be one of {list(SIZES)}, got {size!r}')
+
+
+def run(config: Any, space: str, size: str, workdir: str,
+        results_path: str | None = None) -> dict[str, Any]:
+  """The whole experiment (see the module docstring); input is checked,
+  the results file first, before anything is written."""
+  check_choices(space, size)
+  truth = (None if results_path is None else
+           report.read_results(results_path, space))
+  return Experiment(config, space, size, workdir).run(truth, results_path)
+
+
+def _field(config: Any, dotted: str) -> Any:
+  section, name = dotted.split('.')
+  return config[section][name]
+
+
+def _check_scoring_state(saved: Any, identity: dict[str, Any], path: str
+                         ) -> dict[str, Any]:
+  """The saved scoring state; one of another supernet or sample is an
+  error naming what differs (never overwritten)."""
+  if not isinstance(saved, dict) or saved.get('format') != SCORING_FORMAT:
+    raise ValueError(f'{path} is not a scoring state of format '
+                     f'{SCORING_FORMAT!r}; move it away to score anew')
+  old = saved.get('identity', {})
+  differs = [f'{k}: {old.get(k)!r} there, {identity.get(k)!r} now'
+             for k in sorted(set(old) | set(identity))
+             if old.get(k) != identity.get(k)]
+  if differs:
+    raise ValueError(f'{path} holds scores of another supernet or sample '
+                     f'({"; ".join(differs)}); move it away to score anew')
+  return saved
+
+
+def machine() -> dict[str, Any]:
+  """What the run ran on, for reading its wall times."""
+  cpu = platform.processor()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((l.split(':', 1)[1].strip() for l in f
+                  if l.startswith('model name')), cpu)
+  except OSError:
+    pass
+  devices = jax.devices()
+  return {'platform': platform.platform(), 'cpu': cpu,
+          'cpu_count': os.cpu_count(),
+          'devices': f'{len(devices)} x {devices[0].device_kind}'}

@@ -1,0 +1,195 @@
+"""How rankings of the sample agree with the benchmark's stand-alone
+accuracies: over the whole sample, within each MACs quintile (where a
+search picks), and as the architecture each would pick under a budget.
+
+Rankings: each supernet by every score its evaluation gives in one pass
+(`score`: the default, the mean accuracy of the paths it trains; each path
+alone; `neg_loss`: minus the mean cross-entropy of those paths), and MACs
+alone (more is better).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from matplotlib import figure
+import numpy as np
+from scipy import stats
+
+from bcnet_jax import console
+from bcnet_jax import files
+from bcnet_jax import rank
+from experiments.channel_bench_macro import sample
+
+BUDGETS = (0.25, 0.5, 0.75)  # of the full network's MACs
+BAND_LOW = 0.8               # a pick's MACs lie in [0.8 F, F]
+RESULTS_URL = 'https://github.com/xiusu/Channel-Bench-Macro'
+
+
+def read_results(path: str, space: str) -> dict[str, float]:
+  """{key: mean stand-alone accuracy} of the benchmark's results file,
+  checked: its keys must name the space's architectures and its "flops"
+  their MACs (the other space's file has the same keys)."""
+  where = f'--results: {path}'
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'--results: no file {path}: download Results_MobileNet.json or '
+        f'Results_ResNet.json from {RESULTS_URL}')
+  try:
+    data = files.read_json(path)
+  except ValueError as e:
+    raise ValueError(f'--results: {e}') from None
+  if not isinstance(data, dict) or not data:
+    raise ValueError(f'{where} must hold a non-empty object {{"4432214": '
+                     '{"mean": accuracy, "flops": MACs, ...}, ...}')
+  costs = {s: sample.benchmark_costs(s) for s in sample.SPACES}
+  groups = costs[space].space.num_groups
+  out = {}
+  for key, value in data.items():
+    if not (len(key) == groups and key.isascii() and key.isdigit() and
+            set(key) <= set('1234')):
+      raise ValueError(f'{where}: key {key!r} is not an architecture of the '
+                       f'{space} space ({groups} digits 1-4)')
+    mean = value.get('mean') if isinstance(value, dict) else None
+    if (isinstance(mean, bool) or not isinstance(mean, (int, float)) or
+        not np.isfinite(mean)):
+      raise ValueError(f'{where}: {key}: expected an object with a finite '
+                       f'"mean" accuracy, got {value!r}')
+    flops = value.get('flops')
+    if flops is not None and flops != costs[space].macs(sample.widths(key)):
+      other = [s for s in sample.SPACES if s != space and
+               flops == costs[s].macs(sample.widths(key))]
+      hint = (f'it is a results file of the {other[0]} space: give '
+              f'--space={other[0]}, or the {space} file' if other else
+              f'is it a Channel-Bench-Macro results file? ({RESULTS_URL})')
+      raise ValueError(
+          f'{where}: {key} has flops {flops}, but the {space} space\'s '
+          f'network of that key has {costs[space].macs(sample.widths(key))} '
+          f'MACs: {hint}')
+    out[key] = float(mean)
+  return out
+
+
+def rankings(details: dict[str, dict[str, dict[str, float]]],
+             keys: list[str], macs: np.ndarray) -> dict[str, np.ndarray]:
+  """{name: values over keys, higher = better}: every score definition of
+  every supernet, and MACs alone."""
+  out = {}
+  for name, scored in details.items():
+    sides = [s for s in ('left', 'right') if s in scored[keys[0]]]
+    out[f'{name}/score'] = np.asarray([scored[k]['score'] for k in keys])
+    if len(sides) > 1:  # one side alone is the score itself
+      for side in sides:
+        out[f'{name}/{side}'] = np.asarray([scored[k][side] for k in keys])
+    out[f'{name}/neg_loss'] = -np.asarray(
+        [np.mean([scored[k][f'loss_{s}'] for s in sides]) for k in keys])
+  out['macs_only'] = np.asarray(macs, np.float64)
+  return out
+
+
+def _tau(a: np.ndarray, b: np.ndarray) -> float | None:
+  if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+    return None
+  return float(stats.kendalltau(a, b).statistic)
+
+
+def pick(values: np.ndarray, accuracy: np.ndarray, macs: np.ndarray,
+         budget: float) -> dict[str, Any] | None:
+  """The architecture `values` ranks first among those with MACs in
+  [BAND_LOW budget, budget] (ties: the first), with its accuracy and its
+  percentile there (the share of the band at most as accurate)."""
+  band = np.flatnonzero((macs >= BAND_LOW * budget) & (macs <= budget))
+  if not len(band):
+    return None
+  chosen = band[np.argmax(values[band])]
+  return {'index': int(chosen), 'band_size': len(band),
+          'accuracy': float(accuracy[chosen]),
+          'percentile': float(100 * np.mean(accuracy[band] <=
+                                            accuracy[chosen])),
+          'best_in_band': float(accuracy[band].max())}
+
+
+def agreement(values: np.ndarray, accuracy: np.ndarray, macs: np.ndarray,
+              strata: np.ndarray, full_macs: float) -> dict[str, Any]:
+  """The whole-sample figures, τ within each MACs quintile and the picks."""
+  within = [_tau(values[strata == q], accuracy[strata == q])
+            for q in range(sample.QUINTILES)]
+  known = [t for t in within if t is not None]
+  return {**rank.agreement(values, accuracy),
+          'within_quintile_tau': within,
+          'within_quintile_tau_mean': float(np.mean(known)) if known else None,
+          'picks': {f'{b:g}': pick(values, accuracy, macs, b * full_macs)
+                    for b in BUDGETS}}
+
+
+def build(space: str, keys: list[str], details: dict[str, Any],
+          truth: dict[str, float]) -> dict[str, Any]:
+  """report.json's figures over the sampled keys the results file holds."""
+  compared = [k for k in keys if k in truth]
+  if len(compared) < 2:
+    raise ValueError(f'the results file holds {len(compared)} of the '
+                     f'{len(keys)} sampled architectures; a ranking needs 2')
+  costs = sample.benchmark_costs(space)
+  macs = costs.macs(np.stack([sample.widths(k) for k in compared]))
+  accuracy = np.asarray([truth[k] for k in compared])
+  quintile = sample.quintiles(space)
+  strata = np.asarray([quintile[k] for k in compared])
+  full = float(costs.macs(costs.space.full()))
+  out = {'space': space, 'sample': len(keys), 'compared': len(compared),
+         'per_quintile': [int(np.sum(strata == q))
+                          for q in range(sample.QUINTILES)],
+         'full_macs': full, 'truth': 'mean stand-alone top-1 (%) of the '
+         'benchmark\'s three runs', 'rankings': {}}
+  for name, values in rankings(details, compared, macs).items():
+    figures = agreement(values, accuracy, macs, strata, full)
+    for p in figures['picks'].values():
+      if p is not None:
+        p['key'] = compared[p.pop('index')]
+    out['rankings'][name] = figures
+  return out
+
+
+def table(report: dict[str, Any]) -> str:
+  """The report as a table a reader understands."""
+  def fmt(x, spec='.3f'):
+    return '-' if x is None else format(x, spec)
+
+  rows = []
+  for name, r in report['rankings'].items():
+    picks = [r['picks'][f'{b:g}'] for b in BUDGETS]
+    rows.append([name, fmt(r['kendall_tau']), fmt(r['spearman_rho']),
+                 fmt(r['top10_overlap'], '.2f'),
+                 fmt(r['within_quintile_tau_mean'])] +
+                ['-' if p is None else
+                 f'{p["accuracy"]:.2f} ({p["percentile"]:.0f}%)'
+                 for p in picks])
+  return (f'Rankings of {report["compared"]} sampled {report["space"]} '
+          f'architectures against the benchmark (per MACs quintile: '
+          f'{report["per_quintile"]}); picks: accuracy (percentile in its '
+          f'band [{BAND_LOW:g} F, F]):\n' + console.table(
+              ['ranking', 'Kendall tau', 'Spearman rho', 'top-10%',
+               'tau within quintile'] +
+              [f'pick at {b:.0%}' for b in BUDGETS], rows))
+
+
+def plot(space: str, keys: list[str], details: dict[str, Any],
+         truth: dict[str, float], path: str) -> None:
+  """Supernet score against benchmark accuracy, a panel per supernet,
+  colored by MACs."""
+  compared = [k for k in keys if k in truth]
+  costs = sample.benchmark_costs(space)
+  macs = costs.macs(np.stack([sample.widths(k) for k in compared])) / 1e6
+  accuracy = [truth[k] for k in compared]
+  fig = figure.Figure(figsize=(5 * len(details) + 1, 4.5), dpi=120)
+  axes = fig.subplots(1, len(details), squeeze=False)[0]
+  for ax, (name, scored) in zip(axes, details.items()):
+    points = ax.scatter(accuracy, [scored[k]['score'] for k in compared],
+                        c=macs, cmap='viridis', s=12)
+    ax.set_xlabel('benchmark accuracy (%, mean of 3 stand-alone runs)')
+    ax.set_ylabel('supernet score')
+    ax.set_title(f'{name} supernet, {len(compared)} {space} archs')
+  fig.colorbar(points, ax=list(axes), label='MACs (millions)')
+  tmp = f'{path}.{os.getpid()}.tmp.png'
+  fig.savefig(tmp)
+  os.replace(tmp, path)

@@ -1,0 +1,259 @@
+"""The Channel-Bench-Macro experiment: its sample, its report's figures on
+a synthetic results file, bad input, and a run killed and resumed (tiny
+size, real MNIST digits through the benchmark's MobileNet)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+from unittest import mock
+
+from absl.testing import absltest
+import numpy as np
+from scipy import stats
+
+from bcnet_jax import checkpoint
+from bcnet_jax import config_utils
+from bcnet_jax import rank
+from configs import cbm_mobilenet
+from experiments.channel_bench_macro import experiment
+from experiments.channel_bench_macro import report
+from experiments.channel_bench_macro import sample
+from tests.programs import ROOT
+from tests.programs import snapshot
+from tests.programs import SUBPROCESS_ENV
+
+
+def mnist_config():
+  """The benchmark's MobileNet on the embedded MNIST digits (no download)."""
+  c = cbm_mobilenet.get_config()
+  mnist = config_utils.embedded_mnist_supernet().input
+  for field in ('source', 'name', 'resolution', 'channels', 'augment', 'mean',
+                'std', 'num_threads'):
+    c.input[field] = mnist[field]
+  return c
+
+
+class SampleTest(absltest.TestCase):
+
+  def test_stratified_deterministic_and_equal_per_quintile(self):
+    keys = sample.draw('mobilenet', 50, seed=0)
+    self.assertEqual(keys, sample.draw('mobilenet', 50, seed=0))
+    self.assertNotEqual(keys, sample.draw('mobilenet', 50, seed=1))
+    self.assertEqual(keys, sorted(set(keys)))
+    strata = sample.quintiles('mobilenet')
+    self.assertEqual([sum(strata[k] == q for k in keys) for q in range(5)],
+                     [10] * 5)
+    self.assertEqual([list(strata.values()).count(q) for q in range(5)],
+                     [3277, 3277, 3277, 3277, 3276])
+    costs = sample.benchmark_costs('mobilenet')
+    macs = {k: costs.macs(sample.widths(k)) for k in strata}
+    # Quintiles are ordered by MACs: no arch of q is above one of q + 1.
+    for q in range(4):
+      self.assertLessEqual(max(m for k, m in macs.items() if strata[k] == q),
+                           min(m for k, m in macs.items()
+                               if strata[k] == q + 1))
+    self.assertLen(sample.draw('mobilenet', None, seed=0), 4 ** 7)
+    with self.assertRaisesRegex(ValueError, 'multiple of 5'):
+      sample.draw('mobilenet', 12, seed=0)
+
+
+class ReportTest(absltest.TestCase):
+  """Figures against values worked out by hand."""
+
+  def setUp(self):
+    super().setUp()
+    self.costs = sample.benchmark_costs('mobilenet')
+    self.full = self.costs.macs(self.costs.space.full())
+    strata = sample.quintiles('mobilenet')
+    macs = {k: int(self.costs.macs(sample.widths(k))) for k in strata}
+    # Four archs in the band of the 50% budget, by ascending MACs, and
+    # three more in the lowest quintile.
+    band = sorted((k for k, m in macs.items()
+                   if 0.4 * self.full <= m <= 0.5 * self.full),
+                  key=lambda k: (macs[k], k))
+    self.band = [band[0], band[len(band) // 3], band[2 * len(band) // 3],
+                 band[-1]]
+    self.low = sorted(k for k in strata if strata[k] == 0)[:3]
+    self.strata, self.macs = strata, macs
+
+  def details(self, scores, sides=('left', 'right')):
+    """Scored like the evaluator: the score and, per side, the same
+    accuracy and minus it as the loss."""
+    return {k: {'score': s, 'score_se': 0.01,
+                **{f'{p}{side}': v for side in sides
+                   for p, v in (('', s), ('loss_', -s))}}
+            for k, s in scores.items()}
+
+  def test_tau_within_quintile_and_picks(self):
+    keys = sorted(self.band + self.low)
+    truth = dict(zip(self.band, [90.0, 91.0, 92.0, 93.0]))
+    truth.update(zip(self.low, [80.0, 81.0, 82.0]))
+    bcnet = dict(zip(self.band, [0.3, 0.5, 0.4, 0.1]))
+    bcnet.update(zip(self.low, [0.1, 0.2, 0.3]))     # low: in order
+    ua = dict(zip(self.band, [0.1, 0.2, 0.3, 0.4]))  # band: in order
+    ua.update(zip(self.low, [0.3, 0.2, 0.1]))        # low: reversed
+    figures = report.build('mobilenet', keys + ['4444444'],
+                           {'bcnet': self.details(bcnet),
+                            'ua': self.details(ua, ('left',))}, truth)
+    self.assertEqual(figures['compared'], 7)  # 4444444 has no truth
+    self.assertEqual(figures['sample'], 8)
+    names = list(figures['rankings'])
+    self.assertEqual(names, ['bcnet/score', 'bcnet/left', 'bcnet/right',
+                             'bcnet/neg_loss', 'ua/score', 'ua/neg_loss',
+                             'macs_only'])
+    b, u = figures['rankings']['bcnet/score'], figures['rankings']['ua/score']
+    compared = [k for k in keys if k in truth]
+    acc = [truth[k] for k in compared]
+    self.assertAlmostEqual(b['kendall_tau'], stats.kendalltau(
+        [bcnet[k] for k in compared], acc).statistic)
+    # The lowest quintile: bcnet in order (1), ua reversed (-1).
+    self.assertEqual(b['within_quintile_tau'][0], 1.0)
+    self.assertEqual(u['within_quintile_tau'][0], -1.0)
+    band_q = {self.strata[k] for k in self.band}
+    if len(band_q) == 1:  # the band in one quintile: ua in order there
+      self.assertEqual(u['within_quintile_tau'][band_q.pop()], 1.0)
+    # 50% budget: bcnet picks the 2nd (91.0; 2 of 4 at most as good),
+    # ua the 4th (93.0, the best: 100%), MACs alone the largest (the 4th).
+    self.assertEqual(b['picks']['0.5'], {
+        'key': self.band[1], 'band_size': 4, 'accuracy': 91.0,
+        'percentile': 50.0, 'best_in_band': 93.0})
+    self.assertEqual(u['picks']['0.5']['accuracy'], 93.0)
+    self.assertEqual(u['picks']['0.5']['percentile'], 100.0)
+    macs_pick = figures['rankings']['macs_only']['picks']['0.5']
+    self.assertEqual(macs_pick['key'], self.band[-1])
+    # Neg. loss = score here (loss = -score): the same ranking.
+    self.assertEqual(figures['rankings']['bcnet/neg_loss']['kendall_tau'],
+                     b['kendall_tau'])
+    table = report.table(figures)
+    self.assertIn('91.00 (50%)', table)
+    path = os.path.join(self.create_tempdir().full_path, 'fig.png')
+    report.plot('mobilenet', keys, {'bcnet': self.details(bcnet),
+                                    'ua': self.details(ua)}, truth, path)
+    self.assertEqual(pathlib.Path(path).read_bytes()[:4], b'\x89PNG')
+
+  def test_results_file_checks(self):
+    tmp = self.create_tempdir()
+    key = self.band[0]
+    good = {key: {'acc': [1, 2, 3], 'mean': 91.5, 'std': 0.1,
+                  'flops': self.macs[key], 'params': 1}}
+    path = tmp.create_file('good.json', json.dumps(good)).full_path
+    self.assertEqual(report.read_results(path, 'mobilenet'), {key: 91.5})
+    resnet = sample.benchmark_costs('resnet').macs(sample.widths(key))
+    for content, message in (
+        ('{"1111111": ', 'not valid JSON'),
+        ('[]', 'non-empty object'),
+        (json.dumps({'11111': {'mean': 90}}), "key '11111' is not an arch"),
+        (json.dumps({key: {'acc': [90]}}), 'finite "mean"'),
+        (json.dumps({key: {'mean': 90, 'flops': int(resnet)}}),
+         'of the resnet space: give --space=resnet'),
+    ):
+      bad = tmp.create_file('bad.json', content).full_path
+      with self.assertRaisesRegex(ValueError, message):
+        report.read_results(bad, 'mobilenet')
+    with self.assertRaisesRegex(FileNotFoundError, 'download'):
+      report.read_results(os.path.join(tmp.full_path, 'none.json'),
+                          'mobilenet')
+
+
+class CommandTest(absltest.TestCase):
+
+  def test_bad_results_file_is_one_line_and_exit_2(self):
+    tmp = self.create_tempdir().full_path
+    resnet_flops = int(sample.benchmark_costs('resnet').macs(
+        sample.widths('4432214')))
+    files = {'missing': (os.path.join(tmp, 'none.json'), 'no file'),
+             'malformed': (os.path.join(tmp, 'bad.json'), 'not valid JSON'),
+             'other space': (os.path.join(tmp, 'resnet.json'),
+                             'give --space=resnet')}
+    pathlib.Path(files['malformed'][0]).write_text('{"4432214": {')
+    pathlib.Path(files['other space'][0]).write_text(json.dumps(
+        {'4432214': {'mean': 93.0, 'flops': resnet_flops}}))
+    workdir = os.path.join(tmp, 'run')
+    for what, (path, message) in files.items():
+      result = subprocess.run(
+          ['python', '-m', 'experiments.channel_bench_macro',
+           '--space=mobilenet', '--size=tiny', f'--workdir={workdir}',
+           f'--results={path}'], cwd=ROOT, env=SUBPROCESS_ENV,
+          capture_output=True, text=True, timeout=300)
+      self.assertEqual(result.returncode, 2, what)
+      lines = result.stderr.strip().splitlines()
+      self.assertLen(lines, 1, what)
+      self.assertIn(message, lines[0], what)
+      self.assertFalse(os.path.exists(workdir), what)
+
+
+class Interrupted(Exception):
+  """Stands for a kill at a chosen point."""
+
+
+class ResumeTest(absltest.TestCase):
+
+  def test_killed_in_training_and_in_scoring_ends_as_uninterrupted(self):
+    tmp = tempfile.mkdtemp()
+    whole, killed = os.path.join(tmp, 'whole'), os.path.join(tmp, 'killed')
+    experiment.run(mnist_config(), 'mobilenet', 'tiny', whole)
+
+    save = checkpoint.Checkpoints.save
+
+    def save_then_die(ckpt, step, state):
+      save(ckpt, step, state)
+      if step == 2 and 'supernet_bcnet' in ckpt.directory:
+        ckpt.wait()
+        raise Interrupted
+
+    with mock.patch.object(checkpoint.Checkpoints, 'save', save_then_die):
+      with self.assertRaises(Interrupted):
+        experiment.run(mnist_config(), 'mobilenet', 'tiny', killed)
+    self.assertFalse(os.path.exists(os.path.join(killed, 'supernet_bcnet',
+                                                 'summary.json')))
+    score_archs, calls = rank.score_archs, []
+
+    def second_chunk_dies(setup, *args, **kwargs):
+      calls.append(setup.config.supernet.objective)
+      if calls.count('ua') == 2:
+        raise Interrupted
+      return score_archs(setup, *args, **kwargs)
+
+    with mock.patch.object(rank, 'score_archs', second_chunk_dies):
+      with self.assertRaises(Interrupted):
+        experiment.run(mnist_config(), 'mobilenet', 'tiny', killed)
+    partial = json.loads(pathlib.Path(
+        killed, 'scores_ua_mobilenet.json').read_text())
+    self.assertLen(partial, experiment.SIZES['tiny'].chunk)
+    with mock.patch.object(rank, 'score_archs',
+                           wraps=rank.score_archs) as scored:
+      experiment.run(mnist_config(), 'mobilenet', 'tiny', killed)
+    # Only what was left: 10 ua archs - the 4 scored before, in 2 chunks.
+    self.assertEqual(scored.call_count, 2)
+    keys = sample.draw('mobilenet', 10, seed=0)
+    for name in experiment.SUPERNETS:
+      path = f'scores_{name}_mobilenet.json'
+      scores = json.loads(pathlib.Path(killed, path).read_text())
+      self.assertEqual(sorted(scores), keys)
+      self.assertEqual(scores, json.loads(pathlib.Path(whole, path)
+                                          .read_text()))
+    record = json.loads(pathlib.Path(killed, 'record.json').read_text())
+    self.assertEqual(record['stages']['train_bcnet']['runs'], 3)
+    self.assertEqual(record['stages']['score_ua']['runs'], 2)
+    self.assertEqual((record['steps'], record['images'],
+                      record['sample_size']), (4, 32, 10))
+    # Scores of a UA supernet are its left path's accuracy alone.
+    details = json.loads(pathlib.Path(
+        killed, 'scoring_ua_mobilenet.json').read_text())['details']
+    for d in details.values():
+      self.assertEqual(d['score'], d['left'])
+      self.assertNotIn('right', d)
+    # A finished run reruns without training or scoring anything.
+    before = {k: v for k, v in snapshot(killed).items()
+              if not k.endswith('record.json')}
+    with mock.patch.object(rank, 'score_archs') as scored:
+      experiment.run(mnist_config(), 'mobilenet', 'tiny', killed)
+    scored.assert_not_called()
+    self.assertEqual({k: v for k, v in snapshot(killed).items()
+                      if not k.endswith('record.json')}, before)
+
+
+if __name__ == '__main__':
+  absltest.main()
