@@ -3,16 +3,16 @@
 score(c) = the mean accuracy of the paths the supernet trains: ½[acc(L(c)) +
 acc(R(c))] for BCNet, acc(L(c)) for a unilateral (`ua`) supernet, whose
 right path is never trained (scoring it would reward random features).
-`Evaluator.sides` says which paths; only those are run. Running statistics gathered at mixed
-widths fit no single sub-network, so before a path is scored its BatchNorm
-statistics are re-estimated on calibration batches: the mean and variance
-pooled over all their examples (Chan et al.'s pairwise update, not a mean
-of per-batch variances), in train mode without dropout; then the path is
-evaluated in inference mode on the eval batches.
+`Evaluator.sides` says which paths; only those are run. Running statistics
+gathered at mixed widths fit no single sub-network, so before a path is
+scored its BatchNorm statistics are re-estimated on calibration batches:
+the mean and variance pooled over all their examples (Chan et al.'s
+pairwise update, not a mean of per-batch variances), in train mode without
+dropout; then the path is evaluated in inference mode on the eval batches.
 
 `Evaluator.score` scores any number of width vectors, K per call: each
-jitted call runs K candidates × the scored sides on one batch (widths are traced, so one compiled program serves every candidate
-set). On a mesh the K candidates are split across the devices; K is rounded
+jitted call runs K candidates × the scored sides on one batch (widths are
+traced, so one compiled program serves every candidate set). On a mesh the K candidates are split across the devices; K is rounded
 up to a multiple of the device count and a short last set is padded.
 Training's periodic evaluation, the search, its baselines and the rank CLI
 all call it; one width vector is the K = 1 case. Per-example hits and losses

@@ -126,6 +126,11 @@ class ReportTest(absltest.TestCase):
     # Neg. loss = score here (loss = -score): the same ranking.
     self.assertEqual(figures['rankings']['bcnet/neg_loss']['kendall_tau'],
                      b['kendall_tau'])
+    layer3 = [int(k[3]) for k in compared]
+    self.assertAlmostEqual(figures['truth_layer_sensitivity'][3],
+                           stats.spearmanr(layer3, acc).statistic)
+    self.assertAlmostEqual(b['layer_sensitivity'][3], stats.spearmanr(
+        layer3, [bcnet[k] for k in compared]).statistic)
     table = report.table(figures)
     self.assertIn('91.00 (50%)', table)
     path = os.path.join(self.create_tempdir().full_path, 'fig.png')

@@ -26,6 +26,7 @@ from bcnet_jax import parallel
 from bcnet_jax import predict
 from bcnet_jax import rank
 from bcnet_jax import search
+from bcnet_jax import search_report
 from bcnet_jax import supernet
 from bcnet_jax import train
 from bcnet_jax.costs import CostModel
@@ -221,6 +222,44 @@ class PipelineTest(absltest.TestCase):
       self.assertEqual(
           summary[method]['score'],
           (summary[method]['left'] + summary[method]['right']) / 2)
+      self.assertBetween(summary[method]['score_se'], 1e-4, 0.1)
+    # The comparison rescored the three best on the same images: the
+    # paired difference is the difference of their scores.
+    self.assertEqual(summary['examples'], c.input.minival_size)
+    for baseline in ('uniform', 'random'):
+      versus = summary[baseline]['winner_minus_this']
+      self.assertAlmostEqual(versus['difference'], summary['evolution'][
+          'score'] - summary[baseline]['score'])
+      self.assertGreaterEqual(versus['se'], 0)
+
+  def test_the_table_gives_errors_a_verdict_and_the_next_command(self):
+    table = search_report.table(search.Search(self.setup, self.state,
+                                              self.searched),
+                                self.summary, 'configs/testing.py')
+    evolution = next(l for l in table.splitlines() if 'evolution' in l)
+    self.assertTrue(evolution.startswith('* '))
+    r = self.summary['evolution']
+    self.assertIn(f'{r["score"]:.3f} ± {r["score_se"]:.3f}', evolution)
+    versus = self.summary['uniform']['winner_minus_this']
+    verdict = ('not distinguishable from' if abs(versus['difference']) <=
+               2 * versus['se'] else 'uniform scaling by')
+    self.assertIn(verdict, table)
+    self.assertTrue(table.endswith(
+        '--config.stage=retrain --config.retrain.arch=' + self.arch_path))
+    self.assertIn('python -m bcnet_jax.train --config=configs/testing.py',
+                  table)
+
+  def test_verdict_says_what_would_tell_scores_apart(self):
+    summary = {'examples': 500, **{p: dict(self.summary[p]) for p in (
+        'evolution', 'uniform', 'random')}}
+    summary['uniform']['winner_minus_this'] = {'difference': 0.001,
+                                               'se': 0.004}
+    summary['random']['winner_minus_this'] = {'difference': 0.03, 'se': 0.01}
+    verdict = search_report.verdict(None, summary)
+    self.assertIn('above random search by 0.030 ± 0.010', verdict)
+    self.assertIn('not distinguishable from uniform scaling (+0.001 ± '
+                  '0.004)', verdict)
+    self.assertIn('more images (now 500', verdict)
 
   def test_rerunning_a_finished_search_writes_nothing(self):
     before = snapshot(self.searched)
@@ -300,6 +339,14 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual(sorted(scores), [f'n{i}' for i in range(6)])
     for key, score in scores.items():
       self.assertAlmostEqual(score, truth[key]['mean'], places=12)
+    details = json.loads(pathlib.Path(rank.details_path(out)).read_text())
+    self.assertEqual(sorted(details), sorted(scores))
+    for key, d in details.items():
+      self.assertEqual(d['score'], scores[key])
+      self.assertEqual(d['score'], (d['left'] + d['right']) / 2)
+      self.assertBetween(d['score_se'], 1e-4, 0.1)
+      self.assertGreater(d['loss_left'], 0)
+    self.assertEqual(summary['sides'], ['left', 'right'])
     self.assertEqual(summary['compared'], 6)
     self.assertAlmostEqual(summary['supernet']['kendall_tau'], 1.0)
     self.assertAlmostEqual(summary['supernet']['spearman_rho'], 1.0)

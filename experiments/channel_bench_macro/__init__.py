@@ -7,7 +7,7 @@ Trains a BCNet and a unilateral (UA) supernet of the benchmark's space with
 the library's training program, scores one MACs-stratified sample of its
 4^7 architectures with the batch evaluator, and, given the benchmark's
 results file, reports how each ranking agrees with stand-alone accuracy
-(README.md in this folder).
+(experiments/README.md).
 
 Modules: `sample` (the stratified sample), `experiment` (sizes, stages,
 resume, record.json), `report` (results file, statistics, figure),

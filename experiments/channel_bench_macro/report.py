@@ -110,9 +110,21 @@ def pick(values: np.ndarray, accuracy: np.ndarray, macs: np.ndarray,
           'best_in_band': float(accuracy[band].max())}
 
 
+def layer_sensitivity(values: np.ndarray, widths: np.ndarray
+                      ) -> list[float | None]:
+  """Spearman ρ of each layer's bins with `values` over the sample: how
+  much a ranking rewards that layer's width. Set beside the benchmark's,
+  it shows which layers a supernet over- or under-values."""
+  return [None if np.ptp(widths[:, g]) == 0 or np.ptp(values) == 0 else
+          float(stats.spearmanr(widths[:, g], values).statistic)
+          for g in range(widths.shape[1])]
+
+
 def agreement(values: np.ndarray, accuracy: np.ndarray, macs: np.ndarray,
-              strata: np.ndarray, full_macs: float) -> dict[str, Any]:
-  """The whole-sample figures, τ within each MACs quintile and the picks."""
+              strata: np.ndarray, full_macs: float, widths: np.ndarray
+              ) -> dict[str, Any]:
+  """The whole-sample figures, τ within each MACs quintile, the picks and
+  the per-layer sensitivity."""
   within = [_tau(values[strata == q], accuracy[strata == q])
             for q in range(sample.QUINTILES)]
   known = [t for t in within if t is not None]
@@ -120,7 +132,8 @@ def agreement(values: np.ndarray, accuracy: np.ndarray, macs: np.ndarray,
           'within_quintile_tau': within,
           'within_quintile_tau_mean': float(np.mean(known)) if known else None,
           'picks': {f'{b:g}': pick(values, accuracy, macs, b * full_macs)
-                    for b in BUDGETS}}
+                    for b in BUDGETS},
+          'layer_sensitivity': layer_sensitivity(values, widths)}
 
 
 def build(space: str, keys: list[str], details: dict[str, Any],
@@ -131,7 +144,8 @@ def build(space: str, keys: list[str], details: dict[str, Any],
     raise ValueError(f'the results file holds {len(compared)} of the '
                      f'{len(keys)} sampled architectures; a ranking needs 2')
   costs = sample.benchmark_costs(space)
-  macs = costs.macs(np.stack([sample.widths(k) for k in compared]))
+  widths = np.stack([sample.widths(k) for k in compared])
+  macs = costs.macs(widths)
   accuracy = np.asarray([truth[k] for k in compared])
   quintile = sample.quintiles(space)
   strata = np.asarray([quintile[k] for k in compared])
@@ -140,9 +154,11 @@ def build(space: str, keys: list[str], details: dict[str, Any],
          'per_quintile': [int(np.sum(strata == q))
                           for q in range(sample.QUINTILES)],
          'full_macs': full, 'truth': 'mean stand-alone top-1 (%) of the '
-         'benchmark\'s three runs', 'rankings': {}}
+         'benchmark\'s three runs',
+         'truth_layer_sensitivity': layer_sensitivity(accuracy, widths),
+         'rankings': {}}
   for name, values in rankings(details, compared, macs).items():
-    figures = agreement(values, accuracy, macs, strata, full)
+    figures = agreement(values, accuracy, macs, strata, full, widths)
     for p in figures['picks'].values():
       if p is not None:
         p['key'] = compared[p.pop('index')]
