@@ -124,7 +124,7 @@ def run(main: Callable[[list[str]], Any], *,
     if not flags.FLAGS['verbosity'].present:
       # orbax logs every file it writes, tfds warns about folders it probes.
       logging.set_verbosity(logging.ERROR)
-    if 'config' in required:
+    if 'config' in required or flags.FLAGS['config'].present:
       _load_config()
     try:
       return main(argv)

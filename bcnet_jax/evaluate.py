@@ -43,12 +43,11 @@ from bcnet_jax import app
 from bcnet_jax import models
 from bcnet_jax import parallel
 from bcnet_jax import paths
+from bcnet_jax import sampling
 from bcnet_jax.models import layers
 from bcnet_jax.models import slicing
 
 SIDES = ('left', 'right')
-# The paths each supernet objective trains: the ones its score is made of.
-TRAINED_SIDES = {'bcnet': SIDES, 'ua': ('left',)}
 Batches = Callable[[], Iterable[dict[str, Any]]]
 
 
@@ -70,6 +69,14 @@ def calibration_model(model: layers.WidthModel) -> layers.WidthModel:
   off = {k: 0.0 for k in ('dropout_rate', 'drop_path_rate')
          if hasattr(model, k)}
   return _single_path_model(model, bn_momentum=0.0, **off)
+
+
+def trained_sides(objective: str) -> tuple[str, ...]:
+  """The paths a supernet objective trains (sampling.subnetwork_table):
+  the ones its score averages."""
+  trained = {side for side, _ in sampling.subnetwork_table(
+      objective, complementary=True)}
+  return tuple(side for side in SIDES if side in trained)
 
 
 def _side_ids(space, sides: tuple[str, ...], widths: jax.Array
@@ -195,7 +202,7 @@ class Evaluator:
     mesh: the devices; candidates are split across its `data` axis.
     candidates_per_call: K, rounded up to a multiple of the device count.
     sides: the paths scored, and averaged into the score: those the
-      supernet trains (TRAINED_SIDES of its objective).
+      supernet trains (`trained_sides` of its objective).
   """
   model: layers.WidthModel
   mesh: jax.sharding.Mesh
@@ -205,6 +212,7 @@ class Evaluator:
   def __post_init__(self):
     if not self.sides or not set(self.sides) <= set(SIDES):
       raise ValueError(f'sides must name some of {SIDES}, got {self.sides}')
+    object.__setattr__(self, 'sides', tuple(self.sides))  # a static arg
 
   @property
   def call_size(self) -> int:
@@ -243,8 +251,8 @@ class Evaluator:
 
   def score(self, params, batch_stats, widths, *, calibration: Batches,
             eval_batches: Batches,
-            status: Callable[[int, int], None] = lambda done, total: None
-            ) -> dict[str, Any]:
+            status: Callable[[int, int], None] = lambda done, total: None,
+            per_example: bool = False) -> dict[str, Any]:
     """Scores of n width vectors on the eval batches' E examples.
 
     Args:
@@ -254,18 +262,21 @@ class Evaluator:
       calibration: returns fresh device batches (image) for BN statistics.
       eval_batches: returns fresh device batches (image, label, mask).
       status: called with (scored, n) before each call's set.
+      per_example: also return 'hits' and 'loss' per example (for paired
+        comparisons of a few width vectors).
 
     Returns:
       'score', 'score_se': [n], the mean accuracy of `sides` and its
       standard error over examples; per side ('left', 'right'), its
-      accuracy and mean cross-entropy ('loss_left'...), [n]; 'hits' [n, S, E]
-      (bool) and 'loss' [n, S, E] per example; 'sides'; 'examples': E.
+      accuracy and mean cross-entropy ('loss_left'...), [n]; 'sides';
+      'examples': E; with per_example, 'hits' [n, S, E] (bool) and 'loss'
+      [n, S, E].
     """
     # Legal widths only: a single path's window holds at most B bins.
     widths = self.model.space.validate_widths(widths).reshape(
         -1, self.model.space.num_groups)
     n, k = len(widths), self.call_size
-    hits, losses = [], []
+    chunks = []
     for start in range(0, n, k):
       status(start, n)
       chunk = widths[start:start + k]
@@ -280,34 +291,44 @@ class Evaluator:
                               model=self.model, sides=self.sides,
                               mesh=self.mesh), batch['mask'])
                  for batch in eval_batches()]
-      if not outputs:
-        raise ValueError('the eval split has no examples to score on')
       outputs = jax.device_get(jax.device_put(
           outputs, parallel.replicated(self.mesh)))
-      masks = [mask for _, mask in outputs]
-      for name, into in (('hits', hits), ('loss', losses)):
-        into.append(np.concatenate(
-            [out[name][:len(chunk)][..., mask] for (out, _), mask in
-             zip(outputs, masks)], axis=-1))
+      examples = {name: np.concatenate(
+          [out[name][:len(chunk)][..., mask] for out, mask in outputs],
+          axis=-1) for name in ('hits', 'loss')} if outputs else {}
+      if not outputs or not examples['hits'].shape[-1]:
+        raise ValueError('the eval split has no examples to score on')
+      chunks.append(self._summary(examples, keep=per_example))
     status(n, n)
-    result = {'hits': np.concatenate(hits), 'loss': np.concatenate(losses),
-              'sides': self.sides}
-    result['examples'] = result['hits'].shape[-1]
-    if not result['examples']:
-      raise ValueError('the eval split has no examples to score on')
-    for i, side in enumerate(self.sides):
-      result[side] = result['hits'][:, i].mean(axis=-1)
-      result[f'loss_{side}'] = result['loss'][:, i].mean(axis=-1)
-    per_example = per_example_score(result)
-    result['score'] = per_example.mean(axis=-1)
-    result['score_se'] = standard_error(per_example)
+    result = {key: np.concatenate([c[key] for c in chunks])
+              for key in chunks[0]}
+    result['sides'] = self.sides
+    result['examples'] = int(chunks[0]['examples'][0])
     return result
 
+  def _summary(self, examples: dict[str, np.ndarray], keep: bool
+               ) -> dict[str, np.ndarray]:
+    """Per candidate: its score and standard error, each side's accuracy
+    and mean loss; the per-example arrays only if `keep` (n x S x E can be
+    large: 16,384 width vectors x 10,000 images is gigabytes)."""
+    hits, loss = examples['hits'], examples['loss']
+    per_example = per_example_score(hits)
+    out = {'score': per_example.mean(axis=-1),
+           'score_se': standard_error(per_example),
+           'examples': np.full(len(hits), hits.shape[-1])}
+    for i, side in enumerate(self.sides):
+      out[side] = hits[:, i].mean(axis=-1)
+      out[f'loss_{side}'] = loss[:, i].mean(axis=-1)
+    if keep:
+      out.update(hits=hits, loss=loss)
+    return out
 
-def per_example_score(result: dict[str, Any]) -> np.ndarray:
-  """[n, E]: each example's contribution to the score, the mean over the
-  scored sides of its hit (0, ½ or 1 with two sides)."""
-  return result['hits'].mean(axis=1)
+
+def per_example_score(hits: np.ndarray) -> np.ndarray:
+  """[n, E]: each example's contribution to the score, from `hits`
+  [n, S, E]: the mean over the scored sides of its hit (0, ½ or 1 with two
+  sides)."""
+  return hits.mean(axis=1)
 
 
 def standard_error(per_example: np.ndarray) -> np.ndarray:

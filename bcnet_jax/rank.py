@@ -154,8 +154,9 @@ def run(config: Any, workdir: str, archs_path: str,
              'sides': list(setup.scored_sides),
              'score_se_median': float(np.median(errors))}
   console.say(f'  standard error of a score over the eval images: median '
-              f'{summary["score_se_median"]:.4f} (scores closer than about '
-              'twice that are not told apart)')
+              f'{summary["score_se_median"]:.4f} (per key in '
+              f'{details_path(out_path)}); two scores on the same images '
+              'differ with a smaller, paired error')
   if truth is not None:
     costs = CostModel(setup.model)
     true = np.asarray([truth[k] for k in shared])

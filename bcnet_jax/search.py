@@ -49,7 +49,7 @@ from bcnet_jax import space as space_lib
 from bcnet_jax import supernet
 from bcnet_jax.costs import CostModel
 
-STATE_FORMAT = 'bcnet_jax.search_state/1'
+STATE_FORMAT = 'bcnet_jax.search_state/2'
 # What a scored record keeps ('right' is None for a unilateral supernet).
 SCORE_FIELDS = ('left', 'right', 'score', 'score_se')
 
@@ -121,7 +121,7 @@ class Search:
         'format': STATE_FORMAT, 'identity': identity, 'probs': None,
         'units_done': 0, 'records': [], 'history': [],
         'wall_time_s': {'prior': 0.0, 'evolution': 0.0, 'uniform': 0.0,
-                        'random': 0.0}}
+                        'random': 0.0, 'compare': 0.0}}
     self.evaluator = setup.evaluator()
     self.calibration, self.eval_batches = setup.scoring_data(cached=True)
 
@@ -223,19 +223,18 @@ class Search:
     standard error, and evolution's winner minus each baseline with the
     paired standard error of that difference (the same images)."""
     phases = ('evolution', 'uniform', 'random')
+    widths = [self.winner(p)['widths'] for p in phases]
     result = self.evaluator.score(
-        self.trained.params, self.trained.batch_stats,
-        [self.winner(p)['widths'] for p in phases],
+        self.trained.params, self.trained.batch_stats, widths,
         calibration=self.calibration, eval_batches=self.eval_batches,
-        status=status)
-    per_example = evaluate.per_example_score(result)
-    out = {'examples': int(result['examples']), 'score_se': {},
-           'winner_minus': {}}
-    for i, phase in enumerate(phases):
-      out['score_se'][phase] = float(result['score_se'][i])
-      if i:
-        diff, se = evaluate.paired_difference(per_example[0], per_example[i])
-        out['winner_minus'][phase] = {'difference': diff, 'se': se}
+        status=status, per_example=True)
+    per_example = evaluate.per_example_score(result['hits'])
+    out = {'examples': int(result['examples']), 'winner_minus': {}}
+    for i, phase in enumerate(phases[1:], 1):
+      diff, se = evaluate.paired_difference(per_example[0], per_example[i])
+      out['winner_minus'][phase] = {
+          'difference': diff, 'se': se,
+          'same_width_vector': widths[i] == widths[0]}
     return out
 
   def run(self) -> None:
@@ -259,6 +258,8 @@ class Search:
 
         if phase == 'compare':
           self.state['comparison'] = self._compare(status)
+          self.state['wall_time_s']['compare'] += (time.perf_counter() -
+                                                   start)
         else:
           candidates = self._candidates(phase, index, self._rng(u))
           records = self._score(candidates, status)
@@ -319,7 +320,7 @@ class Search:
       best = self.winner(phase)
       out[phase] = {**{k: best[k] for k in ('widths', 'score', 'left',
                                             'right', 'macs', 'params')},
-                    'score_se': comparison['score_se'][phase],
+                    'score_se': best['score_se'],
                     'evaluations': len(self.records(phase)),
                     'wall_time_s': seconds}
       if phase in comparison['winner_minus']:

@@ -16,6 +16,9 @@ from bcnet_jax import supernet
 METHODS = {'evolution': 'evolution (prior-seeded)',
            'uniform': 'uniform scaling',
            'random': 'random search'}
+# A difference counts as real when it exceeds this many paired standard
+# errors (about 95% two-sided confidence).
+DISTINGUISHABLE_SE = 2.0
 
 
 def announce(search, workdir: str) -> None:
@@ -40,11 +43,6 @@ def announce(search, workdir: str) -> None:
     console.say(f'  resuming after {search.state["units_done"]} of '
                 f'{len(units)} units ({len(search.state["records"])} width '
                 'vectors scored)')
-
-
-# A difference counts as real when it exceeds this many paired standard
-# errors (about 95% two-sided confidence).
-DISTINGUISHABLE_SE = 2.0
 
 
 def table(search, summary: dict[str, Any], config_path: str = 'CONFIG'
@@ -73,36 +71,51 @@ def table(search, summary: dict[str, Any], config_path: str = 'CONFIG'
           'paired error):\n' +
           console.table(['method', 'MACs', 'params', 'left', 'right',
                          'score', 'winner -', 'evaluated', 'time'], rows) +
-          '\n' + verdict(search, summary) +
-          f'\n* the winner, written to {summary["arch"]}. Retrain it:\n'
+          '\n' + verdict(summary) +
+          f'\n* the winner, written to {summary["arch"]}. Retrain it (with '
+          'the --config.* overrides of this search, if any):\n'
           f'  python -m bcnet_jax.train --config={config_path} '
           '--workdir=RETRAIN_DIR --config.stage=retrain '
           f'--config.retrain.arch={summary["arch"]}')
 
 
-def verdict(search, summary: dict[str, Any]) -> str:
+def verdict(summary: dict[str, Any]) -> str:
   """Whether the winner beats each baseline beyond the eval images' noise,
-  in words, and what would tell them apart when it does not."""
+  in words, and what would tell them apart when it does not.
+
+  The lead is measured on the images that selected the winner among many
+  candidates, so it leans its way: a lead within the noise is surely not
+  real, and one beyond it is real on this supernet only if it is large."""
   lines, unclear = [], []
+  examples = summary['examples']
   for phase in ('uniform', 'random'):
     versus = summary[phase]['winner_minus_this']
     diff, se = versus['difference'], versus['se']
-    if se > 0 and abs(diff) > DISTINGUISHABLE_SE * se:
+    if versus['same_width_vector']:
+      lines.append(f'The best of {METHODS[phase]} is the winner itself.')
+    elif se > 0 and abs(diff) > DISTINGUISHABLE_SE * se:
       better = 'above' if diff > 0 else 'below'
       lines.append(f'The winner scores {better} {METHODS[phase]} by '
-                   f'{abs(diff):.3f} ± {se:.3f}: beyond the eval images\' '
-                   'noise on this supernet.')
+                   f'{abs(diff):.3f} ± {se:.3f} (paired): more than '
+                   f'{DISTINGUISHABLE_SE:g} errors, measured on the images '
+                   'that chose the winner.')
     else:
-      unclear.append(f'{METHODS[phase]} ({diff:+.3f} ± {se:.3f})')
+      needed = (examples * (DISTINGUISHABLE_SE * se / abs(diff)) ** 2
+                if diff else float('inf'))
+      unclear.append((f'{METHODS[phase]} ({diff:+.3f} ± {se:.3f})', needed))
   if unclear:
-    examples = summary['examples']
+    needed = max(n for _, n in unclear)
+    scale = ('no number of images would: the scores are equal' if
+             needed == float('inf') else
+             f'a lead this size needs about {needed:,.0f} images')
     lines.append(
-        f'The winner is not distinguishable from {" or ".join(unclear)}: '
-        f'the difference is within {DISTINGUISHABLE_SE:g} standard errors. '
-        f'To tell them apart, score on more images (now {examples:,}; the '
-        'error shrinks as 1/sqrt(images): input.minival_size) or train the '
-        'supernet longer.')
-  del search
+        'The winner is not distinguishable from '
+        f'{" or ".join(u for u, _ in unclear)}: the difference is within '
+        f'{DISTINGUISHABLE_SE:g} paired errors on {examples:,} images. '
+        f'Errors shrink as 1/sqrt(images); {scale}. Score on more held-out '
+        'images (input.minival_size; they come out of training, so the '
+        'supernet is trained again), or train the supernet longer so that '
+        'widths differ more.')
   return '\n'.join(lines)
 
 

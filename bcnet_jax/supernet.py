@@ -78,10 +78,7 @@ class Setup:
     if config.eval.split not in EVAL_SPLITS:
       raise ValueError(f'eval.split must be one of {list(EVAL_SPLITS)}, got '
                        f'{config.eval.split!r}')
-    if config.supernet.objective not in evaluate.TRAINED_SIDES:
-      raise ValueError('supernet.objective must be one of '
-                       f'{list(evaluate.TRAINED_SIDES)}, got '
-                       f'{config.supernet.objective!r}')
+    sampling.check_objective(config.supernet.objective)
     if config.eval.split == 'minival' and config.input.minival_size < 1:
       raise ValueError('eval.split=minival needs input.minival_size >= 1 '
                        '(training examples held out to score widths on)')
@@ -185,7 +182,7 @@ class Setup:
   def scored_sides(self) -> tuple[str, ...]:
     """The paths this supernet trains, and so is scored by: both for
     BCNet, the left one alone for a unilateral (`ua`) supernet."""
-    return evaluate.TRAINED_SIDES[self.config.supernet.objective]
+    return evaluate.trained_sides(self.config.supernet.objective)
 
   def evaluator(self) -> evaluate.Evaluator:
     """The batch evaluator of this supernet on its mesh."""

@@ -226,6 +226,7 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
   else:
     stage = {'eval_widths': {name: [int(w) for w in widths]
                              for name, widths in setup.fixed_widths().items()},
+             'eval_score': supernet.score_definition(setup),
              'loss_pool_best': float(jax.device_get(state.pool.losses)[0])}
   return {
       'model': config.model.name, 'steps': total_steps,

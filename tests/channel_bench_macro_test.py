@@ -68,10 +68,12 @@ class ReportTest(absltest.TestCase):
     self.full = self.costs.macs(self.costs.space.full())
     strata = sample.quintiles('mobilenet')
     macs = {k: int(self.costs.macs(sample.widths(k))) for k in strata}
-    # Four archs in the band of the 50% budget, by ascending MACs, and
-    # three more in the lowest quintile.
-    band = sorted((k for k, m in macs.items()
-                   if 0.4 * self.full <= m <= 0.5 * self.full),
+    # Four archs in the band of the 50% budget and in one MACs quintile,
+    # by ascending MACs, and three of the lowest quintile.
+    band = [k for k, m in macs.items()
+            if 0.4 * self.full <= m <= 0.5 * self.full]
+    self.band_quintile = strata[band[0]]
+    band = sorted((k for k in band if strata[k] == self.band_quintile),
                   key=lambda k: (macs[k], k))
     self.band = [band[0], band[len(band) // 3], band[2 * len(band) // 3],
                  band[-1]]
@@ -79,64 +81,87 @@ class ReportTest(absltest.TestCase):
     self.strata, self.macs = strata, macs
 
   def details(self, scores, sides=('left', 'right')):
-    """Scored like the evaluator: the score and, per side, the same
-    accuracy and minus it as the loss."""
+    """Scored like the evaluator: left = the score, right = minus it (so a
+    swap of the sides shows), losses 1 - score."""
     return {k: {'score': s, 'score_se': 0.01,
-                **{f'{p}{side}': v for side in sides
-                   for p, v in (('', s), ('loss_', -s))}}
+                **{side: v for side, v in (('left', s), ('right', -s))
+                   if side in sides},
+                **{f'loss_{side}': 1 - s for side in sides}}
             for k, s in scores.items()}
 
   def test_tau_within_quintile_and_picks(self):
     keys = sorted(self.band + self.low)
-    truth = dict(zip(self.band, [90.0, 91.0, 92.0, 93.0]))
-    truth.update(zip(self.low, [80.0, 81.0, 82.0]))
-    bcnet = dict(zip(self.band, [0.3, 0.5, 0.4, 0.1]))
-    bcnet.update(zip(self.low, [0.1, 0.2, 0.3]))     # low: in order
-    ua = dict(zip(self.band, [0.1, 0.2, 0.3, 0.4]))  # band: in order
-    ua.update(zip(self.low, [0.3, 0.2, 0.1]))        # low: reversed
+    truth = dict(zip(self.low + self.band, [80., 81., 82., 90., 91., 92.,
+                                            93.]))
+    bcnet = dict(zip(self.low + self.band, [.1, .2, .3, .6, .8, .7, .5]))
+    ua = dict(zip(self.low + self.band, [.3, .2, .1, .4, .5, .6, .7]))
     figures = report.build('mobilenet', keys + ['4444444'],
                            {'bcnet': self.details(bcnet),
                             'ua': self.details(ua, ('left',))}, truth)
     self.assertEqual(figures['compared'], 7)  # 4444444 has no truth
     self.assertEqual(figures['sample'], 8)
-    names = list(figures['rankings'])
-    self.assertEqual(names, ['bcnet/score', 'bcnet/left', 'bcnet/right',
-                             'bcnet/neg_loss', 'ua/score', 'ua/neg_loss',
-                             'macs_only'])
-    b, u = figures['rankings']['bcnet/score'], figures['rankings']['ua/score']
-    compared = [k for k in keys if k in truth]
-    acc = [truth[k] for k in compared]
-    self.assertAlmostEqual(b['kendall_tau'], stats.kendalltau(
-        [bcnet[k] for k in compared], acc).statistic)
-    # The lowest quintile: bcnet in order (1), ua reversed (-1).
+    self.assertEqual(list(figures['rankings']), [
+        'bcnet/score', 'bcnet/left', 'bcnet/right', 'bcnet/neg_loss',
+        'ua/score', 'ua/neg_loss', 'macs_only'])
+    r = figures['rankings']
+    b, u = r['bcnet/score'], r['ua/score']
+    # bcnet: of the 21 pairs only 4 in the band are discordant (90-93,
+    # 91-92, 91-93, 92-93): tau = 13/21; rank differences there -1, -2, 0,
+    # 3: rho = 1 - 6 * 14 / (7 * 48) = 0.75; its first (0.8 at 91) is not
+    # the best (93): top-10% (1 of 7) overlap 0.
+    self.assertAlmostEqual(b['kendall_tau'], 13 / 21)
+    self.assertAlmostEqual(b['spearman_rho'], 0.75)
+    self.assertEqual(b['top10_overlap'], 0.0)
+    self.assertAlmostEqual(r['bcnet/left']['kendall_tau'], 13 / 21)
+    self.assertAlmostEqual(r['bcnet/right']['kendall_tau'], -13 / 21)
+    self.assertAlmostEqual(r['bcnet/neg_loss']['kendall_tau'], 13 / 21)
+    # Within quintiles: bcnet's low three in order (1), its band 2 of 6
+    # pairs concordant (-1/3); ua's low reversed (-1), band in order (1).
+    q = self.band_quintile
     self.assertEqual(b['within_quintile_tau'][0], 1.0)
+    self.assertAlmostEqual(b['within_quintile_tau'][q], -1 / 3)
+    self.assertAlmostEqual(b['within_quintile_tau_mean'], 1 / 3)
     self.assertEqual(u['within_quintile_tau'][0], -1.0)
-    band_q = {self.strata[k] for k in self.band}
-    if len(band_q) == 1:  # the band in one quintile: ua in order there
-      self.assertEqual(u['within_quintile_tau'][band_q.pop()], 1.0)
+    self.assertEqual(u['within_quintile_tau'][q], 1.0)
+    self.assertEqual(u['within_quintile_tau_mean'], 0.0)
+    self.assertEqual(b['within_quintile_tau_count'], 2)
+    self.assertEqual(sum(t is None for t in b['within_quintile_tau']), 3)
     # 50% budget: bcnet picks the 2nd (91.0; 2 of 4 at most as good),
-    # ua the 4th (93.0, the best: 100%), MACs alone the largest (the 4th).
+    # ua the 4th (93.0, the best: 100%), MACs alone the largest (the 4th);
+    # no sampled arch lies in the 25% or 75% bands.
     self.assertEqual(b['picks']['0.5'], {
         'key': self.band[1], 'band_size': 4, 'accuracy': 91.0,
         'percentile': 50.0, 'best_in_band': 93.0})
-    self.assertEqual(u['picks']['0.5']['accuracy'], 93.0)
-    self.assertEqual(u['picks']['0.5']['percentile'], 100.0)
-    macs_pick = figures['rankings']['macs_only']['picks']['0.5']
-    self.assertEqual(macs_pick['key'], self.band[-1])
-    # Neg. loss = score here (loss = -score): the same ranking.
-    self.assertEqual(figures['rankings']['bcnet/neg_loss']['kendall_tau'],
-                     b['kendall_tau'])
-    layer3 = [int(k[3]) for k in compared]
+    self.assertEqual((u['picks']['0.5']['accuracy'],
+                      u['picks']['0.5']['percentile']), (93.0, 100.0))
+    self.assertEqual(r['macs_only']['picks']['0.5']['key'], self.band[-1])
+    for budget in ('0.25', '0.75'):
+      self.assertIsNone(b['picks'][budget])
+    layer3 = [int(k[3]) for k in keys]
+    acc = [truth[k] for k in keys]
     self.assertAlmostEqual(figures['truth_layer_sensitivity'][3],
                            stats.spearmanr(layer3, acc).statistic)
     self.assertAlmostEqual(b['layer_sensitivity'][3], stats.spearmanr(
-        layer3, [bcnet[k] for k in compared]).statistic)
+        layer3, [bcnet[k] for k in keys]).statistic)
     table = report.table(figures)
     self.assertIn('91.00 (50%)', table)
+    self.assertIn('50%: 93.00 of 4', table)
     path = os.path.join(self.create_tempdir().full_path, 'fig.png')
     report.plot('mobilenet', keys, {'bcnet': self.details(bcnet),
-                                    'ua': self.details(ua)}, truth, path)
+                                    'ua': self.details(ua, ('left',))},
+                truth, path)
     self.assertEqual(pathlib.Path(path).read_bytes()[:4], b'\x89PNG')
+
+  def test_a_constant_ranking_has_no_tau(self):
+    keys = sorted(self.band + self.low)
+    truth = {k: 90.0 + i for i, k in enumerate(keys)}
+    flat = {k: 0.5 for k in keys}
+    figures = report.build('mobilenet', keys, {'bcnet': self.details(flat)},
+                           truth)
+    r = figures['rankings']['bcnet/score']
+    self.assertIsNone(r['kendall_tau'])
+    self.assertIsNone(r['within_quintile_tau_mean'])
+    json.dumps(figures, allow_nan=False)  # valid JSON: no NaN anywhere
 
   def test_results_file_checks(self):
     tmp = self.create_tempdir()
@@ -240,7 +265,7 @@ class ResumeTest(absltest.TestCase):
       self.assertEqual(scores, json.loads(pathlib.Path(whole, path)
                                           .read_text()))
     record = json.loads(pathlib.Path(killed, 'record.json').read_text())
-    self.assertEqual(record['stages']['train_bcnet']['runs'], 3)
+    self.assertEqual(record['stages']['train_bcnet']['runs'], 2)
     self.assertEqual(record['stages']['score_ua']['runs'], 2)
     self.assertEqual((record['steps'], record['images'],
                       record['sample_size']), (4, 32, 10))
@@ -250,14 +275,27 @@ class ResumeTest(absltest.TestCase):
     for d in details.values():
       self.assertEqual(d['score'], d['left'])
       self.assertNotIn('right', d)
-    # A finished run reruns without training or scoring anything.
+    self.assertEqual(record['scores']['ua'].split(' (')[0],
+                     "score = the left path's accuracy")
+    # A finished run reruns without training or scoring anything; a
+    # removed scores file is rebuilt from the scoring state.
+    os.remove(os.path.join(killed, 'scores_bcnet_mobilenet.json'))
     before = {k: v for k, v in snapshot(killed).items()
               if not k.endswith('record.json')}
-    with mock.patch.object(rank, 'score_archs') as scored:
+    with mock.patch.object(rank, 'score_archs') as scored, \
+        mock.patch.object(experiment.train, 'train_and_evaluate') as trained:
       experiment.run(mnist_config(), 'mobilenet', 'tiny', killed)
     scored.assert_not_called()
-    self.assertEqual({k: v for k, v in snapshot(killed).items()
-                      if not k.endswith('record.json')}, before)
+    trained.assert_not_called()
+    after = snapshot(killed)
+    rebuilt = os.path.join(killed, 'scores_bcnet_mobilenet.json')
+    self.assertEqual(json.loads(pathlib.Path(rebuilt).read_text()), json.loads(
+        pathlib.Path(whole, 'scores_bcnet_mobilenet.json').read_text()))
+    self.assertEqual({k: v for k, v in after.items()
+                      if not k.endswith('record.json') and k != rebuilt},
+                     before)
+    self.assertEqual(json.loads(pathlib.Path(killed, 'record.json')
+                                .read_text())['stages'], record['stages'])
 
 
 if __name__ == '__main__':

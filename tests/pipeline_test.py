@@ -82,7 +82,7 @@ class PipelineTest(absltest.TestCase):
                            'batch_stats': self.state.batch_stats}, widths,
         calibration=calibration, eval_batches=eval_batches)
 
-  def score(self, evaluator, widths, mesh=None):
+  def score(self, evaluator, widths, mesh=None, **kwargs):
     calibration, eval_batches = self.setup.scoring_data(cached=True)
     mesh = mesh or self.setup.mesh
     replicated = jax.device_put(
@@ -94,7 +94,7 @@ class PipelineTest(absltest.TestCase):
                       for b in batches()]
 
     return evaluator.score(*replicated, widths, calibration=on(calibration),
-                           eval_batches=on(eval_batches))
+                           eval_batches=on(eval_batches), **kwargs)
 
   def test_batch_equals_alone_and_the_sliced_compact_model(self):
     model = self.setup.model
@@ -126,12 +126,14 @@ class PipelineTest(absltest.TestCase):
 
   def test_standard_errors_from_per_example_hits(self):
     widths = self.setup.model.space.sample(np.random.default_rng(6), 2)
-    result = self.score(self.setup.evaluator(), widths)
+    result = self.score(self.setup.evaluator(), widths, per_example=True)
+    self.assertNotIn('hits', self.score(self.setup.evaluator(), widths))
     e = config().input.minival_size
     self.assertEqual(result['hits'].shape, (2, 2, e))
     np.testing.assert_array_equal(result['hits'].mean(axis=-1)[:, 0],
                                   result['left'])
-    per_example = result['hits'].mean(axis=1)  # 0, 1/2 or 1 per image
+    per_example = evaluate.per_example_score(result['hits'])
+    self.assertEqual(set(np.unique(per_example)) - {0, 0.5, 1}, set())
     np.testing.assert_allclose(result['score_se'], np.std(
         per_example, axis=-1, ddof=1) / np.sqrt(e))
     diff, se = evaluate.paired_difference(per_example[0], per_example[1])
@@ -231,6 +233,8 @@ class PipelineTest(absltest.TestCase):
       self.assertAlmostEqual(versus['difference'], summary['evolution'][
           'score'] - summary[baseline]['score'])
       self.assertGreaterEqual(versus['se'], 0)
+      self.assertEqual(versus['same_width_vector'], summary[baseline][
+          'widths'] == summary['evolution']['widths'])
 
   def test_the_table_gives_errors_a_verdict_and_the_next_command(self):
     table = search_report.table(search.Search(self.setup, self.state,
@@ -240,26 +244,31 @@ class PipelineTest(absltest.TestCase):
     self.assertTrue(evolution.startswith('* '))
     r = self.summary['evolution']
     self.assertIn(f'{r["score"]:.3f} ± {r["score_se"]:.3f}', evolution)
-    versus = self.summary['uniform']['winner_minus_this']
-    verdict = ('not distinguishable from' if abs(versus['difference']) <=
-               2 * versus['se'] else 'uniform scaling by')
-    self.assertIn(verdict, table)
+    self.assertIn(search_report.verdict(self.summary), table)
     self.assertTrue(table.endswith(
         '--config.stage=retrain --config.retrain.arch=' + self.arch_path))
     self.assertIn('python -m bcnet_jax.train --config=configs/testing.py',
                   table)
 
   def test_verdict_says_what_would_tell_scores_apart(self):
-    summary = {'examples': 500, **{p: dict(self.summary[p]) for p in (
-        'evolution', 'uniform', 'random')}}
-    summary['uniform']['winner_minus_this'] = {'difference': 0.001,
-                                               'se': 0.004}
-    summary['random']['winner_minus_this'] = {'difference': 0.03, 'se': 0.01}
-    verdict = search_report.verdict(None, summary)
-    self.assertIn('above random search by 0.030 ± 0.010', verdict)
-    self.assertIn('not distinguishable from uniform scaling (+0.001 ± '
-                  '0.004)', verdict)
-    self.assertIn('more images (now 500', verdict)
+    def verdict(uniform, random):
+      return search_report.verdict({'examples': 500, **{
+          phase: {'winner_minus_this': {'difference': diff, 'se': se,
+                                        'same_width_vector': diff is None}}
+          for phase, (diff, se) in (('uniform', uniform),
+                                    ('random', random))}})
+
+    text = verdict((0.002, 0.004), (0.03, 0.01))
+    self.assertIn('above random search by 0.030 ± 0.010', text)
+    # 2 errors of 0.004 over a 0.002 lead: 500 x 4^2 images.
+    self.assertIn('not distinguishable from uniform scaling (+0.002 ± '
+                  '0.004): the difference is within 2 paired errors on 500 '
+                  'images', text)
+    self.assertIn('about 8,000 images', text)
+    self.assertIn('below uniform scaling by 0.020',
+                  verdict((-0.02, 0.005), (0.03, 0.01)))
+    self.assertIn('The best of uniform scaling is the winner itself',
+                  verdict((None, 0.0), (0.03, 0.01)))
 
   def test_rerunning_a_finished_search_writes_nothing(self):
     before = snapshot(self.searched)

@@ -77,6 +77,8 @@ class TrainTest(absltest.TestCase):
     for name in ('smallest', 'full', 'random0'):
       self.assertBetween(summary[f'eval/{name}/score'], 0.0, 1.0)
     self.assertEqual(summary['eval_widths']['full'], [20] * 12)
+    self.assertEqual(summary['eval_score'],
+                     "score = mean of the left and right paths' accuracy")
     on_disk = json.loads(pathlib.Path(self.reference_dir,
                                       'summary.json').read_text())
     self.assertEqual(on_disk, summary)

@@ -141,7 +141,8 @@ class Experiment:
         'stages': {}}
 
   def _timed(self, stage: str, work: Callable[[], Any]) -> Any:
-    """work(), its wall time added to the stage's in record.json."""
+    """work(), its wall time added to the stage's in record.json, with the
+    machine and packages it ran on."""
     start = time.time()
     try:
       return work()
@@ -151,23 +152,29 @@ class Experiment:
       entry['wall_time_s'] = round(entry['wall_time_s'] + time.time() - start,
                                    1)
       entry['runs'] += 1
+      entry['machine'] = machine()
+      self.record['packages'] = {
+          p: importlib.metadata.version(p) for p in PACKAGES}
       self._save_record()
 
   def _save_record(self) -> None:
-    self.record['packages'] = {
-        p: importlib.metadata.version(p) for p in PACKAGES}
-    self.record['machine'] = machine()
     if jax.process_index() == 0:
       files.write_json_atomic(self.record_path, self.record)
 
-  def train(self, name: str) -> dict[str, Any]:
-    """Trains (or resumes, or finds finished) the supernet `name`."""
-    summary = self._timed(f'train_{name}', lambda: train.train_and_evaluate(
-        self.configs[name], os.path.join(self.workdir, f'supernet_{name}')))
-    self.record['steps'] = summary['steps']
-    self.record['images'] = summary['steps'] * self.record['batch']
+  def train(self, name: str) -> None:
+    """Trains (or resumes) the supernet `name`; a finished one is left as
+    it is, and its time not counted again."""
+    workdir = os.path.join(self.workdir, f'supernet_{name}')
+    config = self.configs[name]
+    summary_path = os.path.join(workdir, 'summary.json')
+    total = supernet.Setup.create(config).total_steps
+    if not (os.path.exists(summary_path) and
+            files.read_json(summary_path).get('steps') == total):
+      self._timed(f'train_{name}',
+                  lambda: train.train_and_evaluate(config, workdir))
+    self.record['steps'] = total
+    self.record['images'] = total * self.record['batch']
     self._save_record()
-    return summary
 
   def score(self, name: str, keys: list[str]) -> dict[str, dict[str, float]]:
     """Scores `keys` on the supernet `name`, in chunks, resuming after the
@@ -190,31 +197,42 @@ class Experiment:
       state = _check_scoring_state(files.read_json(state_path), identity,
                                    state_path)
     todo = [k for k in keys if k not in state['details']]
+    self.record.setdefault('scores', {})[name] = supernet.score_definition(
+        setup)
     console.say(f'Scoring {len(keys)} architectures on the {name} supernet '
                 f'({len(keys) - len(todo)} scored before); '
                 f'{supernet.score_definition(setup)}')
+
+    def save():
+      if jax.process_index() == 0:
+        files.write_json_atomic(state_path, state)
+        files.write_json_atomic(self.path('scores', name), {
+            k: d['score'] for k, d in sorted(state['details'].items())})
 
     def work():
       for start in range(0, len(todo), self.size.chunk):
         chunk = todo[start:start + self.size.chunk]
         state['details'].update(rank.score_archs(
             setup, trained, {k: sample.widths(k) for k in chunk}))
-        if jax.process_index() == 0:
-          files.write_json_atomic(state_path, state)
-          files.write_json_atomic(self.path('scores', name), {
-              k: d['score'] for k, d in sorted(state['details'].items())})
+        save()
         console.say(f'  {name}: {len(state["details"])}/{len(keys)} scored')
 
-    self._timed(f'score_{name}', work)
+    if todo:
+      self._timed(f'score_{name}', work)
+    elif not os.path.exists(self.path('scores', name)):
+      save()  # the scores file derives from the state: rebuilt if removed
     return state['details']
 
   def run(self, truth: dict[str, float] | None = None,
           results_path: str | None = None) -> dict[str, Any]:
     """Every stage; the report too given the benchmark's accuracies
     (`truth`, read from `results_path`)."""
+    keys = sample.draw(self.space, self.size.sample,
+                       self.configs['bcnet'].seed)
+    if truth is not None:  # before hours of work, not after
+      report.compared_keys(keys, truth)
     for name in SUPERNETS:
       self.train(name)
-    keys = sample.draw(self.space, self.size.sample, self.configs['bcnet'].seed)
     details = {name: self.score(name, keys) for name in SUPERNETS}
     out = {'record': self.record_path,
            'scores': {n: self.path('scores', n) for n in SUPERNETS}}

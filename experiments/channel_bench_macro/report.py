@@ -32,7 +32,7 @@ def read_results(path: str, space: str) -> dict[str, float]:
   checked: its keys must name the space's architectures and its "flops"
   their MACs (the other space's file has the same keys)."""
   where = f'--results: {path}'
-  if not os.path.exists(path):
+  if not os.path.isfile(path):
     raise FileNotFoundError(
         f'--results: no file {path}: download Results_MobileNet.json or '
         f'Results_ResNet.json from {RESULTS_URL}')
@@ -88,10 +88,13 @@ def rankings(details: dict[str, dict[str, dict[str, float]]],
   return out
 
 
+def _defined(a: np.ndarray, b: np.ndarray) -> bool:
+  """Rank statistics need two values, neither side constant."""
+  return len(a) >= 2 and np.ptp(a) > 0 and np.ptp(b) > 0
+
+
 def _tau(a: np.ndarray, b: np.ndarray) -> float | None:
-  if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-    return None
-  return float(stats.kendalltau(a, b).statistic)
+  return float(stats.kendalltau(a, b).statistic) if _defined(a, b) else None
 
 
 def pick(values: np.ndarray, accuracy: np.ndarray, macs: np.ndarray,
@@ -115,34 +118,47 @@ def layer_sensitivity(values: np.ndarray, widths: np.ndarray
   """Spearman ρ of each layer's bins with `values` over the sample: how
   much a ranking rewards that layer's width. Set beside the benchmark's,
   it shows which layers a supernet over- or under-values."""
-  return [None if np.ptp(widths[:, g]) == 0 or np.ptp(values) == 0 else
-          float(stats.spearmanr(widths[:, g], values).statistic)
+  return [float(stats.spearmanr(widths[:, g], values).statistic)
+          if _defined(widths[:, g], values) else None
           for g in range(widths.shape[1])]
 
 
 def agreement(values: np.ndarray, accuracy: np.ndarray, macs: np.ndarray,
               strata: np.ndarray, full_macs: float, widths: np.ndarray
               ) -> dict[str, Any]:
-  """The whole-sample figures, τ within each MACs quintile, the picks and
-  the per-layer sensitivity."""
+  """The whole-sample figures (None where undefined: a constant ranking),
+  τ within each MACs quintile and their mean over the quintiles where it is
+  defined, the picks and the per-layer sensitivity. Top-10% ties (MACs
+  alone has many) are broken by key order."""
   within = [_tau(values[strata == q], accuracy[strata == q])
             for q in range(sample.QUINTILES)]
   known = [t for t in within if t is not None]
-  return {**rank.agreement(values, accuracy),
+  whole = (rank.agreement(values, accuracy) if _defined(values, accuracy)
+           else dict.fromkeys(('kendall_tau', 'spearman_rho',
+                               'top10_overlap')))
+  return {**whole,
           'within_quintile_tau': within,
           'within_quintile_tau_mean': float(np.mean(known)) if known else None,
+          'within_quintile_tau_count': len(known),
           'picks': {f'{b:g}': pick(values, accuracy, macs, b * full_macs)
                     for b in BUDGETS},
           'layer_sensitivity': layer_sensitivity(values, widths)}
 
 
+def compared_keys(keys: list[str], truth: dict[str, float]) -> list[str]:
+  """The sampled keys the results file holds; fewer than 2 is an error."""
+  compared = [k for k in keys if k in truth]
+  if len(compared) < 2:
+    raise ValueError(f'--results holds {len(compared)} of the {len(keys)} '
+                     'sampled architectures; a ranking needs at least 2: '
+                     'give the benchmark\'s whole results file')
+  return compared
+
+
 def build(space: str, keys: list[str], details: dict[str, Any],
           truth: dict[str, float]) -> dict[str, Any]:
   """report.json's figures over the sampled keys the results file holds."""
-  compared = [k for k in keys if k in truth]
-  if len(compared) < 2:
-    raise ValueError(f'the results file holds {len(compared)} of the '
-                     f'{len(keys)} sampled architectures; a ranking needs 2')
+  compared = compared_keys(keys, truth)
   costs = sample.benchmark_costs(space)
   widths = np.stack([sample.widths(k) for k in compared])
   macs = costs.macs(widths)
@@ -180,13 +196,20 @@ def table(report: dict[str, Any]) -> str:
                 ['-' if p is None else
                  f'{p["accuracy"]:.2f} ({p["percentile"]:.0f}%)'
                  for p in picks])
+  bands = [next((r['picks'][f'{b:g}'] for r in report['rankings'].values()
+                 if r['picks'][f'{b:g}']), None) for b in BUDGETS]
+  best = ', '.join(f'{b:.0%}: ' + ('none sampled' if p is None else
+                                   f'{p["best_in_band"]:.2f} of '
+                                   f'{p["band_size"]}')
+                   for b, p in zip(BUDGETS, bands))
   return (f'Rankings of {report["compared"]} sampled {report["space"]} '
           f'architectures against the benchmark (per MACs quintile: '
           f'{report["per_quintile"]}); picks: accuracy (percentile in its '
           f'band [{BAND_LOW:g} F, F]):\n' + console.table(
               ['ranking', 'Kendall tau', 'Spearman rho', 'top-10%',
                'tau within quintile'] +
-              [f'pick at {b:.0%}' for b in BUDGETS], rows))
+              [f'pick at {b:.0%}' for b in BUDGETS], rows) +
+          f'\nThe best sampled accuracy in each band: {best}.')
 
 
 def plot(space: str, keys: list[str], details: dict[str, Any],
