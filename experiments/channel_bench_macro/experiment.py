@@ -203,9 +203,8 @@ class Experiment:
                 f'({len(keys) - len(todo)} scored before); '
                 f'{supernet.score_definition(setup)}')
 
-    def save():
+    def write_scores():  # derived from the state
       if jax.process_index() == 0:
-        files.write_json_atomic(state_path, state)
         files.write_json_atomic(self.path('scores', name), {
             k: d['score'] for k, d in sorted(state['details'].items())})
 
@@ -214,13 +213,15 @@ class Experiment:
         chunk = todo[start:start + self.size.chunk]
         state['details'].update(rank.score_archs(
             setup, trained, {k: sample.widths(k) for k in chunk}))
-        save()
+        if jax.process_index() == 0:
+          files.write_json_atomic(state_path, state)
+        write_scores()
         console.say(f'  {name}: {len(state["details"])}/{len(keys)} scored')
 
     if todo:
       self._timed(f'score_{name}', work)
     elif not os.path.exists(self.path('scores', name)):
-      save()  # the scores file derives from the state: rebuilt if removed
+      write_scores()  # removed: rebuilt
     return state['details']
 
   def run(self, truth: dict[str, float] | None = None,
