@@ -10,12 +10,13 @@ downloaded), evaluating the smallest, the full and two random width vectors
 with recalibrated BatchNorm on minival half-way and at the end; then
 searches it at half the full MACs: a population of 10 from the prior, 3
 generations of 4 mutations + 4 crossovers of the top 4 (34 width vectors
-scored), uniform scaling and a random search of 34. Measured on 2 CPU
-cores, one device, no compilation cache: 141 s wall for both commands, 50 s
-of it the search. Training: minival scores ½[acc L(c) + acc R(c)] of 0.86
-at full width and 0.25 at the smallest (chance 0.10); params_sha256
-1605fc40... Search, best scores: evolution 0.888 at 14.8M MACs, uniform
-scaling 0.876 at 15.3M, random search 0.885 at 15.1M.
+scored), uniform scaling and a random search of 34. About 3.5 minutes on 2
+CPU cores for both commands (a third of it the search). Its scores are
+float32 results: other CPUs may give other last digits and, through the
+search, another winner. One run (README, Results): minival scores of 0.86 at
+full width and 0.25 at the smallest (chance 0.10); the search's best 0.888
+± 0.013, not distinguishable from uniform scaling (0.876, paired lead
++0.012 ± 0.007) or random search (0.885) on 500 minival images.
 
 Retraining (--config.stage=retrain --config.retrain.arch=.../arch.json):
 the supernet's SGD recipe from scratch, 300 steps.

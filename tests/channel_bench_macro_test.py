@@ -143,6 +143,22 @@ class ReportTest(absltest.TestCase):
                            stats.spearmanr(layer3, acc).statistic)
     self.assertAlmostEqual(b['layer_sensitivity'][3], stats.spearmanr(
         layer3, [bcnet[k] for k in keys]).statistic)
+    gaps = figures['tau_gaps']
+    self.assertEqual(list(gaps), [
+        'bcnet/left - bcnet/score', 'bcnet/right - bcnet/score',
+        'bcnet/neg_loss - bcnet/score', 'ua/neg_loss - ua/score',
+        'bcnet/score - ua/score', 'bcnet/score - macs_only',
+        'ua/score - macs_only'])
+    self.assertAlmostEqual(gaps['bcnet/right - bcnet/score']['difference'],
+                           -26 / 21)
+    low, high = gaps['bcnet/right - bcnet/score']['ci95']
+    self.assertLess(low, -26 / 21)
+    self.assertLess(-26 / 21, high)
+    self.assertEqual(report.tau_difference(  # seeded: the same interval
+        np.asarray([-bcnet[k] for k in keys]),
+        np.asarray([bcnet[k] for k in keys]), np.asarray(acc))['ci95'],
+                     [low, high])
+    self.assertEqual(gaps['bcnet/left - bcnet/score']['difference'], 0)
     table = report.table(figures)
     self.assertIn('91.00 (50%)', table)
     self.assertIn('50%: 93.00 of 4', table)

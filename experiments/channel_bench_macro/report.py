@@ -23,6 +23,7 @@ from bcnet_jax import rank
 from experiments.channel_bench_macro import sample
 
 BUDGETS = (0.25, 0.5, 0.75)  # of the full network's MACs
+BOOTSTRAP_RESAMPLES = 2000
 BAND_LOW = 0.8               # a pick's MACs lie in [0.8 F, F]
 RESULTS_URL = 'https://github.com/xiusu/Channel-Bench-Macro'
 
@@ -155,6 +156,40 @@ def compared_keys(keys: list[str], truth: dict[str, float]) -> list[str]:
   return compared
 
 
+def tau_difference(a: np.ndarray, b: np.ndarray, accuracy: np.ndarray
+                   ) -> dict[str, Any] | None:
+  """τ(a) - τ(b) against `accuracy`, with a 95% interval from a paired
+  bootstrap over architectures: is one ranking better than the other, or
+  is the gap within what another sample of the same size could give?"""
+  if not (_defined(a, accuracy) and _defined(b, accuracy)):
+    return None
+
+  def gap(a, b, accuracy):
+    return (stats.kendalltau(a, accuracy).statistic -
+            stats.kendalltau(b, accuracy).statistic)
+
+  interval = stats.bootstrap(
+      (a, b, accuracy), gap, paired=True, vectorized=False,
+      n_resamples=BOOTSTRAP_RESAMPLES, method='percentile',
+      random_state=np.random.default_rng(0)).confidence_interval
+  return {'difference': float(gap(a, b, accuracy)),
+          'ci95': [float(interval.low), float(interval.high)]}
+
+
+def comparisons(values: dict[str, np.ndarray], accuracy: np.ndarray
+                ) -> dict[str, Any]:
+  """Whole-sample τ gaps that answer the experiment's questions: each
+  score definition against its supernet's default score, BCNet against UA,
+  and each supernet against MACs alone."""
+  pairs = [(name, name.split('/')[0] + '/score') for name in values
+           if '/' in name and not name.endswith('/score')]
+  defaults = [name for name in values if name.endswith('/score')]
+  pairs += list(zip(defaults, defaults[1:]))
+  pairs += [(name, 'macs_only') for name in defaults]
+  return {f'{a} - {b}': tau_difference(values[a], values[b], accuracy)
+          for a, b in pairs}
+
+
 def build(space: str, keys: list[str], details: dict[str, Any],
           truth: dict[str, float]) -> dict[str, Any]:
   """report.json's figures over the sampled keys the results file holds."""
@@ -173,12 +208,14 @@ def build(space: str, keys: list[str], details: dict[str, Any],
          'benchmark\'s three runs',
          'truth_layer_sensitivity': layer_sensitivity(accuracy, widths),
          'rankings': {}}
-  for name, values in rankings(details, compared, macs).items():
-    figures = agreement(values, accuracy, macs, strata, full, widths)
+  values = rankings(details, compared, macs)
+  for name, ranking in values.items():
+    figures = agreement(ranking, accuracy, macs, strata, full, widths)
     for p in figures['picks'].values():
       if p is not None:
         p['key'] = compared[p.pop('index')]
     out['rankings'][name] = figures
+  out['tau_gaps'] = comparisons(values, accuracy)
   return out
 
 
@@ -209,7 +246,13 @@ def table(report: dict[str, Any]) -> str:
               ['ranking', 'Kendall tau', 'Spearman rho', 'top-10%',
                'tau within quintile'] +
               [f'pick at {b:.0%}' for b in BUDGETS], rows) +
-          f'\nThe best sampled accuracy in each band: {best}.')
+          f'\nThe best sampled accuracy in each band: {best}.\n'
+          'Whole-sample tau gaps, 95% interval (paired bootstrap over '
+          'architectures):\n' + '\n'.join(
+              f'  {pair}: ' + ('-' if g is None else
+                               f'{g["difference"]:+.3f} [{g["ci95"][0]:+.3f}, '
+                               f'{g["ci95"][1]:+.3f}]')
+              for pair, g in report['tau_gaps'].items()))
 
 
 def plot(space: str, keys: list[str], details: dict[str, Any],
