@@ -91,10 +91,7 @@ def _read_state(path: str, identity: dict[str, Any]) -> dict[str, Any] | None:
     raise ValueError(f'{path} is not a search state of format '
                      f'{STATE_FORMAT!r} (found {found!r}); move it away to '
                      'start the search over')
-  old = saved['identity']
-  differs = [f'{k}: {old.get(k)!r} there, {identity.get(k)!r} now'
-             for k in sorted(set(old) | set(identity))
-             if old.get(k) != identity.get(k)]
+  differs = files.identity_differences(saved['identity'], identity)
   if differs:
     raise ValueError(
         f'{path} belongs to another search ({"; ".join(differs)}). Rerun '

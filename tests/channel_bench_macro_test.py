@@ -198,9 +198,12 @@ class ReportTest(absltest.TestCase):
       bad = tmp.create_file('bad.json', content).full_path
       with self.assertRaisesRegex(ValueError, message):
         report.read_results(bad, 'mobilenet')
-    with self.assertRaisesRegex(FileNotFoundError, 'download'):
+    with self.assertRaisesRegex(FileNotFoundError, 'no file .* give the '
+                                'benchmark\'s Results_MobileNet.json'):
       report.read_results(os.path.join(tmp.full_path, 'none.json'),
                           'mobilenet')
+    with self.assertRaisesRegex(FileNotFoundError, 'is a directory'):
+      report.read_results(tmp.full_path, 'mobilenet')
 
 
 class CommandTest(absltest.TestCase):

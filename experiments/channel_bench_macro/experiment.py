@@ -281,10 +281,7 @@ def _check_scoring_state(saved: Any, identity: dict[str, Any], path: str
   if not isinstance(saved, dict) or saved.get('format') != SCORING_FORMAT:
     raise ValueError(f'{path} is not a scoring state of format '
                      f'{SCORING_FORMAT!r}; move it away to score anew')
-  old = saved.get('identity', {})
-  differs = [f'{k}: {old.get(k)!r} there, {identity.get(k)!r} now'
-             for k in sorted(set(old) | set(identity))
-             if old.get(k) != identity.get(k)]
+  differs = files.identity_differences(saved.get('identity', {}), identity)
   if differs:
     raise ValueError(f'{path} holds scores of another supernet or sample '
                      f'({"; ".join(differs)}); move it away to score anew')

@@ -34,9 +34,10 @@ def read_results(path: str, space: str) -> dict[str, float]:
   their MACs (the other space's file has the same keys)."""
   where = f'--results: {path}'
   if not os.path.isfile(path):
+    what = 'is a directory' if os.path.isdir(path) else 'no file'
     raise FileNotFoundError(
-        f'--results: no file {path}: download Results_MobileNet.json or '
-        f'Results_ResNet.json from {RESULTS_URL}')
+        f'--results: {what} {path}: give the benchmark\'s '
+        f'Results_MobileNet.json or Results_ResNet.json ({RESULTS_URL})')
   try:
     data = files.read_json(path)
   except ValueError as e:
