@@ -59,6 +59,21 @@ class SampleTest(absltest.TestCase):
       sample.draw('mobilenet', 12, seed=0)
 
 
+class CommittedSmokeRunTest(absltest.TestCase):
+
+  def test_score_files_hold_benchmark_keys_of_the_sample(self):
+    folder = ROOT / 'experiments' / 'channel_bench_macro' / 'smoke_mobilenet'
+    record = json.loads((folder / 'record.json').read_text())
+    keys = sample.draw('mobilenet', record['sample_size'], record['seed'])
+    for name in experiment.SUPERNETS:
+      scores = json.loads((folder / f'scores_{name}_mobilenet.json')
+                          .read_text())
+      self.assertEqual(sorted(scores), keys)
+      self.assertTrue(all(len(k) == 7 and set(k) <= set('1234')
+                          for k in scores))
+      self.assertTrue(all(0 <= v <= 1 for v in scores.values()))
+
+
 class ReportTest(absltest.TestCase):
   """Figures against values worked out by hand."""
 

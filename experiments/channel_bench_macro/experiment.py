@@ -199,6 +199,7 @@ class Experiment:
     todo = [k for k in keys if k not in state['details']]
     self.record.setdefault('scores', {})[name] = supernet.score_definition(
         setup)
+    self._save_record()
     console.say(f'Scoring {len(keys)} architectures on the {name} supernet '
                 f'({len(keys) - len(todo)} scored before); '
                 f'{supernet.score_definition(setup)}')

@@ -264,13 +264,16 @@ def plot(space: str, keys: list[str], details: dict[str, Any],
   costs = sample.benchmark_costs(space)
   macs = costs.macs(np.stack([sample.widths(k) for k in compared])) / 1e6
   accuracy = [truth[k] for k in compared]
-  fig = figure.Figure(figsize=(5 * len(details) + 1, 4.5), dpi=120)
+  fig = figure.Figure(figsize=(4.5 * len(details) + 1, 4.2), dpi=120,
+                      layout='constrained')
   axes = fig.subplots(1, len(details), squeeze=False)[0]
   for ax, (name, scored) in zip(axes, details.items()):
+    sides = ' and '.join(s for s in ('left', 'right') if s in scored[
+        compared[0]])
     points = ax.scatter(accuracy, [scored[k]['score'] for k in compared],
                         c=macs, cmap='viridis', s=12)
-    ax.set_xlabel('benchmark accuracy (%, mean of 3 stand-alone runs)')
-    ax.set_ylabel('supernet score')
+    ax.set_xlabel('benchmark top-1 (%, mean of 3 runs)')
+    ax.set_ylabel(f'supernet score ({sides} accuracy)')
     ax.set_title(f'{name} supernet, {len(compared)} {space} archs')
   fig.colorbar(points, ax=list(axes), label='MACs (millions)')
   tmp = f'{path}.{os.getpid()}.tmp.png'
