@@ -12,8 +12,9 @@ dropout; then the path is evaluated in inference mode on the eval batches.
 
 `Evaluator.score` scores any number of width vectors, K per call: each
 jitted call runs K candidates × the scored sides on one batch (widths are
-traced, so one compiled program serves every candidate set). On a mesh the K candidates are split across the devices; K is rounded
-up to a multiple of the device count and a short last set is padded.
+traced, so one compiled program serves every candidate set). On a mesh
+the K candidates are split across the devices; K is rounded up to a
+multiple of the device count and a short last set is padded.
 Training's periodic evaluation, the search, its baselines and the rank CLI
 all call it; one width vector is the K = 1 case. Per-example hits and losses
 come back with the accuracies: a score's standard error, and the paired

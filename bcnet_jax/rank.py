@@ -9,7 +9,8 @@ at most 9 bins, as Channel-Bench-Macro names its architectures). Each is
 scored with the batch evaluator (the search's fitness, docs/design.md §4)
 and {key: score} is written to --out (default DIR/rank/<ARCHS>.scores.json);
 beside it, <...>.details.json holds per key the score's standard error
-over the eval images and each scored path's accuracy and mean loss.
+over the eval images and each scored path's accuracy and mean loss; the
+first-ranked key's lead over the second comes with its paired error.
 With TRUTH.json ({key: accuracy} or {key: {"mean": accuracy, ...}}, e.g.
 accuracies of stand-alone trained networks) it prints Kendall's τ,
 Spearman's ρ and the overlap of the top 10% for the supernet's ranking and
@@ -28,6 +29,7 @@ from scipy import stats
 
 from bcnet_jax import app
 from bcnet_jax import console
+from bcnet_jax import evaluate
 from bcnet_jax import files
 from bcnet_jax import supernet
 from bcnet_jax.costs import CostModel
@@ -119,6 +121,21 @@ def score_archs(setup: supernet.Setup, trained, archs: dict[str, np.ndarray],
           for i, key in enumerate(archs)}
 
 
+def leader(setup: supernet.Setup, trained, archs: dict[str, np.ndarray],
+           scores: dict[str, float]) -> dict[str, Any]:
+  """The first- and second-ranked keys rescored per image: the first's
+  lead with its paired standard error (same images, so each image's
+  difficulty cancels), far tighter than the scores' own errors."""
+  first, second = sorted(scores, key=scores.get, reverse=True)[:2]
+  calibration, eval_batches = setup.scoring_data(cached=True)
+  result = setup.evaluator().score(
+      trained.params, trained.batch_stats, [archs[first], archs[second]],
+      calibration=calibration, eval_batches=eval_batches, per_example=True)
+  per_example = evaluate.per_example_score(result['hits'])
+  difference, se = evaluate.paired_difference(per_example[0], per_example[1])
+  return {'keys': [first, second], 'difference': difference, 'se': se}
+
+
 def run(config: Any, workdir: str, archs_path: str,
         truth_path: str | None = None, out_path: str | None = None
         ) -> dict[str, Any]:
@@ -155,8 +172,13 @@ def run(config: Any, workdir: str, archs_path: str,
              'score_se_median': float(np.median(errors))}
   console.say(f'  standard error of a score over the eval images: median '
               f'{summary["score_se_median"]:.4f} (per key in '
-              f'{details_path(out_path)}); two scores on the same images '
-              'differ with a smaller, paired error')
+              f'{details_path(out_path)})')
+  if len(archs) > 1:
+    summary['leader'] = leader(setup, trained, archs, scores)
+    lead = summary['leader']
+    console.say(f'  {lead["keys"][0]} ranks first, {lead["difference"]:+.4f} '
+                f'± {lead["se"]:.4f} (paired, the same images) above '
+                f'{lead["keys"][1]}')
   if truth is not None:
     costs = CostModel(setup.model)
     true = np.asarray([truth[k] for k in shared])

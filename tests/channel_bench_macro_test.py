@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import subprocess
-import tempfile
 from unittest import mock
 
 from absl.testing import absltest
@@ -255,7 +254,7 @@ class Interrupted(Exception):
 class ResumeTest(absltest.TestCase):
 
   def test_killed_in_training_and_in_scoring_ends_as_uninterrupted(self):
-    tmp = tempfile.mkdtemp()
+    tmp = self.create_tempdir().full_path
     whole, killed = os.path.join(tmp, 'whole'), os.path.join(tmp, 'killed')
     experiment.run(mnist_config(), 'mobilenet', 'tiny', whole)
 
@@ -314,8 +313,7 @@ class ResumeTest(absltest.TestCase):
     # A finished run reruns without training or scoring anything; a
     # removed scores file is rebuilt from the scoring state.
     os.remove(os.path.join(killed, 'scores_bcnet_mobilenet.json'))
-    before = {k: v for k, v in snapshot(killed).items()
-              if not k.endswith('record.json')}
+    before = snapshot(killed)
     with mock.patch.object(rank, 'score_archs') as scored, \
         mock.patch.object(experiment.train, 'train_and_evaluate') as trained:
       experiment.run(mnist_config(), 'mobilenet', 'tiny', killed)
@@ -325,11 +323,36 @@ class ResumeTest(absltest.TestCase):
     rebuilt = os.path.join(killed, 'scores_bcnet_mobilenet.json')
     self.assertEqual(json.loads(pathlib.Path(rebuilt).read_text()), json.loads(
         pathlib.Path(whole, 'scores_bcnet_mobilenet.json').read_text()))
-    self.assertEqual({k: v for k, v in after.items()
-                      if not k.endswith('record.json') and k != rebuilt},
-                     before)
-    self.assertEqual(json.loads(pathlib.Path(killed, 'record.json')
-                                .read_text())['stages'], record['stages'])
+    self.assertEqual({k: v for k, v in after.items() if k != rebuilt},
+                     before)  # record.json included: nothing to record
+    self.check_errors_leave_the_workdir_as_it_is(killed)
+
+  def check_errors_leave_the_workdir_as_it_is(self, workdir):
+    """Input that does not fit the workdir: an error naming what differs,
+    and nothing written."""
+    before = snapshot(workdir)
+    with self.assertRaisesRegex(ValueError, 'records a run of '
+                                '--space=mobilenet --size=tiny'):
+      experiment.run(mnist_config(), 'mobilenet', 'smoke', workdir)
+    other = mnist_config()
+    other.model.name = 'resnet20_cifar'
+    with self.assertRaisesRegex(ValueError, 'give --config=configs/'
+                                'cbm_mobilenet.py or another --space'):
+      experiment.run(other, 'mobilenet', 'tiny', workdir)
+    results = os.path.join(self.create_tempdir().full_path, 'one.json')
+    pathlib.Path(results).write_text(json.dumps({'1111111': {'mean': 80}}))
+    with self.assertRaisesRegex(ValueError, 'holds 0 of the 10 sampled'):
+      experiment.run(mnist_config(), 'mobilenet', 'tiny', workdir, results)
+    self.assertEqual(snapshot(workdir), before)
+    state = pathlib.Path(workdir, 'scoring_ua_mobilenet.json')
+    saved = json.loads(state.read_text())
+    saved['identity']['supernet_step'] = 3
+    state.write_text(json.dumps(saved))
+    before = snapshot(workdir)
+    with self.assertRaisesRegex(ValueError, 'scores of another supernet or '
+                                'sample .supernet_step: 3 there, 4 now'):
+      experiment.run(mnist_config(), 'mobilenet', 'tiny', workdir)
+    self.assertEqual(snapshot(workdir), before)
 
 
 if __name__ == '__main__':

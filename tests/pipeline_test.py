@@ -124,6 +124,34 @@ class PipelineTest(absltest.TestCase):
     np.testing.assert_array_equal(both['score'],
                                   (both['left'] + both['right']) / 2)
 
+  def test_a_unilateral_run_is_scored_by_its_left_path_throughout(self):
+    ua = testing_config.get_config()
+    ua.supernet.objective = 'ua'
+    workdir = os.path.join(self.tmp, 'ua')
+    summary = train.train_and_evaluate(ua, workdir)  # training's evaluation
+    self.assertNotIn('eval/full/right', summary)
+    self.assertEqual(summary['eval/full/score'], summary['eval/full/left'])
+    self.assertIn("the left path's accuracy", summary['eval_score'])
+    searched = search.run(ua, workdir)
+    for method in ('evolution', 'uniform', 'random'):
+      self.assertIsNone(searched[method]['right'])
+      self.assertEqual(searched[method]['score'], searched[method]['left'])
+    table = search_report.table(search.Search(
+        supernet.Setup.create(ua), supernet.restore_trained(
+            supernet.Setup.create(ua), workdir), workdir), searched)
+    self.assertIn("score = the left path's accuracy", table)
+    archs = self.write('ua_archs.json', {f'n{i}': w.tolist() for i, w in
+                                         enumerate(self.setup.model.space
+                                                   .sample(np.random
+                                                           .default_rng(7),
+                                                           3))})
+    ranked = rank.run(ua, workdir, archs)
+    self.assertEqual(ranked['sides'], ['left'])
+    for d in json.loads(pathlib.Path(ranked['details']).read_text()
+                        ).values():
+      self.assertEqual(d['score'], d['left'])
+      self.assertNotIn('right', d)
+
   def test_standard_errors_from_per_example_hits(self):
     widths = self.setup.model.space.sample(np.random.default_rng(6), 2)
     result = self.score(self.setup.evaluator(), widths, per_example=True)
@@ -356,6 +384,11 @@ class PipelineTest(absltest.TestCase):
       self.assertBetween(d['score_se'], 1e-4, 0.1)
       self.assertGreater(d['loss_left'], 0)
     self.assertEqual(summary['sides'], ['left', 'right'])
+    first, second = sorted(scores, key=scores.get, reverse=True)[:2]
+    self.assertEqual(summary['leader']['keys'], [first, second])
+    self.assertAlmostEqual(summary['leader']['difference'],
+                           scores[first] - scores[second])
+    self.assertGreaterEqual(summary['leader']['se'], 0)
     self.assertEqual(summary['compared'], 6)
     self.assertAlmostEqual(summary['supernet']['kendall_tau'], 1.0)
     self.assertAlmostEqual(summary['supernet']['spearman_rho'], 1.0)

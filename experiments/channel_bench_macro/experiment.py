@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import time
@@ -110,10 +111,12 @@ class Experiment:
     self.space, self.size_name, self.size = space, size, SIZES[size]
     self.workdir = supernet.check_workdir(workdir)
     self.configs = {s: sized_config(config, self.size, s) for s in SUPERNETS}
-    for c in self.configs.values():  # every config error before any file
-      supernet.Setup.create(c)
     self.record_path = os.path.join(self.workdir, 'record.json')
     self.record = self._read_record()
+    self._saved = (json.dumps(self.record, sort_keys=True)
+                   if os.path.exists(self.record_path) else None)
+    for c in self.configs.values():  # every config error before any file
+      supernet.Setup.create(c)
 
   def path(self, what: str, supernet_name: str) -> str:
     return os.path.join(self.workdir,
@@ -158,8 +161,12 @@ class Experiment:
       self._save_record()
 
   def _save_record(self) -> None:
-    if jax.process_index() == 0:
+    """Writes record.json if it changed (a rerun with nothing to do
+    writes nothing)."""
+    text = json.dumps(self.record, sort_keys=True)
+    if jax.process_index() == 0 and text != self._saved:
       files.write_json_atomic(self.record_path, self.record)
+    self._saved = text
 
   def train(self, name: str) -> None:
     """Trains (or resumes) the supernet `name`; a finished one is left as
