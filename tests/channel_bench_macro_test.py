@@ -192,6 +192,13 @@ class ReportTest(absltest.TestCase):
     self.assertIsNone(r['kendall_tau'])
     self.assertIsNone(r['within_quintile_tau_mean'])
     json.dumps(figures, allow_nan=False)  # valid JSON: no NaN anywhere
+    # Three archs: resamples with one distinct arch have no τ, so no
+    # interval, rather than NaN.
+    few = report.tau_difference(np.asarray([1., 2., 3.]),
+                                np.asarray([3., 1., 2.]),
+                                np.asarray([1., 2., 3.]))
+    self.assertIsNone(few['ci95'])
+    self.assertAlmostEqual(few['difference'], 1 - (-1 / 3))
 
   def test_results_file_checks(self):
     tmp = self.create_tempdir()

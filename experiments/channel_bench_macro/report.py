@@ -173,8 +173,10 @@ def tau_difference(a: np.ndarray, b: np.ndarray, accuracy: np.ndarray
       (a, b, accuracy), gap, paired=True, vectorized=False,
       n_resamples=BOOTSTRAP_RESAMPLES, method='percentile',
       random_state=np.random.default_rng(0)).confidence_interval
+  ci95 = [float(interval.low), float(interval.high)]
+  # A few archs make resamples whose τ is undefined: no interval then.
   return {'difference': float(gap(a, b, accuracy)),
-          'ci95': [float(interval.low), float(interval.high)]}
+          'ci95': ci95 if np.all(np.isfinite(ci95)) else None}
 
 
 def comparisons(values: dict[str, np.ndarray], accuracy: np.ndarray
@@ -251,8 +253,9 @@ def table(report: dict[str, Any]) -> str:
           'Whole-sample tau gaps, 95% interval (paired bootstrap over '
           'architectures):\n' + '\n'.join(
               f'  {pair}: ' + ('-' if g is None else
-                               f'{g["difference"]:+.3f} [{g["ci95"][0]:+.3f}, '
-                               f'{g["ci95"][1]:+.3f}]')
+                               f'{g["difference"]:+.3f} ' +
+                               ('[too few archs]' if g['ci95'] is None else
+                                f'[{g["ci95"][0]:+.3f}, {g["ci95"][1]:+.3f}]'))
               for pair, g in report['tau_gaps'].items()))
 
 
