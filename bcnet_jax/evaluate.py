@@ -304,8 +304,21 @@ class Evaluator:
     result = {key: np.concatenate([c[key] for c in chunks])
               for key in chunks[0]}
     result['sides'] = self.sides
-    result['examples'] = int(chunks[0]['examples'][0])
+    result['examples'] = examples['hits'].shape[-1]
     return result
+
+  def leads(self, params, batch_stats, widths, *, calibration: Batches,
+            eval_batches: Batches, status=lambda done, total: None
+            ) -> tuple[int, list[tuple[float, float]]]:
+    """(E, [(score of widths[0] - score of widths[i], its paired standard
+    error) for i >= 1]): the first width vector against each other one,
+    scored per example on the same E images."""
+    result = self.score(params, batch_stats, widths, calibration=calibration,
+                        eval_batches=eval_batches, status=status,
+                        per_example=True)
+    per_example = per_example_score(result['hits'])
+    return result['examples'], [paired_difference(per_example[0], other)
+                                for other in per_example[1:]]
 
   def _summary(self, examples: dict[str, np.ndarray], keep: bool
                ) -> dict[str, np.ndarray]:
@@ -315,8 +328,7 @@ class Evaluator:
     hits, loss = examples['hits'], examples['loss']
     per_example = per_example_score(hits)
     out = {'score': per_example.mean(axis=-1),
-           'score_se': standard_error(per_example),
-           'examples': np.full(len(hits), hits.shape[-1])}
+           'score_se': standard_error(per_example)}
     for i, side in enumerate(self.sides):
       out[side] = hits[:, i].mean(axis=-1)
       out[f'loss_{side}'] = loss[:, i].mean(axis=-1)

@@ -29,7 +29,6 @@ from scipy import stats
 
 from bcnet_jax import app
 from bcnet_jax import console
-from bcnet_jax import evaluate
 from bcnet_jax import files
 from bcnet_jax import supernet
 from bcnet_jax.costs import CostModel
@@ -128,11 +127,9 @@ def leader(setup: supernet.Setup, trained, archs: dict[str, np.ndarray],
   difficulty cancels), far tighter than the scores' own errors."""
   first, second = sorted(scores, key=scores.get, reverse=True)[:2]
   calibration, eval_batches = setup.scoring_data(cached=True)
-  result = setup.evaluator().score(
+  _, [(difference, se)] = setup.evaluator().leads(
       trained.params, trained.batch_stats, [archs[first], archs[second]],
-      calibration=calibration, eval_batches=eval_batches, per_example=True)
-  per_example = evaluate.per_example_score(result['hits'])
-  difference, se = evaluate.paired_difference(per_example[0], per_example[1])
+      calibration=calibration, eval_batches=eval_batches)
   return {'keys': [first, second], 'difference': difference, 'se': se}
 
 

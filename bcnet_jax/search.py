@@ -40,7 +40,6 @@ from bcnet_jax import app
 from bcnet_jax import checkpoint
 from bcnet_jax import config_utils
 from bcnet_jax import console
-from bcnet_jax import evaluate
 from bcnet_jax import evolution
 from bcnet_jax import files
 from bcnet_jax import prior
@@ -221,14 +220,12 @@ class Search:
     paired standard error of that difference (the same images)."""
     phases = ('evolution', 'uniform', 'random')
     widths = [self.winner(p)['widths'] for p in phases]
-    result = self.evaluator.score(
+    examples, leads = self.evaluator.leads(
         self.trained.params, self.trained.batch_stats, widths,
         calibration=self.calibration, eval_batches=self.eval_batches,
-        status=status, per_example=True)
-    per_example = evaluate.per_example_score(result['hits'])
-    out = {'examples': int(result['examples']), 'winner_minus': {}}
-    for i, phase in enumerate(phases[1:], 1):
-      diff, se = evaluate.paired_difference(per_example[0], per_example[i])
+        status=status)
+    out = {'examples': int(examples), 'winner_minus': {}}
+    for i, (phase, (diff, se)) in enumerate(zip(phases[1:], leads), 1):
       out['winner_minus'][phase] = {
           'difference': diff, 'se': se,
           'same_width_vector': widths[i] == widths[0]}

@@ -115,8 +115,9 @@ class Experiment:
     self.record = self._read_record()
     self._saved = (json.dumps(self.record, sort_keys=True)
                    if os.path.exists(self.record_path) else None)
-    for c in self.configs.values():  # every config error before any file
-      supernet.Setup.create(c)
+    # Every config error before any file; kept for the stages.
+    self.setups = {s: supernet.Setup.create(c)
+                   for s, c in self.configs.items()}
 
   def path(self, what: str, supernet_name: str) -> str:
     return os.path.join(self.workdir,
@@ -174,7 +175,7 @@ class Experiment:
     workdir = os.path.join(self.workdir, f'supernet_{name}')
     config = self.configs[name]
     summary_path = os.path.join(workdir, 'summary.json')
-    total = supernet.Setup.create(config).total_steps
+    total = self.setups[name].total_steps
     if not (os.path.exists(summary_path) and
             files.read_json(summary_path).get('steps') == total):
       self._timed(f'train_{name}',
@@ -186,8 +187,7 @@ class Experiment:
   def score(self, name: str, keys: list[str]) -> dict[str, dict[str, float]]:
     """Scores `keys` on the supernet `name`, in chunks, resuming after the
     last saved chunk: {key: {'score', 'score_se', side...}}."""
-    config = self.configs[name]
-    setup = supernet.Setup.create(config)
+    config, setup = self.configs[name], self.setups[name]
     trained = supernet.restore_trained(
         setup, os.path.join(self.workdir, f'supernet_{name}'))
     identity = {
