@@ -1,19 +1,24 @@
 """What every bcnet_jax command shares: its flags, logging and error output.
 
-`--config` and `--workdir` are defined here, once (scenic's app.py), so the
-command modules can be imported together in one process (tests, notebooks).
-`run(main)` parses the flags, quiets library logs, and turns a user error
-(a config typo, a missing config file or dataset, an unknown model, a
-workdir that is a file, a checkpoint of another run...) into a few lines on
-stderr and exit status 2, with no traceback unless `--verbosity=1` or
-higher is given.
+`run(main)` defines `--config` and `--workdir` (scenic's app.py), parses
+the flags, quiets library logs, and turns a user error (errors.UserError:
+a config typo, a missing config file or dataset, an unknown model, a workdir
+that is a file, a checkpoint of another run...) into one line on stderr and
+exit status 2, with no traceback unless `--verbosity=1` or higher is given.
+Any other exception is a bug: its traceback is printed, exit status 1.
+Importing the library defines no flag: only `run` does, in a command.
+
+Overrides behave as a user expects: of two exclusive fields
+(config_utils.EXCLUSIVE_PAIRS, e.g. total_steps and total_epochs) the one
+given on the command line wins over the config file's, and
+`--config.field=None` unsets a field.
 
 Synopsis (a command module):
 
   from bcnet_jax import app
 
   def main(argv):
-    summary = train_and_evaluate(app.CONFIG.value, app.WORKDIR.value)
+    summary = train_and_evaluate(app.config(), app.workdir())
 
   if __name__ == '__main__':
     app.run(main, required=('config', 'workdir'))
@@ -31,17 +36,33 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/cifar10.py; override a field '
-    'with --config.a.b=value.', lock_config=True)
-WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Run directory (checkpoints, metrics, summary). Rerun '
-    'with the same one to resume.')
+from bcnet_jax import config_utils
+from bcnet_jax import errors
 
-# Exceptions that say the input is wrong (what to fix is in the message),
-# not that the code is: shown as one message, not a traceback.
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
 USER_ERROR_STATUS = 2
+_UNSET = 'None'  # --config.field=None unsets the field
+
+
+def _define_flags() -> None:
+  """--config and --workdir, defined once per process, by `run`."""
+  if 'config' in flags.FLAGS:
+    return
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file, e.g. configs/cifar10.py; override a '
+      'field with --config.a.b=value (None unsets it).', lock_config=True)
+  flags.DEFINE_string(
+      'workdir', None, 'Run directory (checkpoints, metrics, summary). Rerun '
+      'with the same one to resume.')
+
+
+def config() -> Any:
+  """The --config of the running command, with its overrides."""
+  return flags.FLAGS.config
+
+
+def workdir() -> str:
+  """The --workdir of the running command."""
+  return flags.FLAGS.workdir
 
 
 def fail(message: str) -> NoReturn:
@@ -63,9 +84,21 @@ def _gist(error: BaseException) -> str:
   return ' '.join(lines).rstrip('.')
 
 
+_unset_fields: set[str] = set()
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parse, less the `--config.x=None` arguments, whose fields are
+  noted in _unset_fields (absl would try to parse 'None' as their type)."""
+  kept = []
+  for arg in argv:
+    name, _, value = arg.partition('=')
+    if name.startswith('--config.') and value == _UNSET:
+      _unset_fields.add(name[len('--config.'):])
+    else:
+      kept.append(arg)
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(kept)
   except flags.Error as e:
     fail(f'{_gist(e)}. See --help.')
   except SyntaxError as e:
@@ -82,12 +115,18 @@ def _load_config() -> None:
   ml_collections defers that error to the config's first use.
   """
   try:
-    CONFIG.value.keys()
+    loaded = config()
+    loaded.keys()
   except Exception as e:  # pylint: disable=broad-except
     cause = e.__cause__ or e
     last = (str(cause).strip().splitlines() or [''])[-1].strip()
     fail(f'cannot load --config={flags.FLAGS["config"].config_filename}: '
          f'{last}')
+  given = set(config_flags.get_override_values(flags.FLAGS['config']))
+  try:
+    config_utils.apply_command_line(loaded, given, _unset_fields)
+  except (AttributeError, KeyError) as e:
+    fail(f'bad --config override: no such field: {_gist(e)}')
 
 
 def config_path() -> str:
@@ -113,6 +152,7 @@ def run(main: Callable[[list[str]], Any], *,
     positional: what positional arguments are (e.g. 'image files'); at
       least one must then be given.
   """
+  _define_flags()
   flags.mark_flags_as_required(list(required))
 
   def wrapped(argv: list[str]) -> Any:
@@ -128,7 +168,7 @@ def run(main: Callable[[list[str]], Any], *,
       _load_config()
     try:
       return main(argv)
-    except USER_ERRORS as e:
+    except errors.UserError as e:
       if flags.FLAGS.verbosity >= 1:
         raise
       fail(str(e))

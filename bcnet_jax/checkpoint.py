@@ -40,22 +40,19 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from bcnet_jax import console
+from bcnet_jax import errors
 
-# Config fields that must agree between a checkpoint and the run resuming it.
-IDENTITY_FIELDS = (
-    ('seed',), ('model',), ('input', 'source'), ('input', 'name'),
-    ('input', 'channels'), ('input', 'resolution'), ('supernet', 'objective'),
-    ('supernet', 'complementary'), ('supernet', 'pool_size'), ('optim',))
-# A retrain run is the compact model of an arch: no supernet or its optim.
-RETRAIN_IDENTITY_FIELDS = IDENTITY_FIELDS[:6]
+# Config fields removed since checkpoints recorded them in their identity:
+# ignored in a saved identity, so those checkpoints still resume.
+RETIRED_FIELDS = {'model': ('lowering',)}
 _SHOWN = 4  # differing names listed per kind in an error
 
 
-class ForeignCheckpoint(ValueError):
+class ForeignCheckpoint(errors.InvalidInput):
   """The workdir holds a checkpoint of another run."""
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(errors.InvalidInput):
   """A checkpoint whose arrays are not this code's train state."""
 
 
@@ -100,8 +97,7 @@ def _root_cause(error: BaseException) -> BaseException:
 
 
 def identity(config: Any, num_classes: int,
-             fields: tuple[tuple[str, ...], ...] = IDENTITY_FIELDS
-             ) -> dict[str, Any]:
+             fields: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
   """What makes a run this run: checkpoints of another are not resumed."""
   out = {'num_classes': num_classes}
   for path in fields:
@@ -111,6 +107,15 @@ def identity(config: Any, num_classes: int,
     out['.'.join(path)] = (value.to_dict() if hasattr(value, 'to_dict')
                            else value)
   return json.loads(json.dumps(out))  # tuples -> lists, as JSON reads back
+
+
+def without_retired(saved: dict[str, Any]) -> dict[str, Any]:
+  """A saved identity without the fields of RETIRED_FIELDS."""
+  out = dict(saved)
+  for key, retired in RETIRED_FIELDS.items():
+    if isinstance(out.get(key), dict):
+      out[key] = {k: v for k, v in out[key].items() if k not in retired}
+  return out
 
 
 def _host_value(leaf: Any) -> np.ndarray:
@@ -192,8 +197,9 @@ class Checkpoints:
         nothing is created, saved or moved aside.
     """
     if max_to_keep < 2:
-      raise ValueError(f'keep_checkpoints={max_to_keep}: keep at least 2 so '
-                       'that a corrupt latest checkpoint has a fallback')
+      raise errors.InvalidInput(
+          f'keep_checkpoints={max_to_keep}: keep at least 2 so that a '
+          'corrupt latest checkpoint has a fallback')
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.identity = run_identity
     self.read_only = read_only
@@ -213,6 +219,7 @@ class Checkpoints:
         digest=ocp.args.JsonSave({'sha256': tree_sha256(state)})))
 
   def _check_identity(self, step: int, saved: dict[str, Any]) -> None:
+    saved = without_retired(saved)
     differ = sorted(k for k in set(saved) | set(self.identity)
                     if saved.get(k) != self.identity.get(k))
     if differ:
@@ -261,8 +268,9 @@ class Checkpoints:
     steps = self.manager.all_steps()
     if not steps:
       return None
-    return self.manager.restore(max(steps), args=ocp.args.Composite(
-        identity=ocp.args.JsonRestore()))['identity']
+    return without_retired(self.manager.restore(
+        max(steps), args=ocp.args.Composite(
+            identity=ocp.args.JsonRestore()))['identity'])
 
   def restore_latest(self, target: Any) -> Any | None:
     """The newest readable checkpoint restored like `target`, or None."""

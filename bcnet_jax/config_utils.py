@@ -13,6 +13,8 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from bcnet_jax import errors
+
 placeholder = config_dict.placeholder
 
 
@@ -28,7 +30,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.name = 'resnet20_cifar'
   c.model.bins = placeholder(int)      # default: the model's B
   c.model.min_bins = placeholder(int)  # default: the model's m
-  c.model.lowering = 'auto'            # 'auto' | 'native' | 'cpu'
 
   c.input = ml_collections.ConfigDict()
   c.input.source = 'tfds'  # 'tfds' | 'image_folder' | 'cifar10_archive' |
@@ -89,14 +90,15 @@ def base_config() -> ml_collections.ConfigDict:
   # that split reports the retrained network.
   c.eval.split = 'minival'             # 'minival' | 'eval'
 
-  # Retraining a searched arch: its own recipe (default: the supernet's
-  # optimizer, as the model's standard recipe; each config says which).
+  # Retraining a searched arch: its own recipe. Each retrain.optim field
+  # left unset is optim's (`retrain_optim`): the model's standard recipe.
   c.retrain = ml_collections.ConfigDict()
   c.retrain.arch = placeholder(str)    # arch.json written by the search
   c.retrain.total_epochs = placeholder(float)
   c.retrain.total_steps = placeholder(int)
   c.retrain.label_smoothing = 0.0
-  c.retrain.optim = ml_collections.ConfigDict(c.optim.to_dict())
+  c.retrain.optim = ml_collections.ConfigDict(
+      {k: placeholder(type(v)) for k, v in c.optim.items()})
 
   c.search = ml_collections.ConfigDict()  # docs/design.md §5
   c.search.macs_budget = placeholder(int)       # F in MACs, or F as a
@@ -130,7 +132,6 @@ def embedded_mnist_supernet() -> ml_collections.ConfigDict:
   c.input.std = (0.3081,)
   c.input.num_threads = 2
   c.optim.learning_rate = 0.05
-  c.retrain.optim = ml_collections.ConfigDict(c.optim.to_dict())
   return c
 
 
@@ -150,7 +151,6 @@ def cifar10_supernet(model: str, *, total_epochs: float,
   c.total_epochs = total_epochs
   c.eval_every_epochs = eval_every_epochs
   # Retraining: the same recipe from scratch, as the model's standard one.
-  c.retrain.optim = ml_collections.ConfigDict(c.optim.to_dict())
   c.retrain.total_epochs = total_epochs
   return c
 
@@ -183,7 +183,6 @@ def imagenet_supernet(model: str, *, weight_decay: float
   c.optim.warmup_epochs = 5.0
   c.total_epochs = 100.0
   c.eval_every_epochs = 5.0
-  c.retrain.optim = ml_collections.ConfigDict(c.optim.to_dict())
   c.retrain.label_smoothing = 0.1
   c.retrain.total_epochs = 100.0
   return c
@@ -199,8 +198,10 @@ def steps_from(config: Any, prefix: str, steps_per_epoch: int,
   steps = config.get(f'{prefix}_steps')
   epochs = config.get(f'{prefix}_epochs')
   if steps is not None and epochs is not None:
-    raise ValueError(f'set one of {section}{prefix}_steps and '
-                     f'{section}{prefix}_epochs, not both')
+    raise errors.InvalidInput(
+        f'set one of {section}{prefix}_steps and {section}{prefix}_epochs, '
+        f'not both (unset the other with --config.{section}{prefix}_epochs='
+        'None)')
   if epochs is not None:
     return max(1, int(round(epochs * steps_per_epoch)))
   return steps
@@ -211,25 +212,72 @@ def macs_budget(search: Any, full_macs: int) -> float:
   full-width model's MACs): exactly one of them."""
   budget, fraction = search.macs_budget, search.macs_fraction
   if (budget is None) == (fraction is None):
-    raise ValueError('set exactly one of search.macs_budget (MACs) and '
+    raise errors.InvalidInput('set exactly one of search.macs_budget (MACs) and '
                      'search.macs_fraction (of the full model\'s '
                      f'{full_macs:,} MACs), e.g. '
                      '--config.search.macs_fraction=0.5')
   if fraction is not None:
     if not 0 < fraction <= 1:
-      raise ValueError(f'search.macs_fraction={fraction} must be in (0, 1]')
+      raise errors.InvalidInput(
+          f'search.macs_fraction={fraction} must be in (0, 1]')
     return fraction * full_macs
   if budget <= 0:
-    raise ValueError(f'search.macs_budget={budget} must be positive')
+    raise errors.InvalidInput(
+        f'search.macs_budget={budget} must be positive')
   return float(budget)
 
 
-def optimizer_config(optim: Any, steps_per_epoch: int
-                     ) -> ml_collections.ConfigDict:
+def retrain_optim(config: Any) -> ml_collections.ConfigDict:
+  """The retrain recipe's optimizer: retrain.optim's fields where set,
+  optim's elsewhere (a field-level fallback, so --config.optim.* reaches
+  retraining unless retrain.optim.* says otherwise)."""
+  return ml_collections.ConfigDict({
+      k: v if config.retrain.optim.get(k) is None
+      else config.retrain.optim[k] for k, v in config.optim.items()})
+
+
+def optimizer_config(optim: Any, steps_per_epoch: int, total_steps: int,
+                     section: str = '') -> ml_collections.ConfigDict:
   """optim with its epoch durations as the steps `optim.create_optimizer`
-  reads (warmup_steps, step_milestones)."""
+  reads (warmup_steps, step_milestones); a warm-up as long as the run is
+  an error in the fields the user sets (`section`: 'retrain.')."""
   out = ml_collections.ConfigDict(optim.to_dict())
   out.warmup_steps = int(round(optim.warmup_epochs * steps_per_epoch))
+  if not 0 <= out.warmup_steps < total_steps:
+    raise errors.InvalidInput(
+        f'{section}optim.warmup_epochs={optim.warmup_epochs} is '
+        f'{out.warmup_steps} steps ({steps_per_epoch} per epoch), not fewer '
+        f'than the run\'s {total_steps} steps: set {section}optim.'
+        f'warmup_epochs below {total_steps / steps_per_epoch:.3g} (0 for no '
+        'warm-up)')
   out.step_milestones = tuple(int(round(e * steps_per_epoch))
                               for e in optim.step_milestones_epochs)
   return out
+
+
+# Fields of which a config sets one: given one on the command line, the
+# other is unset (the command line wins over the config file).
+EXCLUSIVE_PAIRS = (('total_steps', 'total_epochs'),
+                   ('eval_every_steps', 'eval_every_epochs'),
+                   ('retrain.total_steps', 'retrain.total_epochs'),
+                   ('search.macs_budget', 'search.macs_fraction'))
+
+
+def apply_command_line(config: ml_collections.ConfigDict,
+                       given: set[str], unset: set[str]) -> None:
+  """Makes the command line's overrides (`given` field names; `unset`:
+  those given as None) win over the config file's exclusive partners."""
+  for name in unset:
+    _set(config, name, None)
+  for pair in EXCLUSIVE_PAIRS:
+    for field, partner in (pair, pair[::-1]):
+      if field in given and partner not in given:
+        _set(config, partner, None)
+
+
+def _set(config: ml_collections.ConfigDict, name: str, value: Any) -> None:
+  *parents, leaf = name.split('.')
+  for parent in parents:
+    config = config[parent]
+  with config.unlocked():
+    config[leaf] = value

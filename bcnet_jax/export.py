@@ -25,6 +25,7 @@ import ml_collections
 
 from bcnet_jax import checkpoint
 from bcnet_jax import config_utils
+from bcnet_jax import errors
 from bcnet_jax import files
 from bcnet_jax import models
 from bcnet_jax import optim
@@ -47,10 +48,10 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
   """
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
-    raise FileNotFoundError(f'no workdir {workdir}')
+    raise errors.MissingInput(f'no workdir {workdir}')
   arch_path = os.path.join(workdir, 'arch.json')
   if not os.path.exists(arch_path):
-    raise FileNotFoundError(
+    raise errors.MissingInput(
         f'{workdir} has no arch.json: it is not a retrained network (a '
         'supernet workdir? retrain its search\'s arch first with '
         '--config.stage=retrain --config.retrain.arch=.../arch.json)')
@@ -64,31 +65,33 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
                              arch.get('min_bins'))
     widths = space.widths_from_arch(arch)
   except (ValueError, TypeError) as e:
-    raise ValueError(f'{arch_path}: {e}') from None
-  fields = ('classes', 'channels', 'augment', 'mean', 'std', 'lowering')
+    raise errors.InvalidInput(f'{arch_path}: {e}') from None
+  # Older exports also hold 'lowering', now chosen per platform (ops.py).
+  fields = ('classes', 'channels', 'augment', 'mean', 'std')
   if not isinstance(info, dict) or set(fields) - set(info):
-    raise ValueError(f'{input_path} must be an object with {list(fields)}')
+    raise errors.InvalidInput(f'{input_path} must be an object with {list(fields)}')
   model = models.get_model(
       arch['model'], widths=widths, space=space,
       num_classes=len(info['classes']), in_channels=info['channels'],
-      resolution=arch['resolution'], lowering=info['lowering'])
+      resolution=arch['resolution'])
   ckpts = checkpoint.Checkpoints(workdir, {}, read_only=True)
   try:
     identity = ckpts.latest_identity()
     if identity is None or identity.get('stage') != 'retrain':
-      raise ValueError(f'{workdir} holds no checkpoint of a retrain run')
+      raise errors.InvalidInput(
+          f'{workdir} holds no checkpoint of a retrain run')
     _check_files_match(identity, arch, info, workdir)
     ckpts.identity = identity
     recipe = ml_collections.ConfigDict(identity['retrain.optim'])
     tx, _ = optim.create_optimizer(  # only its state's structure matters
-        config_utils.optimizer_config(recipe, 1), 10**9)
-    target = jax.eval_shape(lambda: state_lib.create_train_state(
+        config_utils.optimizer_config(recipe, 1, 10**9), 10**9)
+    target = jax.eval_shape(lambda: state_lib.compact_state(
         model, tx, jax.random.key(0)))
     state = ckpts.restore_latest(target)
   finally:
     ckpts.close()
   if state is None:
-    raise ValueError(f'{workdir} holds no readable checkpoint')
+    raise errors.InvalidInput(f'{workdir} holds no readable checkpoint')
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   return model, variables, {**info, 'arch': arch, 'step': int(state.step)}
 
@@ -109,22 +112,30 @@ def _check_files_match(identity: dict[str, Any], arch: dict[str, Any],
   differ = [f'{name}: {mine!r}, checkpoint {saved!r}'
             for name, (saved, mine) in expected.items() if saved != mine]
   if differ:
-    raise ValueError(f'{workdir}: the files do not describe the network its '
+    raise errors.InvalidInput(f'{workdir}: the files do not describe the network its '
                      f'checkpoint holds ({"; ".join(differ)}); restore them '
                      'from the retrain run')
 
 
-def write_jax_export(workdir: str, model: layers.WidthModel,
-                     variables: Any) -> str:
-  """Serializes images -> class probabilities, batch size symbolic."""
+def exported_inference(model: layers.WidthModel, variables: Any,
+                       platforms: tuple[str, ...] = PLATFORMS
+                       ) -> jax.export.Exported:
+  """images -> class probabilities, batch size symbolic, lowered for each
+  of `platforms` with its own ops (models/ops.py)."""
   def infer(images):
     logits, _ = model.apply(variables, images, train=False)
     return jax.nn.softmax(logits, axis=-1)
 
   batch, = jax.export.symbolic_shape('batch')
   shape = (batch, model.resolution, model.resolution, model.in_channels)
-  exported = jax.export.export(jax.jit(infer), platforms=PLATFORMS)(
+  return jax.export.export(jax.jit(infer), platforms=platforms)(
       jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+def write_jax_export(workdir: str, model: layers.WidthModel,
+                     variables: Any) -> str:
+  """Serializes `exported_inference` into the workdir."""
+  exported = exported_inference(model, variables)
   path = os.path.join(workdir, JAX_EXPORT)
   files.write_bytes_atomic(path, exported.serialize())
   return path

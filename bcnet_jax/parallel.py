@@ -7,7 +7,7 @@ global without any axis_name (pmap is in maintenance mode in current JAX).
 Synopsis:
 
   mesh = parallel.create_mesh()
-  step = parallel.jit_train_step(functools.partial(steps.train_step, ...),
+  step = parallel.jit_train_step(functools.partial(steps.supernet_step, ...),
                                  mesh)
   state, metrics = step(state, parallel.global_batch(local_batch, mesh), c)
 """

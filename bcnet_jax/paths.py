@@ -1,31 +1,57 @@
-"""Path-id vectors: width vectors turned into traced per-channel data.
+"""Paths: width vectors turned into traced per-channel data, typed by kind.
 
 A supernet-mode model takes, for every dim, an int8 vector of length C'
-(-1 = channel off, 0 = path 0, 1 = path 1; docs/design.md §3). These
-helpers build them in-graph from a width vector, so one compiled program
-serves every width and all three helpers:
+(-1 = channel off, 0 = path 0, 1 = path 1; docs/design.md §3), wrapped in
+`Paths` with a static `kind`. The ids are built in-graph from a width vector,
+so one compiled program serves every width; the kind is part of the program:
 
-  left(space, c)   path 0 = L(c), the first e[c] channels
-  right(space, c)  path 0 = R(c), the last e[c] channels
-  pair(space, c)   path 0 = L(c), path 1 = R(c̄): every channel is on
-  materialized(ids)  the same ids, computed once into buffers (XLA:CPU)
+  left(space, c)   one path, L(c): the first e[c] channels
+  right(space, c)  one path, R(c): the last e[c] channels
+  pair(space, c)   two paths, L(c) (0) and R(c̄) (1): every channel is on
+
+The layers derive from the kind what they may do: a single path masks no
+kernel and runs in the N-channel window that holds it (left: the first N
+channels, right: the last N); a pair masks kernels to its two blocks. Only
+these helpers make ids, so a kind never disagrees with its ids.
 
 Synopsis:
 
-  ids = paths.pair(space, jnp.asarray(c))
-  logits, aux = model.apply(variables, x, ids, train=True, mutable=[...])
+  logits, aux = model.apply(variables, x, paths.pair(space, c), train=True,
+                            mutable=['batch_stats'])
   # logits: [2, batch, classes], logits[k] = path k's sub-network
 """
 
 from __future__ import annotations
 
+import flax
 import jax
 import jax.numpy as jnp
 
 from bcnet_jax.space import SearchSpace
 
-PathIds = dict[str, jax.Array]
 NUM_PATHS = 2
+KINDS = ('left', 'right', 'pair')
+
+
+@flax.struct.dataclass
+class Paths:
+  """Path ids per dim ({dim: [C'] int8}, traced) and their kind (static).
+
+  Under `jax.vmap` the ids gain a leading axis; the kind, being static,
+  is shared by every mapped element.
+  """
+  ids: dict[str, jax.Array]
+  kind: str = flax.struct.field(pytree_node=False)
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f'paths kind must be one of {KINDS}, got '
+                       f'{self.kind!r}')
+
+  @property
+  def single(self) -> bool:
+    """One path (left or right): no kernel masks, a window per dim."""
+    return self.kind != 'pair'
 
 
 def _edges(space: SearchSpace, widths: jax.Array) -> list[jax.Array]:
@@ -34,48 +60,30 @@ def _edges(space: SearchSpace, widths: jax.Array) -> list[jax.Array]:
   return [table[i, widths[d.group]] for i, d in enumerate(space.dims)]
 
 
-def left(space: SearchSpace, widths: jax.Array) -> PathIds:
+def _ids(space: SearchSpace, widths: jax.Array, on, off: int
+         ) -> dict[str, jax.Array]:
+  return {d.name: jnp.where(on(jnp.arange(d.supernet_channels), e,
+                               d.supernet_channels), 0, off).astype(jnp.int8)
+          for d, e in zip(space.dims, _edges(space, widths))}
+
+
+def left(space: SearchSpace, widths: jax.Array) -> Paths:
   """One path: L(c) = channels [0, e[c]) of every dim."""
-  return {
-      d.name: jnp.where(jnp.arange(d.supernet_channels) < e, 0, -1
-                        ).astype(jnp.int8)
-      for d, e in zip(space.dims, _edges(space, widths))
-  }
+  return Paths(_ids(space, widths, lambda i, e, c: i < e, -1), 'left')
 
 
-def right(space: SearchSpace, widths: jax.Array) -> PathIds:
+def right(space: SearchSpace, widths: jax.Array) -> Paths:
   """One path: R(c) = channels [C' - e[c], C') of every dim."""
-  return {
-      d.name: jnp.where(
-          jnp.arange(d.supernet_channels) >= d.supernet_channels - e, 0, -1
-      ).astype(jnp.int8)
-      for d, e in zip(space.dims, _edges(space, widths))
-  }
+  return Paths(_ids(space, widths, lambda i, e, c: i >= c - e, -1), 'right')
 
 
-def pair(space: SearchSpace, widths: jax.Array) -> PathIds:
+def pair(space: SearchSpace, widths: jax.Array) -> Paths:
   """Two disjoint paths covering every channel: L(c) (0) and R(c̄) (1).
 
   R(c̄) starts at C' - e[B' - c] = e[c], the end of L(c). `pair(c̄)` carries
   L(c̄) and R(c), the other half of a complementary step.
   """
-  return {
-      d.name: jnp.where(jnp.arange(d.supernet_channels) < e, 0, 1
-                        ).astype(jnp.int8)
-      for d, e in zip(space.dims, _edges(space, widths))
-  }
+  return Paths(_ids(space, widths, lambda i, e, c: i < e, 1), 'pair')
 
 
-def materialized(ids: PathIds) -> PathIds:
-  """`ids`, computed once into buffers rather than fused into their users.
-
-  XLA fuses cheap producers into every consumer: on XLA:CPU the whole chain
-  from a width vector to its ids (edge lookup, iota, compare, select) was
-  recomputed for every element of every activation a mask touched, which
-  made a masked pass of CBM MobileNet 1.4x a plain one (1.0x with this). A
-  conditional's outputs cannot be fused into its consumers; its predicate
-  (ids are never below -1) is traced data, so it cannot be folded away.
-  """
-  first = jax.tree.leaves(ids)[0]
-  return jax.lax.cond(jnp.all(first >= -1), lambda: ids,
-                      lambda: jax.tree.map(jnp.zeros_like, ids))
+SIDES = {'left': left, 'right': right}

@@ -55,7 +55,7 @@ def predict(workdir: str, paths: list[str], top: int = 5
 
 def main(argv: list[str]) -> None:
   """Prints the top 5 of each file named after the flags."""
-  for result in predict(app.WORKDIR.value, argv[1:]):
+  for result in predict(app.workdir(), argv[1:]):
     if _JSON.value:
       print(json.dumps(result), flush=True)
     else:

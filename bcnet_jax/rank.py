@@ -30,6 +30,7 @@ from scipy import stats
 from bcnet_jax import app
 from bcnet_jax import console
 from bcnet_jax import files
+from bcnet_jax import run as run_lib
 from bcnet_jax import supernet
 from bcnet_jax.costs import CostModel
 from bcnet_jax.space import SearchSpace
@@ -137,7 +138,7 @@ def run(config: Any, workdir: str, archs_path: str,
         truth_path: str | None = None, out_path: str | None = None
         ) -> dict[str, Any]:
   """Scores the archs; with a truth, how both rankings agree with it."""
-  workdir = supernet.check_workdir(workdir)
+  workdir = run_lib.check_workdir(workdir)
   setup = supernet.Setup.create(config)
   space = setup.model.space
   archs = read_archs(archs_path, space)
@@ -199,7 +200,7 @@ def run(config: Any, workdir: str, archs_path: str,
 
 def main(argv: list[str]) -> None:
   del argv
-  app.print_result(run(app.CONFIG.value, app.WORKDIR.value, _ARCHS.value,
+  app.print_result(run(app.config(), app.workdir(), _ARCHS.value,
                        _TRUTH.value, _OUT.value))
 
 

@@ -2,26 +2,136 @@
 
 `config.stage = 'retrain'` trains the compact model of `config.retrain.arch`
 (static channel counts, from the same model code) from scratch with the
-plain step and `config.retrain.*`, by the training program of the supernet:
-checkpoints, resume and errors are the same code. Its workdir is the
-export: checkpoints, `arch.json`, `input.json` and `model.jax_export`.
+plain step and `config.retrain.*` (each retrain.optim field unset is optim's),
+by the training program of the supernet: checkpoints, resume and errors are
+the same code. Its workdir is the export: checkpoints, `arch.json`,
+`input.json` and `model.jax_export`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import os
-from typing import Any
+from typing import Any, Callable
 
+import jax
 import numpy as np
 
+from bcnet_jax import checkpoint
+from bcnet_jax import config_utils
 from bcnet_jax import console
+from bcnet_jax import errors
+from bcnet_jax import evaluator
+from bcnet_jax import export
 from bcnet_jax import files
 from bcnet_jax import models
+from bcnet_jax import parallel
+from bcnet_jax import run
 from bcnet_jax import space as space_lib
+from bcnet_jax import state as state_lib
+from bcnet_jax import steps
 from bcnet_jax.costs import CostModel
 from bcnet_jax.models import layers
 
-STAGES = ('supernet', 'retrain')
+# Config fields that must agree between a checkpoint and the run resuming
+# it, besides the arch and its recipe (no supernet, no supernet optim).
+IDENTITY_FIELDS = (
+    ('seed',), ('model',), ('input', 'source'), ('input', 'name'),
+    ('input', 'channels'), ('input', 'resolution'))
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup(run.Fields):
+  """Everything a retrain run is made of (a run.Stage)."""
+  arch: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def create(cls, config: Any) -> Setup:
+    """Raises errors.UserError naming what is wrong with the config, the
+    data, the model or the arch; writes nothing."""
+    basics = run.Basics.create(config)
+    arch, model = compact_model(config, basics.supernet)
+    return cls(config, basics.mesh, basics.data, model,
+               *run.schedule_steps(config, config.retrain,
+                                   config_utils.retrain_optim(config),
+                                   'retrain.', basics.data.steps_per_epoch),
+               arch=arch)
+
+  def describe(self) -> str:
+    summary = summary_fields(self.model, self.arch)
+    return (f'retraining {self.config.model.name} at '
+            f'{summary["macs"] / 1e6:,.2f}M MACs, {summary["params"]:,} '
+            f'params, from scratch ({self.config.retrain.arch})')
+
+  def initial_state(self) -> state_lib.TrainState:
+    return self.state_on_mesh(functools.partial(
+        state_lib.compact_state, self.model, self.tx,
+        jax.random.key(self.config.seed)))
+
+  def jit_train_step(self) -> Callable[..., Any]:
+    """The plain step of the compact model, jitted over the mesh."""
+    c = self.config
+    return parallel.jit_train_step(functools.partial(
+        steps.compact_step, model=self.model, tx=self.tx,
+        label_smoothing=c.retrain.label_smoothing,
+        dtype=run.DTYPES[c.supernet.dtype], seed=c.seed), self.mesh,
+                                   num_replicated_args=0)
+
+  def step_args(self, step: int) -> tuple[Any, ...]:
+    del step  # the widths are the model's
+    return ()
+
+  def identity(self) -> dict[str, Any]:
+    """The arch and its recipe make the run."""
+    identity = checkpoint.identity(self.config, self.data.num_classes,
+                                   IDENTITY_FIELDS)
+    identity.update(json.loads(json.dumps({
+        'stage': 'retrain', 'retrain.widths': self.arch['widths'],
+        'retrain.optim': config_utils.retrain_optim(self.config).to_dict(),
+        'retrain.label_smoothing': self.config.retrain.label_smoothing})))
+    return identity
+
+  def evaluate(self, state, *, final: bool,
+               status: Callable[[str], None] = lambda _: None
+               ) -> dict[str, float]:
+    """Top-1 on eval.split and, at the end, on the test split."""
+    config = self.config
+    splits = [config.eval.split] + (['eval'] if final and
+                                    config.eval.split != 'eval' else [])
+    out = {}
+    for split in splits:
+      status(f'evaluating on {run.EVAL_SPLITS[split]}')
+      batches = (parallel.global_batch(b, self.mesh)
+                 for b in self.data.eval_batches(split))
+      name = config.input.eval_split if split == 'eval' else split
+      out[f'eval/{name}/accuracy'] = evaluator.accuracy(
+          self.model, {'params': state.params,
+                       'batch_stats': state.batch_stats}, batches)
+    return out
+
+  def prepare(self, workdir: str) -> None:
+    write_export_files(self, workdir)
+
+  def finish(self, workdir: str, state, status) -> None:
+    status('exporting')
+    export.write_jax_export(workdir, self.model, jax.device_get(
+        {'params': state.params, 'batch_stats': state.batch_stats}))
+
+  def summary_fields(self, state) -> dict[str, Any]:
+    del state
+    return summary_fields(self.model, self.arch)
+
+  def table(self, summary: dict[str, Any]) -> str:
+    return table(summary, {
+        self.config.input.eval_split: 'test (the eval split)',
+        'minival': run.EVAL_SPLITS['minival']})
+
+  def written(self) -> tuple[tuple[str, str], ...]:
+    return (('arch.json, input.json', 'the network and its input: the '
+             'export, with the checkpoints'),
+            (export.JAX_EXPORT, 'images -> probabilities, for jax alone'))
 
 
 def compact_model(config: Any, supernet: layers.WidthModel
@@ -30,22 +140,23 @@ def compact_model(config: Any, supernet: layers.WidthModel
   config: the arch's model, bins and resolution must be the config's."""
   path = config.retrain.arch
   if path is None:
-    raise ValueError('stage=retrain needs --config.retrain.arch=PATH: the '
-                     'arch.json a search wrote (workdir/search/arch.json)')
+    raise errors.InvalidInput(
+        'stage=retrain needs --config.retrain.arch=PATH: the arch.json a '
+        'search wrote (workdir/search/arch.json)')
   try:
     arch = space_lib.read_arch(path)
   except FileNotFoundError:
-    raise FileNotFoundError(f'retrain.arch: no file {path}') from None
+    raise errors.MissingInput(f'retrain.arch: no file {path}') from None
   try:
     widths = supernet.space.widths_from_arch(arch)
   except ValueError as e:
-    raise ValueError(f'retrain.arch {path}: {e} (config model.name='
-                     f'{config.model.name!r}, model.bins, model.min_bins)'
-                     ) from None
+    raise errors.InvalidInput(
+        f'retrain.arch {path}: {e} (config model.name='
+        f'{config.model.name!r}, model.bins, model.min_bins)') from None
   if arch['resolution'] != config.input.resolution:
-    raise ValueError(f'retrain.arch {path} is for resolution '
-                     f'{arch["resolution"]}; input.resolution is '
-                     f'{config.input.resolution}')
+    raise errors.InvalidInput(
+        f'retrain.arch {path} is for resolution {arch["resolution"]}; '
+        f'input.resolution is {config.input.resolution}')
   return arch, models.compact_like(supernet, widths)
 
 
@@ -59,8 +170,7 @@ def write_export_files(setup, workdir: str) -> None:
       'classes': list(setup.data.train_source.class_names),
       'channels': config.input.channels,
       'augment': config.input.augment,
-      'mean': list(config.input.mean), 'std': list(config.input.std),
-      'lowering': config.model.lowering})
+      'mean': list(config.input.mean), 'std': list(config.input.std)})
 
 
 def summary_fields(model: layers.WidthModel, arch: dict[str, Any]

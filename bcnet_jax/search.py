@@ -4,7 +4,7 @@
 
 Fits the prior to the supernet's loss-record pool, evolves width vectors
 whose MACs lie in the band [band_low·F, F], and scores every candidate once
-with the batch evaluator (evaluate.Evaluator, the fitness of §4). Two
+with the batch evaluator (evaluator.Evaluator, the fitness of §4). Two
 baselines at the same budget and with the same evaluator follow: uniform
 scaling (the largest all-b width vector within F) and random search
 (uniform width vectors in the band, as many as the evolution evaluated).
@@ -45,6 +45,7 @@ from bcnet_jax import files
 from bcnet_jax import prior
 from bcnet_jax import search_report
 from bcnet_jax import space as space_lib
+from bcnet_jax import run as run_lib
 from bcnet_jax import supernet
 from bcnet_jax.costs import CostModel
 
@@ -326,7 +327,7 @@ def run(config: Any, workdir: str, config_path: str = 'CONFIG'
         ) -> dict[str, Any]:
   """Searches the supernet in `workdir`; returns the summary.
   `config_path` names the config in the retrain command shown last."""
-  workdir = supernet.check_workdir(workdir)
+  workdir = run_lib.check_workdir(workdir)
   setup = supernet.Setup.create(config)
   trained = supernet.restore_trained(setup, workdir)
   search = Search(setup, trained, workdir)
@@ -350,7 +351,7 @@ def run(config: Any, workdir: str, config_path: str = 'CONFIG'
 
 def main(argv: list[str]) -> None:
   del argv  # app.run allows none
-  app.print_result(run(app.CONFIG.value, app.WORKDIR.value,
+  app.print_result(run(app.config(), app.workdir(),
                        app.config_path()))
 
 

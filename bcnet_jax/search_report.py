@@ -11,6 +11,7 @@ from matplotlib import figure
 
 from bcnet_jax import console
 from bcnet_jax import files
+from bcnet_jax import run
 from bcnet_jax import supernet
 
 METHODS = {'evolution': 'evolution (prior-seeded)',
@@ -36,7 +37,7 @@ def announce(search, workdir: str) -> None:
       f'of {s.mutations} mutations + {s.crossovers} crossovers from the top '
       f'{s.top_k}; then uniform scaling and random search\n'
       f'  fitness: {supernet.score_definition(search.setup)} on '
-      f'{supernet.EVAL_SPLITS[config.eval.split]}, BatchNorm recalibrated on '
+      f'{run.EVAL_SPLITS[config.eval.split]}, BatchNorm recalibrated on '
       f'{config.eval.bn_calib_batches} batches; '
       f'{search.evaluator.call_size} candidates per call')
   if search.state['units_done']:
@@ -65,7 +66,7 @@ def table(search, summary: dict[str, Any], config_path: str = 'CONFIG'
   return (f'Best width vector of each method at a budget of '
           f'{summary["macs_budget"] / 1e6:,.2f}M MACs, scored on '
           f'{summary["examples"]:,} images of '
-          f'{supernet.EVAL_SPLITS[search.config.eval.split]}\n'
+          f'{run.EVAL_SPLITS[search.config.eval.split]}\n'
           f'({summary["score"]}; ± one standard error over those images; '
           '"winner -" is the winner\'s score minus this one, with its '
           'paired error):\n' +

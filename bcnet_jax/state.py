@@ -1,4 +1,4 @@
-"""The train state: everything a supernet step reads and writes."""
+"""The train state: everything a supernet or compact step reads and writes."""
 
 from __future__ import annotations
 
@@ -23,20 +23,28 @@ class TrainState:
   pool: loss_pool.LossPool | None  # None for a compact model
 
 
-def create_train_state(model: layers.WidthModel,
-                       tx: optax.GradientTransformation, rng: jax.Array, *,
-                       pool_size: int = 100) -> TrainState:
-  """Initial state of a supernet (widths=None) or a compact model.
+def supernet_state(model: layers.WidthModel,
+                   tx: optax.GradientTransformation, rng: jax.Array, *,
+                   pool_size: int = 100) -> TrainState:
+  """Initial state of a supernet, with its loss pool.
 
   Jit it with `out_shardings` to create it directly where it will live.
   """
-  compact = model.widths is not None
-  ids = () if compact else (paths.pair(model.space,
-                                       jnp.asarray(model.space.full())),)
-  variables = model.init(rng, model.dummy_input(1), *ids, train=False)
-  params = variables['params']
-  pool = (None if compact
-          else loss_pool.create(pool_size, model.space.num_groups))
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+  full = paths.pair(model.space, jnp.asarray(model.space.full()))
+  variables = model.init(rng, model.dummy_input(1), full, train=False)
+  return _initial(tx, variables,
+                  loss_pool.create(pool_size, model.space.num_groups))
+
+
+def compact_state(model: layers.WidthModel,
+                  tx: optax.GradientTransformation, rng: jax.Array
+                  ) -> TrainState:
+  """Initial state of a compact model (no loss pool)."""
+  variables = model.init(rng, model.dummy_input(1), train=False)
+  return _initial(tx, variables, None)
+
+
+def _initial(tx, variables, pool) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'],
-                    opt_state=tx.init(params), pool=pool)
+                    opt_state=tx.init(variables['params']), pool=pool)

@@ -5,22 +5,23 @@ and for the `bcnet` objective with `complementary` its complement c̄, train fou
 sub-networks L(c), R(c), L(c̄), R(c̄); the objective is ½ of the sum of their
 cross-entropies (every channel gets weight 1), the logged loss their mean.
 
-- implementation 'fused' (default): L(c) and R(c̄) are disjoint and cover
-  every channel, so one full-width pass with `paths.pair(c)` carries both, and
-  a second with `pair(c̄)` carries L(c̄) and R(c): 2 passes, not 4.
-- implementation 'reference': four masked single-path passes, BN statistics
-  threaded through L(c), R(c̄), R(c), L(c̄) in that order.
-Without complementary (L(c), R(c)) or for 'ua' (L(c) only) paths overlap or
-are single, so both implementations run masked single-path passes. A single
-path runs in its window of N channels per dim (layers.Widths.window): the
-nominal network's shapes, not the supernet's C'.
+A step is a list of passes (`Pass`: typed paths and the sub-network each
+path is), built by one function per strategy:
+- `fused_passes` (implementation 'fused', the default): L(c) and R(c̄) are
+  disjoint and cover every channel, so one full-width pass with
+  `paths.pair(c)` carries both, and a second with `pair(c̄)` carries L(c̄)
+  and R(c): 2 passes, not 4.
+- `single_passes` ('reference'; also without complementary, where paths
+  overlap, and for 'ua', L(c) alone): one single-path pass per sub-network,
+  each in its window of N channels per dim (the nominal network's shapes),
+  BN statistics threaded through L(c), R(c̄), R(c), L(c̄) in that order.
+and its gradients by one of two functions:
+- `joint_gradients`: one backward through every pass.
+- `pass_by_pass_gradients`: each pass's gradients before the next pass's
+  forward, so only one pass's activations are held at a time (the peak
+  memory of one pass instead of the sum). The gradients are the same sum.
 
-Memory: with `pass_by_pass`, each pass's gradients are computed before the
-next pass's forward starts (a data dependency orders them), so only one
-pass's activations are held at a time: the peak memory of one pass instead
-of the sum of all. The gradients are the same sum.
-
-The same step trains a compact model (static widths, no masks): one plain
+`compact_step` trains a compact model (static widths, no masks): one plain
 pass, as in the retrain stage and the benchmark's 'plain' mode.
 
 Passes are unrolled: under `lax.scan` the same ResNet-20 step ran 30x slower
@@ -30,51 +31,66 @@ data: one compiled step serves them all.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from bcnet_jax import loss_pool
-from bcnet_jax import paths
+from bcnet_jax import paths as paths_lib
 from bcnet_jax import sampling
 from bcnet_jax.models import layers
 from bcnet_jax.state import TrainState
 
 IMPLEMENTATIONS = ('fused', 'reference')
 Batch = dict[str, jax.Array]
+SubNetwork = tuple[str, bool]  # (side, whether of the complement)
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass:
+  """One forward pass: its paths (None: a compact model's plain pass) and
+  the sub-network that path k of it trains, for each k."""
+  paths: paths_lib.Paths | None
+  carries: tuple[SubNetwork, ...]
+
+
+def fused_passes(space, c: jax.Array) -> list[Pass]:
+  """pair(c) carries L(c) and R(c̄); pair(c̄) carries L(c̄) and R(c)."""
+  cbar = space.complement(c)
+  return [Pass(paths_lib.pair(space, c), (('left', False), ('right', True))),
+          Pass(paths_lib.pair(space, cbar), (('left', True), ('right', False)))]
+
+
+# Single passes thread BN statistics in the fused passes' order.
+_SINGLE_ORDER = (('left', False), ('right', True), ('right', False),
+                 ('left', True))
+
+
+def single_passes(space, c: jax.Array, subnetworks: tuple[SubNetwork, ...]
+                  ) -> list[Pass]:
+  """One single-path pass per sub-network of `subnetworks`."""
+  cbar = space.complement(c)
+  return [Pass(paths_lib.SIDES[side](space, cbar if of_complement else c),
+               ((side, of_complement),))
+          for side, of_complement in _SINGLE_ORDER
+          if (side, of_complement) in subnetworks]
 
 
 def passes(space, widths: jax.Array, *, objective: str, complementary: bool,
-           implementation: str):
-  """Path ids of a step's passes and where each sub-network sits.
-
-  Returns:
-    (ids, select, single_path): ids lists, per pass, dim -> [C'] int8;
-    select lists, per sub-network in the order L(c), R(c)[, L(c̄), R(c̄)],
-    its (pass, path); single_path says each pass carries one path.
-  """
-  table = sampling.subnetwork_table(objective, complementary)
+           implementation: str) -> list[Pass]:
+  """The passes of a supernet step, by its objective and implementation."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got '
                      f'{implementation!r}')
+  table = sampling.subnetwork_table(objective, complementary)
   c = jnp.asarray(widths, jnp.int32)
-  cbar = space.complement(c)
   if len(table) == 4 and implementation == 'fused':
-    # pair(c) carries L(c) and R(c̄); pair(c̄) carries L(c̄) and R(c).
-    ids = [paths.pair(space, c), paths.pair(space, cbar)]
-    where = {('left', False): (0, 0), ('right', True): (0, 1),
-             ('left', True): (1, 0), ('right', False): (1, 1)}
-    return ids, [where[s] for s in table], False
-  # One masked pass per sub-network; with the complement, BN statistics are
-  # threaded in the fused passes' order: L(c), R(c̄), then R(c), L(c̄).
-  order = ([('left', False), ('right', True), ('right', False),
-            ('left', True)] if len(table) == 4 else list(table))
-  side_ids = {'left': paths.left, 'right': paths.right}
-  ids = [side_ids[side](space, cbar if of_complement else c)
-         for side, of_complement in order]
-  return ids, [(order.index(s), 0) for s in table], True
+    return fused_passes(space, c)
+  return single_passes(space, c, table)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
@@ -87,114 +103,149 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
   return jnp.mean(optax.softmax_cross_entropy(logits, targets), axis=-1)
 
 
-def train_step(state: TrainState, batch: Batch,
-               widths: jax.Array | None = None, *,
-               model: layers.WidthModel, tx: optax.GradientTransformation,
-               objective: str = 'bcnet', complementary: bool = True,
-               implementation: str = 'fused', pass_by_pass: bool = False,
-               label_smoothing: float = 0.0, dtype: Any = jnp.float32,
-               seed: int = 0
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One supernet (or compact model) step. `state` may be donated.
+PassLoss = Callable[[Any, Any, Pass, int], tuple[jax.Array, Any]]
+
+
+def pass_loss(model: layers.WidthModel, batch: Batch, rng: jax.Array, *,
+              weight: float, label_smoothing: float, dtype: Any) -> PassLoss:
+  """loss(params, stats, pass, index) -> (share, (ce, new stats)): the
+  pass's share of the objective (`weight` x the sum of its paths'
+  cross-entropies), ce per path it carries, and the BN statistics after it."""
+  images = batch['image'].astype(dtype)
+
+  def loss(params, stats, step_pass: Pass, index: int):
+    ids = () if step_pass.paths is None else (step_pass.paths,)
+    (logits, _), new = model.apply(
+        {'params': params, 'batch_stats': stats}, images, *ids,
+        train=True, mutable=['batch_stats'],
+        rngs={'dropout': jax.random.fold_in(rng, index)})
+    if step_pass.paths is None:
+      logits = logits[None]  # [paths=1, B, K] like a supernet pass
+    ce = cross_entropy(logits, batch['label'], label_smoothing)
+    ce = ce[:len(step_pass.carries)]
+    return weight * jnp.sum(ce), (ce, new['batch_stats'])
+
+  return loss
+
+
+def joint_gradients(loss: PassLoss, params, stats, step_passes: list[Pass]):
+  """(objective, [ce per pass], stats, gradients): one backward through
+  every pass; all their activations are held at once."""
+  def total(params):
+    value, ce, new_stats = 0.0, [], stats
+    for index, step_pass in enumerate(step_passes):
+      share, (pass_ce, new_stats) = loss(params, new_stats, step_pass, index)
+      value, ce = value + share, ce + [pass_ce]
+    return value, (ce, new_stats)
+
+  (value, (ce, stats)), grads = jax.value_and_grad(total, has_aux=True)(
+      params)
+  return value, ce, stats, grads
+
+
+def pass_by_pass_gradients(loss: PassLoss, params, stats,
+                           step_passes: list[Pass]):
+  """joint_gradients' values, each pass's backward before the next pass's
+  forward: the peak memory of one pass."""
+  value, ce, grads, read = 0.0, [], None, params
+  for index, step_pass in enumerate(step_passes):
+    (share, (pass_ce, stats)), pass_grads = jax.value_and_grad(
+        loss, has_aux=True)(read, stats, step_pass, index)
+    value, ce = value + share, ce + [pass_ce]
+    grads = pass_grads if grads is None else jax.tree.map(
+        jnp.add, grads, pass_grads)
+    # The next pass reads the parameters through these gradients (+ 0 x g:
+    # the same values), so it cannot start before this pass's backward ends
+    # and frees its activations. Not lax.optimization_barrier: XLA:CPU drops
+    # it before scheduling (measured: the same peak memory); nor a lax.scan
+    # over passes (module docstring).
+    read = jax.tree.map(lambda p, g: p + 0 * g, params, grads)
+  return value, ce, stats, grads
+
+
+def _apply(state: TrainState, tx: optax.GradientTransformation, grads,
+           stats) -> TrainState:
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return state.replace(
+      step=state.step + 1, params=optax.apply_updates(state.params, updates),
+      batch_stats=stats, opt_state=opt_state)
+
+
+def supernet_step(state: TrainState, batch: Batch, widths: jax.Array, *,
+                  model: layers.WidthModel, tx: optax.GradientTransformation,
+                  objective: str = 'bcnet', complementary: bool = True,
+                  implementation: str = 'fused', pass_by_pass: bool = False,
+                  label_smoothing: float = 0.0, dtype: Any = jnp.float32,
+                  seed: int = 0) -> tuple[TrainState, Metrics]:
+  """One supernet step at width vector `widths`. `state` may be donated.
 
   Args:
     state: the train state (params and BN statistics stay float32).
     batch: {'image': [B, H, W, C], 'label': [B] int}.
-    widths: [G] int32 bins, sampled on the host for this step; None for a
-      compact model.
-    model: the supernet (widths=None) or a compact model (objective and
-      implementation then unused).
+    widths: [G] int32 bins, sampled on the host for this step.
+    model: the supernet (widths=None).
     tx: the optimizer.
     objective: 'bcnet' or 'ua'.
     complementary: also train c̄ (bcnet only).
     implementation: 'fused' or 'reference' (see module docstring).
-    pass_by_pass: each pass's gradients before the next pass (less memory;
-      module docstring).
+    pass_by_pass: each pass's gradients before the next pass (less memory).
     label_smoothing: for the cross-entropy.
     dtype: compute dtype of activations (float32 or bfloat16).
     seed: dropout randomness, folded with the step and pass.
 
   Returns:
     The new state and metrics: `path_losses` (per sub-network, order L(c),
-    R(c), L(c̄), R(c̄); one for a compact model), `loss` (their mean),
-    `objective` (what is minimized) and `grad_norm`.
+    R(c), L(c̄), R(c̄)), `loss` (their mean), `objective` (what is
+    minimized) and `grad_norm`.
   """
-  compact = model.widths is not None
-  if compact != (widths is None):
-    raise ValueError('a supernet step takes a width vector; a compact '
-                     'model step takes none')
-  if compact:
-    ids, select = [None], [(0, 0)]
-  else:
-    ids, select, single_path = passes(
-        model.space, widths, objective=objective, complementary=complementary,
-        implementation=implementation)
-    model = model.clone(single_path=single_path, parent=None)
-  images = batch['image'].astype(dtype)
-  rng = jax.random.fold_in(jax.random.key(seed), state.step)
-  # Bilateral objectives weigh each path ½; ua and compact steps have one.
-  weight = 1.0 if len(select) == 1 else 0.5
-  trained = [k for p, k in select if p == 0]  # the same paths in every pass
-  assert all(sorted(k for p, k in select if p == i) == trained
-             for i in range(len(ids))), select
+  if model.widths is not None:
+    raise ValueError('supernet_step trains a supernet; a compact model '
+                     'trains with compact_step')
+  table = sampling.subnetwork_table(objective, complementary)
+  step_passes = passes(model.space, widths, objective=objective,
+                       complementary=complementary,
+                       implementation=implementation)
+  # Bilateral objectives weigh each path ½; ua trains one.
+  loss = pass_loss(model, batch, jax.random.fold_in(jax.random.key(seed),
+                                                    state.step),
+                   weight=1.0 if len(table) == 1 else 0.5,
+                   label_smoothing=label_smoothing, dtype=dtype)
+  gradients = pass_by_pass_gradients if pass_by_pass else joint_gradients
+  value, ce, stats, grads = gradients(loss, state.params, state.batch_stats,
+                                      step_passes)
+  where = {sub: ce[i][k] for i, step_pass in enumerate(step_passes)
+           for k, sub in enumerate(step_pass.carries)}
+  path_losses = jnp.stack([where[sub] for sub in table])
+  # Pool records: c (and c̄) with their bilateral loss; ua: c with ℓL(c).
+  c = jnp.asarray(widths, jnp.int32)
+  record_losses = (path_losses if objective == 'ua'
+                   else path_losses.reshape(-1, 2).mean(axis=1))
+  record_widths = jnp.stack([c, model.space.complement(c)]
+                            )[:len(record_losses)]
+  new_state = _apply(state, tx, grads, stats)
+  new_state = new_state.replace(
+      pool=loss_pool.offer(state.pool, record_widths, record_losses))
+  return new_state, _metrics(path_losses, value, grads)
 
-  def pass_loss(params, stats, pass_ids, index):
-    """A pass's share of the objective; its per-path CE and new stats."""
-    (logits, _), new = model.apply(
-        {'params': params, 'batch_stats': stats}, images, pass_ids,
-        train=True, mutable=['batch_stats'],
-        rngs={'dropout': jax.random.fold_in(rng, index)})
-    if compact:
-      logits = logits[None]  # [paths=1, B, K] like a supernet pass
-    ce = cross_entropy(logits, batch['label'], label_smoothing)
-    share = weight * sum(ce[k] for k in trained)
-    return share, (ce, new['batch_stats'])
 
-  if pass_by_pass:
-    params, stats, value, ce, grads = (state.params, state.batch_stats, 0.0,
-                                       [], None)
-    for index, pass_ids in enumerate(ids):
-      (share, (pass_ce, stats)), pass_grads = jax.value_and_grad(
-          pass_loss, has_aux=True)(params, stats, pass_ids, index)
-      ce.append(pass_ce)
-      value += share
-      grads = pass_grads if grads is None else jax.tree.map(
-          jnp.add, grads, pass_grads)
-      # The next pass reads the parameters through these gradients (+ 0 x
-      # g: the same values), so it cannot start before this pass's backward
-      # ends and frees its activations. Not lax.optimization_barrier: XLA:CPU
-      # drops it before scheduling (measured: the same peak memory); nor a
-      # lax.scan over passes (module docstring).
-      params = jax.tree.map(lambda p, g: p + 0 * g, state.params, grads)
-    ce = jnp.stack(ce)
-  else:
-    def loss_fn(params):
-      stats, ce, value = state.batch_stats, [], 0.0
-      for index, pass_ids in enumerate(ids):
-        share, (pass_ce, stats) = pass_loss(params, stats, pass_ids, index)
-        ce.append(pass_ce)
-        value += share
-      return value, (jnp.stack(ce), stats)
+def compact_step(state: TrainState, batch: Batch, *,
+                 model: layers.WidthModel, tx: optax.GradientTransformation,
+                 label_smoothing: float = 0.0, dtype: Any = jnp.float32,
+                 seed: int = 0) -> tuple[TrainState, Metrics]:
+  """One plain step of a compact model (static widths); metrics as
+  supernet_step's with one path."""
+  if model.widths is None:
+    raise ValueError('compact_step trains a compact model; a supernet '
+                     'trains with supernet_step')
+  loss = pass_loss(model, batch, jax.random.fold_in(jax.random.key(seed),
+                                                    state.step),
+                   weight=1.0, label_smoothing=label_smoothing, dtype=dtype)
+  value, ce, stats, grads = joint_gradients(
+      loss, state.params, state.batch_stats, [Pass(None, (('compact',
+                                                             False),))])
+  return _apply(state, tx, grads, stats), _metrics(ce[0], value, grads)
 
-    (value, (ce, stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-  path_losses = jnp.stack([ce[p][k] for p, k in select])
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(
-      step=state.step + 1, params=optax.apply_updates(state.params, updates),
-      batch_stats=stats, opt_state=opt_state)
-  if not compact:
-    # Pool records: c (and c̄) with their bilateral loss; ua: c with ℓL(c).
-    c = jnp.asarray(widths, jnp.int32)
-    if objective == 'ua':
-      record_losses = path_losses
-    else:
-      record_losses = path_losses.reshape(-1, 2).mean(axis=1)
-    record_widths = jnp.stack([c, model.space.complement(c)]
-                              )[:len(record_losses)]
-    new_state = new_state.replace(
-        pool=loss_pool.offer(state.pool, record_widths, record_losses))
-  return new_state, {'loss': jnp.mean(path_losses), 'objective': value,
-                     'path_losses': path_losses,
-                     'grad_norm': optax.tree.norm(grads)}
 
+def _metrics(path_losses: jax.Array, value: jax.Array, grads) -> Metrics:
+  return {'loss': jnp.mean(path_losses), 'objective': value,
+          'path_losses': path_losses, 'grad_norm': optax.tree.norm(grads)}

@@ -27,26 +27,29 @@ import numpy as np
 from bcnet_jax import app
 from bcnet_jax import checkpoint
 from bcnet_jax import console
-from bcnet_jax import export
+from bcnet_jax import errors
 from bcnet_jax import files
 from bcnet_jax import metric_writer
 from bcnet_jax import parallel
 from bcnet_jax import retrain
+from bcnet_jax import run
 from bcnet_jax import state as state_lib
 from bcnet_jax import supernet
 from bcnet_jax.data import pipeline
 
+SETUPS = {'supernet': supernet.Setup, 'retrain': retrain.Setup}
 
-def _report(setup: supernet.Setup, summary: dict[str, Any],
-            workdir: str) -> None:
+
+def create_setup(config: Any) -> run.Stage:
+  """The setup of config.stage, checked; nothing is written."""
+  run.check_config(config)
+  return SETUPS[config.stage].create(config)
+
+
+def _report(setup: run.Stage, summary: dict[str, Any], workdir: str) -> None:
   """The final table and the files written."""
   console.say()
-  if setup.compact:
-    console.say(retrain.table(summary, {
-        setup.config.input.eval_split: 'test (the eval split)',
-        'minival': supernet.EVAL_SPLITS['minival']}))
-  else:
-    console.say(supernet.score_table(setup, summary, step=summary['steps']))
+  console.say(setup.table(summary))
   console.say()
   console.say('Wrote:')
   for name, what in (('summary.json', 'the numbers above and the run\'s'),
@@ -54,31 +57,14 @@ def _report(setup: supernet.Setup, summary: dict[str, Any],
                      ('tensorboard', 'event files: tensorboard --logdir '
                       f'{workdir}'),
                      ('checkpoints', 'the last train states; rerun the same '
-                      'command to resume')) + ((
-                          ('arch.json, input.json', 'the network and its '
-                           'input: the export, with the checkpoints'),
-                          (export.JAX_EXPORT, 'images -> probabilities, for '
-                           'jax alone')) if setup.compact else ()):
+                      'command to resume')) + setup.written():
     console.say(f'  {os.path.join(workdir, name)}  ({what})')
 
 
-def _announce(setup: supernet.Setup, workdir: str, first_step: int) -> None:
-  config, data, model = setup.config, setup.data, setup.model
-  space = model.space
-  objective = config.supernet.objective
-  if objective == 'bcnet':
-    objective += (' (complementary, fused passes)' if
-                  config.supernet.complementary else ' (no complement)')
+def _announce(setup: run.Stage, workdir: str, first_step: int) -> None:
+  config, data = setup.config, setup.data
   res = config.input.resolution
-  if setup.compact:
-    summary = retrain.summary_fields(model, setup.arch)
-    console.say(f'bcnet_jax.train: retraining {config.model.name} at '
-                f'{summary["macs"] / 1e6:,.2f}M MACs, {summary["params"]:,} '
-                f'params, from scratch ({config.retrain.arch})')
-  else:
-    console.say(f'bcnet_jax.train: {config.model.name} supernet, '
-                f'{space.num_groups} groups of {space.min_bins}..'
-                f'{space.bins} bins, objective {objective}')
+  console.say(f'bcnet_jax.train: {setup.describe()}')
   console.say(f'data: {pipeline.describe_source(config.input)}, {res}x{res}'
               f'x{config.input.channels}, {data.num_classes} classes: '
               f'{len(data.train_indices):,} train, '
@@ -91,9 +77,10 @@ def _announce(setup: supernet.Setup, workdir: str, first_step: int) -> None:
               'global batch '
               f'{config.input.batch_size}; {setup.total_steps} steps '
               f'({epochs:.1f} epochs); evaluation on '
-              f'{supernet.EVAL_SPLITS[config.eval.split]}'
-              + (f' every {setup.eval_every} steps' if setup.eval_every
-                 else '') + ' and at the end')
+              f'{run.EVAL_SPLITS[config.eval.split]}'
+              + (f' every {setup.eval_every} steps' if setup.eval_every and
+                 setup.eval_every < setup.total_steps else '')
+              + ' and at the end')
   resumed = f' (resuming at step {first_step})' if first_step else ''
   console.say(f'workdir: {workdir}{resumed}')
 
@@ -115,17 +102,17 @@ def _finished_summary(path: str, total_steps: int,
 def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   """Trains the stage of `config` in `workdir`; returns the summary."""
   start_time = time.time()
-  workdir = supernet.check_workdir(workdir)
-  setup = supernet.Setup.create(config)  # checked: now files may be made
+  workdir = run.check_workdir(workdir)
+  setup = create_setup(config)  # checked: now files may be made
   state = setup.initial_state()
   summary_path = os.path.join(workdir, 'summary.json')
-  ckpt = setup.checkpoints(workdir)
+  ckpt = run.checkpoints(setup, workdir)
   try:  # also on errors: pending saves finish, the manager is closed
     restored = ckpt.restore_latest(state)
     state = state if restored is None else restored
     first_step, total_steps = int(state.step), setup.total_steps
     if first_step > total_steps:
-      raise ValueError(
+      raise errors.InvalidInput(
           f'{workdir} holds a checkpoint of step {first_step}, past this '
           f'config\'s {total_steps} steps: raise total_steps / total_epochs '
           'to continue it, or use another --workdir')
@@ -137,8 +124,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
                     'raise total_steps or total_epochs to train further.')
         return finished
     _announce(setup, workdir, first_step)
-    if setup.compact and jax.process_index() == 0:
-      retrain.write_export_files(setup, workdir)
+    if jax.process_index() == 0:
+      setup.prepare(workdir)
     summary = _train(setup, state, ckpt, workdir, first_step)
   finally:
     ckpt.wait()
@@ -150,7 +137,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   return summary
 
 
-def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
+def _train(setup: run.Stage, state, ckpt: checkpoint.Checkpoints,
            workdir: str, first_step: int) -> dict[str, Any]:
   """Steps first_step..total_steps, evaluations, checkpoints: the summary."""
   config, data, mesh = setup.config, setup.data, setup.mesh
@@ -187,7 +174,7 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
           done % config.ckpt_every_steps == 0):
         values = jax.device_get(metrics)
         if not np.isfinite(values['loss']):
-          raise FloatingPointError(
+          raise errors.TrainingDiverged(
               f'non-finite loss ({values["loss"]}) at step {done}: training '
               f'stopped; the last good checkpoint in {ckpt.directory} is kept. '
               'Lower optim.learning_rate or check the input.')
@@ -210,10 +197,8 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
         bar.status('training')
     final_eval = setup.evaluate(state, final=True, status=bar.status)
     writer.write(total_steps, final_eval)
-    if setup.compact and jax.process_index() == 0:
-      bar.status('exporting')
-      export.write_jax_export(workdir, setup.model, jax.device_get(
-          {'params': state.params, 'batch_stats': state.batch_stats}))
+    if jax.process_index() == 0:
+      setup.finish(workdir, state, bar.status)
   finally:  # also on errors: files are closed (the caller closes ckpt)
     bar.close()
     prefetch.shutdown(cancel_futures=True)
@@ -221,13 +206,7 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
   if last_loss is None:  # resumed at the last step: the recorded loss
     last_loss = metric_writer.last_value(
         os.path.join(workdir, 'metrics.jsonl'), 'train/loss')
-  if setup.compact:
-    stage = retrain.summary_fields(setup.model, setup.arch)
-  else:
-    stage = {'eval_widths': {name: [int(w) for w in widths]
-                             for name, widths in setup.fixed_widths().items()},
-             'eval_score': supernet.score_definition(setup),
-             'loss_pool_best': float(jax.device_get(state.pool.losses)[0])}
+  stage = setup.summary_fields(state)
   return {
       'model': config.model.name, 'steps': total_steps,
       'first_step_this_run': first_step,
@@ -239,7 +218,7 @@ def _train(setup: supernet.Setup, state, ckpt: checkpoint.Checkpoints,
 
 def main(argv: list[str]) -> None:
   del argv  # app.run allows none
-  app.print_result(train_and_evaluate(app.CONFIG.value, app.WORKDIR.value))
+  app.print_result(train_and_evaluate(app.config(), app.workdir()))
 
 
 if __name__ == '__main__':

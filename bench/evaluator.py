@@ -5,7 +5,7 @@
 Scores the same `--candidates` random width vectors (both sides, BN
 recalibrated, docs/design.md §4) on the config's calibration batches and
 eval.split three ways, and prints one JSON line per way:
-  way: 'batch' (evaluate.Evaluator, K = eval.candidates_per_call per call),
+  way: 'batch' (evaluator_lib.Evaluator, K = eval.candidates_per_call per call),
     'masked_one_by_one' (the same evaluator called once per candidate,
     K = 1) or 'compact_sliced' (per candidate and side, slice_params and a
     compact model: one compile each, as a static-width implementation must).
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from bcnet_jax import app
-from bcnet_jax import evaluate
+from bcnet_jax import evaluator as evaluator_lib
 from bcnet_jax import supernet
 
 # --config is bcnet_jax.app's flag (defined once, there).
@@ -37,14 +37,14 @@ _CANDIDATES = flags.DEFINE_integer('candidates', 16,
 
 def main(argv) -> None:
   del argv
-  config = app.CONFIG.value
+  config = app.config()
   setup = supernet.Setup.create(config)
   state = setup.initial_state()
   calibration, eval_batches = setup.scoring_data(cached=True)
   rng = np.random.default_rng(0)
   widths = setup.model.space.sample(rng, _CANDIDATES.value)
   evaluator = setup.evaluator()
-  one_by_one = evaluate.Evaluator(setup.model, setup.mesh, 1,
+  one_by_one = evaluator_lib.Evaluator(setup.model, setup.mesh, 1,
                                   setup.scored_sides)
 
   def batch():
@@ -59,7 +59,7 @@ def main(argv) -> None:
 
   def compact_sliced():
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    return np.asarray([evaluate.compact_scores(
+    return np.asarray([evaluator_lib.compact_scores(
         setup.model, variables, c, calibration=calibration,
         eval_batches=eval_batches, sides=setup.scored_sides)['score']
         for c in widths])

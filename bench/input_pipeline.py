@@ -29,7 +29,7 @@ _STEPS = flags.DEFINE_integer('steps', 20, 'Batches to time.')
 
 def main(argv) -> None:
   del argv
-  config = app.CONFIG.value
+  config = app.config()
   setup = supernet.Setup.create(config)
   data = setup.data
   data.train_batch(0)  # warm the thread pool and file cache

@@ -86,7 +86,7 @@ def get_space(name: str, bins: int | None = None,
 def get_model(name: str, *, widths: Any = None,
               space: space_lib.SearchSpace | None = None,
               num_classes: int | None = None, in_channels: int = 3,
-              resolution: int | None = None, lowering: str = 'auto',
+              resolution: int | None = None,
               **kwargs: Any) -> layers.WidthModel:
   """Builds model `name`: the supernet, or a compact model if `widths` given.
 
@@ -97,7 +97,6 @@ def get_model(name: str, *, widths: Any = None,
     num_classes: classifier outputs (default: the dataset the model is for).
     in_channels: channels of the input image.
     resolution: input size (default: the model's standard resolution).
-    lowering: 'auto', 'native' or 'cpu'.
     **kwargs: model-specific attributes (e.g. dropout_rate).
   """
   spec = _spec(name)
@@ -111,7 +110,7 @@ def get_model(name: str, *, widths: Any = None,
       num_classes=spec.num_classes if num_classes is None else num_classes,
       in_channels=in_channels,
       resolution=spec.resolution if resolution is None else resolution,
-      lowering=lowering, **{**dict(spec.kwargs), **kwargs})
+      **{**dict(spec.kwargs), **kwargs})
 
 
 def compact_like(model: layers.WidthModel, widths: Any) -> layers.WidthModel:

@@ -13,7 +13,7 @@ import jax
 from bcnet_jax.models import layers
 from bcnet_jax.models.mobilenet_v2 import inverted_residual
 from bcnet_jax.models.resnet_cifar import basic_block
-from bcnet_jax.paths import PathIds
+from bcnet_jax.paths import Paths
 
 MOBILENET_MAX = (128, 768, 768, 768, 256, 1536, 1024)
 RESNET_MAX = (256, 256, 256, 512, 512, 512, 512)
@@ -32,9 +32,9 @@ class CbmMobileNet(layers.WidthModel):
   IR(ch4-ch5-ch4), 1x1 conv ch4-ch6, pool, FC."""
 
   @nn.compact
-  def __call__(self, x: jax.Array, path_ids: PathIds | None = None, *,
+  def __call__(self, x: jax.Array, paths: Paths | None = None, *,
                train: bool):
-    ctx = self.context(path_ids)
+    ctx = self.context(paths)
     x = layers.conv_bn(x, ctx, None, 'ch0', name='stem', strides=2,
                        train=train, act=nn.relu)
     for i, (src, hidden, dst, stride) in enumerate(
@@ -52,9 +52,9 @@ class CbmResNet(layers.WidthModel):
   3x3 ch3-ch4, 2 basic blocks on ch4 (inner ch5, ch6), pool, FC."""
 
   @nn.compact
-  def __call__(self, x: jax.Array, path_ids: PathIds | None = None, *,
+  def __call__(self, x: jax.Array, paths: Paths | None = None, *,
                train: bool):
-    ctx = self.context(path_ids)
+    ctx = self.context(paths)
     x = layers.conv_bn(x, ctx, None, 'ch0', name='stem', strides=2,
                        train=train, act=nn.relu)
     x = basic_block(x, ctx, 'ch0', 'ch1', 'ch0', strides=1, name='block1',

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from bcnet_jax.models import layers
 from bcnet_jax.models.mobilenet_v2 import inverted_residual
-from bcnet_jax.paths import PathIds
+from bcnet_jax.paths import Paths
 
 # (expansion t, kernel k, stride s, output channels c, blocks n) per stage.
 STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2),
@@ -86,9 +86,9 @@ class EfficientNetB0(layers.WidthModel):
     return x + y * keep / (1 - rate)
 
   @nn.compact
-  def __call__(self, x: jax.Array, path_ids: PathIds | None = None, *,
+  def __call__(self, x: jax.Array, paths: Paths | None = None, *,
                train: bool):
-    ctx = self.context(path_ids)
+    ctx = self.context(paths)
     x = layers.conv_bn(x, ctx, None, 'stem', name='stem', strides=2,
                        train=train, act=nn.swish, bn_kwargs=BN)
     blocks = list(_blocks(self.stages))

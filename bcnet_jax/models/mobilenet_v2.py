@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 
 from bcnet_jax.models import layers
-from bcnet_jax.paths import PathIds
+from bcnet_jax.paths import Paths
 
 # (expansion t, output channels c, blocks n) per stage.
 STAGES = ((1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3),
@@ -73,9 +73,9 @@ class MobileNetV2(layers.WidthModel):
   dropout_rate: float = 0.2
 
   @nn.compact
-  def __call__(self, x: jax.Array, path_ids: PathIds | None = None, *,
+  def __call__(self, x: jax.Array, paths: Paths | None = None, *,
                train: bool):
-    ctx = self.context(path_ids)
+    ctx = self.context(paths)
     x = layers.conv_bn(x, ctx, None, 'stem', name='stem',
                        strides=self.stem_strides, train=train, act=nn.relu6)
     dim = 'stem'

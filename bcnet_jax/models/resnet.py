@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 
 from bcnet_jax.models import layers
-from bcnet_jax.paths import PathIds
+from bcnet_jax.paths import Paths
 
 # (bottleneck width, blocks, stride) per stage; the output is 4x the width.
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
@@ -46,9 +46,9 @@ class ResNet50(layers.WidthModel):
   stages: tuple[tuple[int, int, int], ...] = STAGES  # the space's groups(...)
 
   @nn.compact
-  def __call__(self, x: jax.Array, path_ids: PathIds | None = None, *,
+  def __call__(self, x: jax.Array, paths: Paths | None = None, *,
                train: bool):
-    ctx = self.context(path_ids)
+    ctx = self.context(paths)
     x = layers.conv_bn(x, ctx, None, 'stem', name='stem', kernel_size=7,
                        strides=2, train=train, act=nn.relu)
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 
 from bcnet_jax.models import layers
-from bcnet_jax.paths import PathIds
+from bcnet_jax.paths import Paths
 
 WIDTHS = (16, 32, 64)
 
@@ -49,9 +49,9 @@ class ResNetCifar(layers.WidthModel):
   depth: int = 20
 
   @nn.compact
-  def __call__(self, x: jax.Array, path_ids: PathIds | None = None, *,
+  def __call__(self, x: jax.Array, paths: Paths | None = None, *,
                train: bool):
-    ctx = self.context(path_ids)
+    ctx = self.context(paths)
     x = layers.conv_bn(x, ctx, None, 'stage1', name='stem', train=train,
                        act=nn.relu)
     dim = 'stage1'

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 
 from bcnet_jax.models import layers
-from bcnet_jax.paths import PathIds
+from bcnet_jax.paths import Paths
 
 # Channels per conv; 'M' = 2x2 max pool.
 CFG = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M',
@@ -26,9 +26,9 @@ def groups() -> list[tuple[str, int]]:
 class VGG16Cifar(layers.WidthModel):
 
   @nn.compact
-  def __call__(self, x: jax.Array, path_ids: PathIds | None = None, *,
+  def __call__(self, x: jax.Array, paths: Paths | None = None, *,
                train: bool):
-    ctx = self.context(path_ids)
+    ctx = self.context(paths)
     dim, i = None, 0
     for c in CFG:
       if c == 'M':

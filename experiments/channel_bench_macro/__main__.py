@@ -29,12 +29,12 @@ _RESULTS = flags.DEFINE_string(
 
 def main(argv):
   del argv
-  config = app.CONFIG.value
+  config = app.config()
   if config is None:
     config = importlib.import_module(
         f'configs.{sample.SPACES[_SPACE.value]}').get_config()
   app.print_result(experiment.run(config, _SPACE.value, _SIZE.value,
-                                  app.WORKDIR.value, _RESULTS.value))
+                                  app.workdir(), _RESULTS.value))
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ from bcnet_jax import checkpoint
 from bcnet_jax import console
 from bcnet_jax import files
 from bcnet_jax import rank
+from bcnet_jax import run as run_lib
 from bcnet_jax import supernet
 from bcnet_jax import train
 from experiments.channel_bench_macro import report
@@ -109,7 +110,7 @@ class Experiment:
           f'config trains {config.model.name!r}: give '
           f'--config=configs/{sample.SPACES[space]}.py or another --space')
     self.space, self.size_name, self.size = space, size, SIZES[size]
-    self.workdir = supernet.check_workdir(workdir)
+    self.workdir = run_lib.check_workdir(workdir)
     self.configs = {s: sized_config(config, self.size, s) for s in SUPERNETS}
     self.record_path = os.path.join(self.workdir, 'record.json')
     self.record = self._read_record()
