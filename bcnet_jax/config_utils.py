@@ -19,7 +19,11 @@ placeholder = config_dict.placeholder
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """All fields with their defaults (CIFAR-10-like supernet training)."""
+  """All fields with their defaults (CIFAR-10-like supernet training).
+
+  One long declaration on purpose: every field a config may set is here,
+  with its comment, so a reader finds them all in one place.
+  """
   c = ml_collections.ConfigDict()
   c.seed = 0
   # 'supernet': train the BCNet supernet (then search it); 'retrain': train
@@ -212,10 +216,11 @@ def macs_budget(search: Any, full_macs: int) -> float:
   full-width model's MACs): exactly one of them."""
   budget, fraction = search.macs_budget, search.macs_fraction
   if (budget is None) == (fraction is None):
-    raise errors.InvalidInput('set exactly one of search.macs_budget (MACs) and '
-                     'search.macs_fraction (of the full model\'s '
-                     f'{full_macs:,} MACs), e.g. '
-                     '--config.search.macs_fraction=0.5')
+    raise errors.InvalidInput(
+        'set exactly one of search.macs_budget (MACs) and '
+        'search.macs_fraction (of the full model\'s '
+        f'{full_macs:,} MACs), e.g. '
+        '--config.search.macs_fraction=0.5')
   if fraction is not None:
     if not 0 < fraction <= 1:
       raise errors.InvalidInput(

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from bcnet_jax import errors
 from bcnet_jax.models import layers
 from bcnet_jax.models.layout import layer_table
 
@@ -75,8 +76,9 @@ class CostModel:
       c = np.full(self.space.num_groups, b, np.int32)
       if self.macs(c) <= budget:
         return c
-    raise ValueError(f'a budget of {budget:,.0f} MACs is below the smallest '
-                     f'width vector of {self.space.model}')
+    raise errors.InvalidInput(
+        f'a budget of {budget:,.0f} MACs is below the smallest '
+        f'width vector of {self.space.model}')
 
   def params(self, widths: Any) -> np.ndarray | int:
     """Params of one width vector ([G] -> int) or a batch ([K, G] -> [K])."""

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
+from bcnet_jax import errors
 from bcnet_jax import models
 from bcnet_jax import parallel
 from bcnet_jax import paths
@@ -209,8 +210,9 @@ class Evaluator:
                           pooled, model=self.model, sides=self.sides,
                           mesh=self.mesh)
     if not int(pooled['count']):
-      raise ValueError('BN recalibration needs at least one calibration '
-                       'batch')
+      raise errors.InvalidInput(
+          'BN recalibration needs at least one calibration '
+          'batch')
     return pooled
 
   def score(self, params, batch_stats, widths, *, calibration: Batches,
@@ -261,7 +263,7 @@ class Evaluator:
           [out[name][:len(chunk)][..., mask] for out, mask in outputs],
           axis=-1) for name in ('hits', 'loss')} if outputs else {}
       if not outputs or not examples['hits'].shape[-1]:
-        raise ValueError('the eval split has no examples to score on')
+        raise errors.InvalidInput('the eval split has no examples to score on')
       chunks.append(self._summary(examples, keep=per_example))
     status(n, n)
     result = {key: np.concatenate([c[key] for c in chunks])
@@ -354,7 +356,7 @@ def accuracy(compact: layers.WidthModel, variables: Any,
     c, n = _compact_correct(variables, batch, model=compact)
     hits, total = hits + int(c), total + int(n)
   if not total:
-    raise ValueError('the eval split has no examples to score on')
+    raise errors.InvalidInput('the eval split has no examples to score on')
   return hits / total
 
 

@@ -19,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from bcnet_jax import errors
 from bcnet_jax import prior
 from bcnet_jax.costs import CostModel
 
@@ -89,7 +90,7 @@ class Rules:
           out.append(child)
           made += 1
     if len(out) < wanted:
-      raise ValueError(
+      raise errors.InvalidInput(
           f'only {len(out)} of {wanted} children (mutations and crossovers) '
           f'were new and within the MACs band after {_TRIES_PER_CHILD} tries '
           'each: widen the band (search.band_low), raise '

@@ -69,7 +69,8 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
   # Older exports also hold 'lowering', now chosen per platform (ops.py).
   fields = ('classes', 'channels', 'augment', 'mean', 'std')
   if not isinstance(info, dict) or set(fields) - set(info):
-    raise errors.InvalidInput(f'{input_path} must be an object with {list(fields)}')
+    raise errors.InvalidInput(
+        f'{input_path} must be an object with {list(fields)}')
   model = models.get_model(
       arch['model'], widths=widths, space=space,
       num_classes=len(info['classes']), in_channels=info['channels'],
@@ -112,9 +113,10 @@ def _check_files_match(identity: dict[str, Any], arch: dict[str, Any],
   differ = [f'{name}: {mine!r}, checkpoint {saved!r}'
             for name, (saved, mine) in expected.items() if saved != mine]
   if differ:
-    raise errors.InvalidInput(f'{workdir}: the files do not describe the network its '
-                     f'checkpoint holds ({"; ".join(differ)}); restore them '
-                     'from the retrain run')
+    raise errors.InvalidInput(
+        f'{workdir}: the files do not describe the network its '
+        f'checkpoint holds ({"; ".join(differ)}); restore them '
+        'from the retrain run')
 
 
 def exported_inference(model: layers.WidthModel, variables: Any,

@@ -8,14 +8,18 @@ import json
 import os
 from typing import Any
 
+from bcnet_jax import errors
+
 
 def read_json(path: str) -> Any:
-  """A JSON file; invalid JSON is a ValueError naming the file."""
+  """A JSON file; a missing file or invalid JSON is a user error naming it."""
   try:
     with open(path) as f:
       return json.load(f)
+  except FileNotFoundError:
+    raise errors.MissingInput(f'no file {path}') from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f'{path} is not valid JSON: {e}') from None
+    raise errors.InvalidInput(f'{path} is not valid JSON: {e}') from None
 
 
 def write_text_atomic(path: str, text: str) -> None:

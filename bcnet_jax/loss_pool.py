@@ -11,6 +11,8 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from bcnet_jax import errors
+
 
 @flax.struct.dataclass
 class LossPool:
@@ -24,7 +26,7 @@ class LossPool:
 
 def create(size: int, num_groups: int) -> LossPool:
   if size < 1:
-    raise ValueError(f'loss pool size must be >= 1, got {size}')
+    raise errors.InvalidInput(f'loss pool size must be >= 1, got {size}')
   return LossPool(jnp.zeros((size, num_groups), jnp.int32),
                   jnp.full((size,), jnp.inf, jnp.float32))
 

@@ -19,6 +19,8 @@ from typing import Any
 import optax
 from flax import traverse_util
 
+from bcnet_jax import errors
+
 SCHEDULES = ('cosine', 'step')
 
 
@@ -35,8 +37,8 @@ def create_schedule(config: Any, total_steps: int) -> optax.Schedule:
         lr, {int(m) - warmup: config.step_factor
              for m in config.step_milestones if int(m) > warmup})
   else:
-    raise ValueError(f'schedule must be one of {SCHEDULES}, got '
-                     f'{config.schedule!r}')
+    raise errors.InvalidInput(f'schedule must be one of {SCHEDULES}, got '
+                              f'{config.schedule!r}')
   if warmup == 0:
     return after
   return optax.join_schedules(
@@ -54,7 +56,7 @@ def create_optimizer(config: Any, total_steps: int
                      ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optax transformation and its schedule (for logging the lr)."""
   if config.name != 'sgd':
-    raise ValueError(f"optim.name must be 'sgd', got {config.name!r}")
+    raise errors.InvalidInput(f"optim.name must be 'sgd', got {config.name!r}")
   schedule = create_schedule(config, total_steps)
   tx = optax.chain(
       optax.add_decayed_weights(config.weight_decay, mask=decay_mask),

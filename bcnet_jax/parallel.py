@@ -22,6 +22,8 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bcnet_jax import errors
+
 AXIS = 'data'
 
 
@@ -40,7 +42,7 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_global_batch(global_batch: int, mesh: Mesh) -> None:
   if global_batch % mesh.size:
-    raise ValueError(
+    raise errors.InvalidInput(
         f'the global batch of {global_batch} examples does not divide by the '
         f'{mesh.size} devices; use a multiple of {mesh.size}')
 

@@ -19,6 +19,7 @@ from PIL import Image
 from PIL import UnidentifiedImageError
 
 from bcnet_jax import app
+from bcnet_jax import errors
 from bcnet_jax import export
 from bcnet_jax.data import augment
 
@@ -30,7 +31,7 @@ def read_image(path: str, channels: int) -> np.ndarray:
       image = image.convert('L' if channels == 1 else 'RGB')
       pixels = np.asarray(image)
   except (UnidentifiedImageError, OSError) as e:
-    raise ValueError(f'{path}: not a readable image ({e})') from None
+    raise errors.InvalidInput(f'{path}: not a readable image ({e})') from None
   return pixels[..., None] if pixels.ndim == 2 else pixels
 
 

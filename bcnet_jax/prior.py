@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bcnet_jax import errors
 from bcnet_jax.costs import CostModel
 from bcnet_jax.space import SearchSpace
 
@@ -55,8 +56,9 @@ def loss_table(space: SearchSpace, widths: Any, losses: Any,
   losses = np.asarray(losses, np.float64)
   keep = np.isfinite(losses)
   if not keep.any():
-    raise ValueError('the loss pool holds no records: train the supernet '
-                     'for at least one step first')
+    raise errors.InvalidInput(
+        'the loss pool holds no records: train the supernet '
+        'for at least one step first')
   widths = space.validate_widths(np.asarray(widths)[keep]).reshape(
       -1, space.num_groups)
   losses = losses[keep]
@@ -138,10 +140,11 @@ def fit(costs: CostModel, table: np.ndarray, *, budget: float,
 def band(costs: CostModel, budget: float, low: float) -> tuple[float, float]:
   """[low·F, F], checked against the smallest MACs of the space."""
   if not 0 < low <= 1:
-    raise ValueError(f'the band\'s low end must be in (0, 1], got {low}')
+    raise errors.InvalidInput(
+        f'the band\'s low end must be in (0, 1], got {low}')
   smallest = costs.macs(costs.space.smallest())
   if budget < smallest:
-    raise ValueError(
+    raise errors.InvalidInput(
         f'a budget of {budget:,.0f} MACs is below the smallest width vector '
         f'of {costs.space.model} ({smallest:,} MACs at {costs.resolution}x'
         f'{costs.resolution}): no width vector meets it; raise the budget')
@@ -186,7 +189,7 @@ def draw_legal(costs: CostModel, draw: Callable[[int], np.ndarray], n: int,
         seen.add(key)
         out.append(c)
   if len(out) < n:
-    raise ValueError(
+    raise errors.InvalidInput(
         f'drew {n * _MAX_DRAWS_PER_MEMBER:,} width vectors {source} and found '
         f'only {len(out)} new ones with MACs in [{lo:,.0f}, {hi:,.0f}]: '
         f'{remedy}')

@@ -29,6 +29,7 @@ from scipy import stats
 
 from bcnet_jax import app
 from bcnet_jax import console
+from bcnet_jax import errors
 from bcnet_jax import files
 from bcnet_jax import run as run_lib
 from bcnet_jax import supernet
@@ -40,9 +41,9 @@ def _load_json(path: str, what: str) -> Any:
   try:
     return files.read_json(path)
   except FileNotFoundError:
-    raise FileNotFoundError(f'--{what}: no file {path}') from None
+    raise errors.MissingInput(f'--{what}: no file {path}') from None
   except ValueError as e:
-    raise ValueError(f'--{what}: {e}') from None
+    raise errors.InvalidInput(f'--{what}: {e}') from None
 
 
 def read_archs(path: str, space: SearchSpace) -> dict[str, np.ndarray]:
@@ -51,13 +52,14 @@ def read_archs(path: str, space: SearchSpace) -> dict[str, np.ndarray]:
   if isinstance(data, list):
     data = {str(i): v for i, v in enumerate(data)}
   if not isinstance(data, dict) or not data:
-    raise ValueError(f'--archs: {path} must hold a non-empty JSON list of '
-                     'width vectors or an object {key: width vector}')
+    raise errors.InvalidInput(
+        f'--archs: {path} must hold a non-empty JSON list of '
+        'width vectors or an object {key: width vector}')
   out = {}
   for key, value in data.items():
     if isinstance(value, str):
       if space.bins > 9 or not (value.isascii() and value.isdigit()):
-        raise ValueError(
+        raise errors.InvalidInput(
             f'--archs: {path}: {key}: {value!r} is a string; digit strings '
             f'name width vectors only in spaces with at most 9 bins and only '
             f'with digits ({space.model} has {space.bins} bins): give a list')
@@ -69,7 +71,7 @@ def read_archs(path: str, space: SearchSpace) -> dict[str, np.ndarray]:
                          f'shape {widths.shape}')
       out[key] = space.validate_widths(widths)
     except (ValueError, TypeError) as e:
-      raise ValueError(f'--archs: {path}: {key}: {e}') from None
+      raise errors.InvalidInput(f'--archs: {path}: {key}: {e}') from None
   return out
 
 
@@ -77,16 +79,18 @@ def read_truth(path: str) -> dict[str, float]:
   """{key: accuracy} from TRUTH.json."""
   data = _load_json(path, 'truth')
   if not isinstance(data, dict) or not data:
-    raise ValueError(f'--truth: {path} must hold a non-empty object '
-                     '{key: accuracy} or {key: {"mean": accuracy, ...}}')
+    raise errors.InvalidInput(
+        f'--truth: {path} must hold a non-empty object '
+        '{key: accuracy} or {key: {"mean": accuracy, ...}}')
   out = {}
   for key, value in data.items():
     if isinstance(value, dict):
       value = value.get('mean')
     if (isinstance(value, bool) or not isinstance(value, (int, float))
         or not np.isfinite(value)):
-      raise ValueError(f'--truth: {path}: {key}: expected a finite number or '
-                       f'an object with one as "mean", got {data[key]!r}')
+      raise errors.InvalidInput(
+          f'--truth: {path}: {key}: expected a finite number or '
+          f'an object with one as "mean", got {data[key]!r}')
     out[key] = float(value)
   return out
 
@@ -146,7 +150,7 @@ def run(config: Any, workdir: str, archs_path: str,
   if truth is not None:
     shared = [k for k in archs if k in truth]
     if len(shared) < 2:
-      raise ValueError(
+      raise errors.InvalidInput(
           f'--truth: {truth_path} and --archs: {archs_path} share '
           f'{len(shared)} keys (e.g. archs {list(archs)[:3]}, truth '
           f'{list(truth)[:3]}); a ranking needs at least 2')
@@ -163,11 +167,11 @@ def run(config: Any, workdir: str, archs_path: str,
   if jax.process_index() == 0:
     files.write_json_atomic(out_path, scores)
     files.write_json_atomic(details_path(out_path), details)
-  errors = [d['score_se'] for d in details.values()]
+  standard_errors = [d['score_se'] for d in details.values()]
   summary = {'scores': out_path, 'details': details_path(out_path),
              'archs': len(archs), 'supernet_step': int(trained.step),
              'sides': list(setup.scored_sides),
-             'score_se_median': float(np.median(errors))}
+             'score_se_median': float(np.median(standard_errors))}
   console.say(f'  standard error of a score over the eval images: median '
               f'{summary["score_se_median"]:.4f} (per key in '
               f'{details_path(out_path)})')

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bcnet_jax import errors
 from bcnet_jax.space import SearchSpace
 
 OBJECTIVES = ('bcnet', 'ua')
@@ -52,8 +53,8 @@ def subnetworks(space: SearchSpace, widths, *, objective: str,
 
 def check_objective(objective: str) -> None:
   if objective not in OBJECTIVES:
-    raise ValueError(f'objective must be one of {OBJECTIVES}, got '
-                     f'{objective!r}')
+    raise errors.InvalidInput(f'objective must be one of {OBJECTIVES}, got '
+                              f'{objective!r}')
 
 
 def channel_usage(space: SearchSpace, widths, *, objective: str,

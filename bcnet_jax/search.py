@@ -40,6 +40,7 @@ from bcnet_jax import app
 from bcnet_jax import checkpoint
 from bcnet_jax import config_utils
 from bcnet_jax import console
+from bcnet_jax import errors
 from bcnet_jax import evolution
 from bcnet_jax import files
 from bcnet_jax import prior
@@ -84,16 +85,18 @@ def _read_state(path: str, identity: dict[str, Any]) -> dict[str, Any] | None:
     with open(path) as f:
       saved = json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f'{path} is not a search state this code can read '
-                     f'({e}); move it away to start the search over') from None
+    raise errors.InvalidInput(
+        f'{path} is not a search state this code can read '
+        f'({e}); move it away to start the search over') from None
   found = saved.get('format') if isinstance(saved, dict) else None
   if found != STATE_FORMAT or not isinstance(saved.get('identity'), dict):
-    raise ValueError(f'{path} is not a search state of format '
-                     f'{STATE_FORMAT!r} (found {found!r}); move it away to '
-                     'start the search over')
+    raise errors.InvalidInput(
+        f'{path} is not a search state of format '
+        f'{STATE_FORMAT!r} (found {found!r}); move it away to '
+        'start the search over')
   differs = files.identity_differences(saved['identity'], identity)
   if differs:
-    raise ValueError(
+    raise errors.InvalidInput(
         f'{path} belongs to another search ({"; ".join(differs)}). Rerun '
         'with the config it was made with, or move the folder '
         f'{os.path.dirname(path)} away to search anew')

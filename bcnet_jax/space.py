@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bcnet_jax import errors
 from bcnet_jax import files
 
 ARCH_FORMAT = 1
@@ -53,8 +54,9 @@ def channel_edges(nominal: int, bins: int, min_bins: int,
       requirements (e.g. N = 4 with m = 7).
   """
   if not (isinstance(nominal, (int, np.integer)) and nominal >= 1):
-    raise ValueError(f'group {name!r}: nominal channels must be an integer '
-                     f'>= 1, got {nominal!r}')
+    raise errors.InvalidInput(
+        f'group {name!r}: nominal channels must be an integer '
+        f'>= 1, got {nominal!r}')
   _check_bins(bins, min_bins)
   top = bins + min_bins
   e_m = max(1, _round_half_up(min_bins * nominal / bins))
@@ -79,10 +81,11 @@ def channel_edges(nominal: int, bins: int, min_bins: int,
 
 def _check_bins(bins: int, min_bins: int) -> None:
   if not isinstance(bins, (int, np.integer)) or bins < 1:
-    raise ValueError(f'bins must be an integer >= 1, got {bins!r}')
+    raise errors.InvalidInput(f'bins must be an integer >= 1, got {bins!r}')
   if not isinstance(min_bins, (int, np.integer)) or not 1 <= min_bins <= bins:
-    raise ValueError(f'min_bins must be an integer in [1, bins={bins}], '
-                     f'got {min_bins!r}')
+    raise errors.InvalidInput(
+        f'min_bins must be an integer in [1, bins={bins}], '
+        f'got {min_bins!r}')
 
 
 def _check_edges(e: Sequence[int], nominal: int, bins: int, min_bins: int,
@@ -100,7 +103,7 @@ def _check_edges(e: Sequence[int], nominal: int, bins: int, min_bins: int,
   if any(e[top - k] != e[top] - e[k] for k in range(top + 1)):
     problems.append("mirror e[B'-k] = C' - e[k] broken")
   if problems:
-    raise ValueError(
+    raise errors.InvalidInput(
         f'group {name!r}: no channel edges for nominal {nominal} channels '
         f'with bins={bins}, min_bins={min_bins} ({"; ".join(problems)}); '
         'use a smaller min_bins or fewer bins')
@@ -204,19 +207,20 @@ class SearchSpace:
     """Returns widths as int32 [..., G] or raises a ValueError that says why."""
     arr = np.asarray(widths)
     if arr.ndim == 0 or arr.shape[-1] != self.num_groups:
-      raise ValueError(
+      raise errors.InvalidInput(
           f'{self.model}: a width vector has {self.num_groups} entries (one '
           f'per group: {", ".join(self.groups)}), got shape {arr.shape}')
     if arr.dtype.kind not in 'iu':
       if arr.dtype.kind != 'f' or not np.all(np.mod(arr, 1) == 0):
-        raise ValueError(f'{self.model}: widths must be integer bins in '
-                         f'[{self.min_bins}, {self.bins}], got {arr.tolist()}')
+        raise errors.InvalidInput(
+            f'{self.model}: widths must be integer bins in '
+            f'[{self.min_bins}, {self.bins}], got {arr.tolist()}')
     flat = arr.reshape(-1, self.num_groups)
     bad = np.argwhere((flat < self.min_bins) | (flat > self.bins))
     if bad.size:
       row, g = bad[0]
       value = flat[row, g]
-      raise ValueError(
+      raise errors.InvalidInput(
           f'{self.model}: group {self.groups[g]!r} has width {value}, allowed '
           f'range is [{self.min_bins}, {self.bins}] bins')
     return arr.astype(np.int32)
@@ -255,9 +259,9 @@ class SearchSpace:
     try:
       values = [int(v) for v in text.replace(' ', '').split(',') if v]
     except ValueError:
-      raise ValueError(f'{self.model}: widths must be comma-separated integer '
-                       f'bins in [{self.min_bins}, {self.bins}], got {text!r}'
-                       ) from None
+      raise errors.InvalidInput(
+          f'{self.model}: widths must be comma-separated integer '
+          f'bins in [{self.min_bins}, {self.bins}], got {text!r}') from None
     return self.validate_widths(values)
 
   # ---- arch JSON -------------------------------------------------------------
@@ -287,33 +291,38 @@ class SearchSpace:
         missing groups, or bins and channels that disagree.
     """
     if not isinstance(arch, dict):
-      raise ValueError(f'an arch must be a JSON object, got {type(arch)}')
+      raise errors.InvalidInput(
+          f'an arch must be a JSON object, got {type(arch)}')
     keys = {'format', 'model', 'bins', 'min_bins', 'resolution', 'widths',
             'channels', 'macs', 'params', 'macs_budget', 'score',
             'supernet_step'}
     missing, unknown = keys - set(arch), set(arch) - keys
     if missing or unknown:
-      raise ValueError(f'arch fields: missing {sorted(missing)}, unknown '
-                       f'{sorted(unknown)}; expected exactly {sorted(keys)}')
+      raise errors.InvalidInput(
+          f'arch fields: missing {sorted(missing)}, unknown '
+          f'{sorted(unknown)}; expected exactly {sorted(keys)}')
     if arch['format'] != ARCH_FORMAT:
-      raise ValueError(f'arch format {arch["format"]!r} is not supported '
-                       f'(expected {ARCH_FORMAT})')
+      raise errors.InvalidInput(
+          f'arch format {arch["format"]!r} is not supported '
+          f'(expected {ARCH_FORMAT})')
     if arch['model'] != self.model:
-      raise ValueError(f'arch is for model {arch["model"]!r}, not '
-                       f'{self.model!r}')
+      raise errors.InvalidInput(f'arch is for model {arch["model"]!r}, not '
+                                f'{self.model!r}')
     if (arch['bins'], arch['min_bins']) != (self.bins, self.min_bins):
-      raise ValueError(
+      raise errors.InvalidInput(
           f'arch has bins={arch["bins"]}, min_bins={arch["min_bins"]}; this '
           f'space has bins={self.bins}, min_bins={self.min_bins}')
     for field in ('widths', 'channels'):
       got = arch[field]
       if not isinstance(got, dict):
-        raise ValueError(f'arch {field!r} must be an object group -> int')
+        raise errors.InvalidInput(
+            f'arch {field!r} must be an object group -> int')
       missing = [g for g in self.groups if g not in got]
       unknown = [g for g in got if g not in self.groups]
       if missing or unknown:
-        raise ValueError(f'arch {field!r} for {self.model}: missing groups '
-                         f'{missing}, unknown groups {unknown}')
+        raise errors.InvalidInput(
+            f'arch {field!r} for {self.model}: missing groups '
+            f'{missing}, unknown groups {unknown}')
     c = self.validate_widths([arch['widths'][g] for g in self.groups])
     chans = self.channels(c)
     wrong = {g: (arch['channels'][g], chans[g]) for g in self.groups
@@ -321,7 +330,7 @@ class SearchSpace:
     if wrong:
       detail = ', '.join(f'{g}: {a} channels but its bins give {b}'
                          for g, (a, b) in wrong.items())
-      raise ValueError(f'arch widths and channels disagree: {detail}')
+      raise errors.InvalidInput(f'arch widths and channels disagree: {detail}')
     return c
 
 

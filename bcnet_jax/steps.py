@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bcnet_jax import errors
 from bcnet_jax import loss_pool
 from bcnet_jax import paths as paths_lib
 from bcnet_jax import sampling
@@ -84,8 +85,9 @@ def passes(space, widths: jax.Array, *, objective: str, complementary: bool,
            implementation: str) -> list[Pass]:
   """The passes of a supernet step, by its objective and implementation."""
   if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got '
-                     f'{implementation!r}')
+    raise errors.InvalidInput(
+        f'implementation must be one of {IMPLEMENTATIONS}, got '
+        f'{implementation!r}')
   table = sampling.subnetwork_table(objective, complementary)
   c = jnp.asarray(widths, jnp.int32)
   if len(table) == 4 and implementation == 'fused':

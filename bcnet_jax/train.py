@@ -154,7 +154,7 @@ def _train(setup: run.Stage, state, ckpt: checkpoint.Checkpoints,
   writer = metric_writer.MetricWriter(
       workdir, first_step, redone_at_start=('eval/',) if owed_eval else ())
   bar = console.StepBar(total_steps, first_step)
-  last_log, last_time, last_loss = first_step, time.time(), None
+  last_log, last_loss = (first_step, time.time()), None
   prefetch = concurrent.futures.ThreadPoolExecutor(1)  # the next batch
   upcoming = prefetch.submit(data.train_batch, first_step)
   try:
@@ -172,23 +172,8 @@ def _train(setup: run.Stage, state, ckpt: checkpoint.Checkpoints,
       is_last = done == total_steps
       if done % config.log_every_steps == 0 or is_last or (
           done % config.ckpt_every_steps == 0):
-        values = jax.device_get(metrics)
-        if not np.isfinite(values['loss']):
-          raise errors.TrainingDiverged(
-              f'non-finite loss ({values["loss"]}) at step {done}: training '
-              f'stopped; the last good checkpoint in {ckpt.directory} is kept. '
-              'Lower optim.learning_rate or check the input.')
-        now = time.time()
-        images_per_s = (done - last_log) * config.input.batch_size / max(
-            now - last_time, 1e-9)
-        last_log, last_time = done, now
-        last_loss = float(values['loss'])
-        bar.metrics(loss=f'{last_loss:.4f}', img_s=f'{images_per_s:.1f}')
-        writer.write(done, {'train/loss': values['loss'],
-                            'train/objective': values['objective'],
-                            'train/grad_norm': values['grad_norm'],
-                            'train/learning_rate': setup.schedule(done - 1),
-                            'train/images_per_s': images_per_s})
+        last_loss, last_log = _log(setup, writer, bar, metrics, done,
+                                   last_log, ckpt.directory)
       if done % config.ckpt_every_steps == 0 or is_last:
         ckpt.save(done, state)
       if periodic_eval_at(done):
@@ -206,14 +191,38 @@ def _train(setup: run.Stage, state, ckpt: checkpoint.Checkpoints,
   if last_loss is None:  # resumed at the last step: the recorded loss
     last_loss = metric_writer.last_value(
         os.path.join(workdir, 'metrics.jsonl'), 'train/loss')
-  stage = setup.summary_fields(state)
   return {
       'model': config.model.name, 'steps': total_steps,
-      'first_step_this_run': first_step,
-      'final_loss': last_loss,
-      **final_eval, **stage,
+      'first_step_this_run': first_step, 'final_loss': last_loss,
+      **final_eval, **setup.summary_fields(state),
       'params_sha256': checkpoint.tree_sha256(state.params),
   }
+
+
+def _log(setup: run.Stage, writer: metric_writer.MetricWriter,
+         bar: console.StepBar, metrics: dict[str, Any], done: int,
+         last_log: tuple[int, float], checkpoints: str
+         ) -> tuple[float, tuple[int, float]]:
+  """Writes step `done`'s metrics, with the images per second since the
+  last log (step, time); returns its loss and this log's (step, time). A
+  non-finite loss stops training: the checkpoints so far are kept."""
+  values = jax.device_get(metrics)
+  if not np.isfinite(values['loss']):
+    raise errors.TrainingDiverged(
+        f'non-finite loss ({values["loss"]}) at step {done}: training '
+        f'stopped; the last good checkpoint in {checkpoints} is kept. '
+        'Lower optim.learning_rate or check the input.')
+  now = time.time()
+  images_per_s = (done - last_log[0]) * setup.config.input.batch_size / max(
+      now - last_log[1], 1e-9)
+  loss = float(values['loss'])
+  bar.metrics(loss=f'{loss:.4f}', img_s=f'{images_per_s:.1f}')
+  writer.write(done, {'train/loss': values['loss'],
+                      'train/objective': values['objective'],
+                      'train/grad_norm': values['grad_norm'],
+                      'train/learning_rate': setup.schedule(done - 1),
+                      'train/images_per_s': images_per_s})
+  return loss, (done, now)
 
 
 def main(argv: list[str]) -> None:

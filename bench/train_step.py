@@ -82,8 +82,9 @@ def step_shape(mode: str, space) -> tuple[int, int, bool]:
   if mode == 'plain':
     return 1, 1, True
   kwargs = {k: v for k, v in MODES[mode].items() if k != 'pass_by_pass'}
-  ids, select, single_path = steps.passes(space, space.full(), **kwargs)
-  return len(ids), len(select), single_path
+  step_passes = steps.passes(space, space.full(), **kwargs)
+  return (len(step_passes), sum(len(p.carries) for p in step_passes),
+          step_passes[0].paths.single)
 
 
 def useful_mac_fraction(mode: str, supernet: models.WidthModel,
@@ -123,8 +124,10 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
            else supernet)
   tx = optax.sgd(0.01, momentum=0.9, nesterov=True)
 
+  step_fn = steps.compact_step if mode == 'plain' else steps.supernet_step
+
   def train_step(*args, **kw):
-    return steps.train_step(*args, **kw)
+    return step_fn(*args, **kw)
 
   # A second trace (a width vector that recompiles) raises AssertionError.
   chex.clear_trace_counter()  # so that each call counts from zero
@@ -134,9 +137,9 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
       functools.partial(chex.assert_max_traces(train_step, n=1), model=model,
                         tx=tx, **kwargs), mesh,
       num_replicated_args=0 if compact else 1)
-  state = parallel.create_state(
-      functools.partial(state_lib.create_train_state, model, tx,
-                        jax.random.key(seed)), mesh)
+  state = parallel.create_state(functools.partial(
+      state_lib.compact_state if compact else state_lib.supernet_state,
+      model, tx, jax.random.key(seed)), mesh)
   rng = np.random.default_rng(seed)
   res = model.resolution
   batch = parallel.global_batch({

@@ -5,7 +5,7 @@ from flax import traverse_util
 import jax
 import numpy as np
 
-from bcnet_jax import evaluate
+from bcnet_jax import evaluator as evaluator_lib
 from bcnet_jax import models
 from bcnet_jax import parallel
 from bcnet_jax import paths
@@ -21,8 +21,8 @@ class RecalibrateTest(absltest.TestCase):
                            paths.pair(space, space.full()), train=False)
     params, stats = variables['params'], variables['batch_stats']
     c = space.sample(np.random.default_rng(0))
-    evaluator = evaluate.Evaluator(model, parallel.create_mesh(), 1)
-    right = evaluate.SIDES.index('right')
+    evaluator = evaluator_lib.Evaluator(model, parallel.create_mesh(), 1)
+    right = evaluator_lib.SIDES.index('right')
 
     def recalibrated(*batches):
       k = evaluator.call_size
@@ -31,7 +31,7 @@ class RecalibrateTest(absltest.TestCase):
       pooled = evaluator.recalibrate(params, stats, candidates,
                                      [{'image': b} for b in batches])
       return traverse_util.flatten_dict(jax.tree.map(
-          lambda v: np.asarray(v)[0, right], evaluate.pooled_stats(pooled)))
+          lambda v: np.asarray(v)[0, right], evaluator_lib.pooled_stats(pooled)))
 
     a, b = images.mnist_batch(8)['image'], images.mnist_batch(8, offset=8)[
         'image']
@@ -46,12 +46,12 @@ class RecalibrateTest(absltest.TestCase):
     # ... which is not the mean of the per-batch variances.
     per_batch_var = np.mean([recalibrated(x)[('stem_bn', 'var')]
                              for x in (a, b)], axis=0)
-    on = np.asarray(paths.right(space, c)['stage1']) >= 0
+    on = np.asarray(paths.right(space, c).ids['stage1']) >= 0
     self.assertGreater(np.max(np.abs(got[('stem_bn', 'var')] -
                                      per_batch_var)[on]), 1e-3)
     # Channels off the path keep their statistics (init: var 1).
     key = ('stage3_block3_bn2', 'var')
-    off = np.asarray(paths.right(space, c)['stage3']) < 0
+    off = np.asarray(paths.right(space, c).ids['stage3']) < 0
     self.assertTrue(off.any())
     np.testing.assert_allclose(np.asarray(got[key])[off], 1.0, rtol=1e-5)
     self.assertFalse(np.allclose(np.asarray(got[key])[~off], 1.0))

@@ -1,19 +1,17 @@
 """Supernet mode equals the compact models cut by slice_params, every model.
 
 For each registry model (ImageNet ones at 32x32, batch 2, real MNIST digits):
-left(c), right(c) and pair(c) supernet passes (kernels masked: one compiled
-forward for all three) give the logits and updated BatchNorm statistics of
-the compact models of their paths, in train and eval mode, and one compiled
-supernet forward serves every width and helper. The single paths as the
-train step and the evaluator run them (windowed, layers.Widths.window) equal
-the fused pair passes in steps_test, on every model family, and the compact
-models in steps_test's ua step and pipeline_test's evaluator.
+left(c) and right(c) (single paths, each in its N-channel window) and pair(c)
+(kernels masked) supernet passes give the logits and updated BatchNorm
+statistics of the compact models of their paths, in train and eval mode, and
+one compiled supernet program serves every width and kind of paths.
 
 The comparison runs in float64: masked and sliced convolutions sum the same
 products in different orders, which in float32 alone moves deep logits by
 ~1e-6; in float64 any difference above rounding is a real one.
 """
 
+import contextlib
 import functools
 
 from absl.testing import absltest
@@ -26,6 +24,7 @@ import numpy as np
 from bcnet_jax import models
 from bcnet_jax import paths
 from bcnet_jax.models import layout
+from bcnet_jax.models import ops
 from bcnet_jax.models import slicing
 from tests import images
 
@@ -37,8 +36,8 @@ NO_DROPOUT = {
     'efficientnet_b0': {'dropout_rate': 0.0, 'drop_path_rate': 0.0},
 }
 HELPERS = {'left': paths.left, 'right': paths.right, 'pair': paths.pair}
-# These run XLA's native convolutions (the GPU/TPU lowering), the others
-# the CPU's. Native depthwise convolutions run 2-3x slower here; steps_test
+# These run XLA's native convolutions (the GPU/TPU forms, ops.py), the
+# others the CPU's. Native depthwise convolutions run 2-3x slower here; steps_test
 # meets them (MobileNetV2 blocks) instead.
 NATIVE = ('resnet56_cifar', 'vgg16_cifar', 'cbm_resnet')
 
@@ -77,9 +76,9 @@ class Harness:
 
   def __init__(self, name: str):
     self.model = models.get_model(
-        name, resolution=RESOLUTION,
-        lowering='native' if name in NATIVE else 'auto',
-        **NO_DROPOUT.get(name, {}))
+        name, resolution=RESOLUTION, **NO_DROPOUT.get(name, {}))
+    self.ops = (ops.accelerator_ops if name in NATIVE
+                else contextlib.nullcontext)
     self.space = self.model.space
     self.x = jnp.asarray(images.mnist_images(BATCH, RESOLUTION), jnp.float64)
     ids = paths.pair(self.space, self.space.full())
@@ -87,11 +86,10 @@ class Harness:
         functools.partial(self.model.init, train=False),
         jax.random.key(0), self.x, ids))
 
-    def supernet(variables, x, widths, helper: str):
-      ids = jax.lax.switch(
-          helper, [functools.partial(h, self.space) for h in HELPERS.values()],
-          widths)
-      return forward(self.model, variables, x, ids)
+    def supernet(variables, x, widths, helper: int):
+      return jax.lax.switch(helper, [
+          lambda v, x, w, h=h: forward(self.model, v, x, h(self.space, w))
+          for h in HELPERS.values()], variables, x, widths)
 
     # One trace for every width vector and helper: a second raises. chex
     # counts by name and definition site: one name per model.
@@ -99,8 +97,9 @@ class Harness:
     self._supernet = jax.jit(chex.assert_max_traces(supernet, n=1))
 
   def supernet(self, widths, helper: str):
-    return self._supernet(self.variables, self.x, jnp.asarray(widths),
-                          list(HELPERS).index(helper))
+    with self.ops():
+      return self._supernet(self.variables, self.x, jnp.asarray(widths),
+                            list(HELPERS).index(helper))
 
   @functools.lru_cache(maxsize=None)
   def _compact_fn(self, widths: tuple[int, ...]):
@@ -110,7 +109,8 @@ class Harness:
   def compact(self, widths, side: str):
     widths = tuple(int(w) for w in widths)
     variables = slicing.slice_params(self.model, self.variables, widths, side)
-    return self._compact_fn(widths)(variables, self.x)
+    with self.ops():
+      return self._compact_fn(widths)(variables, self.x)
 
   def width_vectors(self, n_random: int, seed: int = 0):
     """All-m, all-B and n_random uniform ones."""
@@ -161,7 +161,7 @@ class _ModelTests:
           for path, old in traverse_util.flatten_dict(
               h.variables['batch_stats']).items():
             new = traverse_util.flatten_dict(out[1])[path]
-            off = np.asarray(ids[_layer_dim(h, path[:-1])]) < 0
+            off = np.asarray(ids.ids[_layer_dim(h, path[:-1])]) < 0
             np.testing.assert_array_equal(np.asarray(new)[off],
                                           np.asarray(old)[off])
         out = h.supernet(c, 'pair')

@@ -12,19 +12,19 @@ from bcnet_jax import parallel
 from bcnet_jax import sampling
 from bcnet_jax import state as state_lib
 from bcnet_jax import steps
+from bcnet_jax.models import ops
 from tests import images
 
 
 class DataParallelTest(absltest.TestCase):
 
   def run_steps(self, mesh, n_steps=3, **variant):
-    model = models.get_model('resnet20_cifar',
-                             lowering=variant.pop('lowering', 'auto'))
+    model = models.get_model('resnet20_cifar')
     tx = optax.sgd(0.05, 0.9)
     state = parallel.create_state(functools.partial(
-        state_lib.create_train_state, model, tx, jax.random.key(0)), mesh)
+        state_lib.supernet_state, model, tx, jax.random.key(0)), mesh)
     step = parallel.jit_train_step(
-        functools.partial(steps.train_step, model=model, tx=tx, **variant),
+        functools.partial(steps.supernet_step, model=model, tx=tx, **variant),
         mesh)
     losses = []
     for i in range(n_steps):
@@ -40,12 +40,13 @@ class DataParallelTest(absltest.TestCase):
   def test_eight_devices_equal_one(self):
     self.assertEqual(jax.device_count(), 8, 'conftest sets 8 CPU devices')
     losses1, state1 = self.run_steps(parallel.create_mesh(jax.devices()[:1]))
-    # The other memory mode and lowering on 8 devices: with two compiled
-    # steps, 8 devices = 1, pass by pass = all passes, native = cpu lowering
-    # (each also checked alone: steps_test, layers_test; the default step
-    # runs on 8 devices in every training test).
-    losses8, state8 = self.run_steps(parallel.create_mesh(),
-                                     pass_by_pass=True, lowering='native')
+    # The other memory mode and ops on 8 devices: with two compiled steps,
+    # 8 devices = 1, pass by pass = all passes, native = the CPU's ops (each
+    # also checked alone: steps_test, ops_test; the default step runs on 8
+    # devices in every training test).
+    with ops.accelerator_ops():
+      losses8, state8 = self.run_steps(parallel.create_mesh(),
+                                       pass_by_pass=True)
     # Per-device BN statistics or gradients would move the losses by >1e-2.
     np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
     # float32 sums in another order, through 3 momentum steps: up to ~1e-4

@@ -35,11 +35,17 @@ class PathsTest(parameterized.TestCase):
                            (paths.right, ids_of(space, right, 0)),
                            (paths.pair, want_pair)):
         got = helper(space, c)
-        self.assertEqual(set(got), {d.name for d in space.dims})
-        for name, ids in got.items():
+        self.assertEqual(got.kind, helper.__name__)
+        self.assertEqual(got.single, helper is not paths.pair)
+        self.assertEqual(set(got.ids), {d.name for d in space.dims})
+        for name, ids in got.ids.items():
           self.assertEqual(ids.dtype, np.int8)
           np.testing.assert_array_equal(ids, want[name], f'{name} {c}')
       self.assertTrue(all((v >= 0).all() for v in want_pair.values()))
+
+  def test_a_kind_is_one_of_three(self):
+    with self.assertRaisesRegex(ValueError, "one of .* got 'middle'"):
+      paths.Paths({}, 'middle')
 
 
 if __name__ == '__main__':

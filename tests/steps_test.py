@@ -20,6 +20,7 @@ from bcnet_jax import steps
 from bcnet_jax.models import efficientnet
 from bcnet_jax.models import mobilenet_v2
 from bcnet_jax.models import resnet
+from bcnet_jax.models import ops
 from bcnet_jax.models import slicing
 from tests import images
 from tests import models_test
@@ -66,10 +67,10 @@ FAMILIES = {
 def float64_state(model, tx):
   """A train state with random float64 variables (see models_test)."""
   shapes = jax.eval_shape(functools.partial(
-      state_lib.create_train_state, model, tx), jax.random.key(0))
+      state_lib.supernet_state, model, tx), jax.random.key(0))
   variables = models_test.random_variables(
       {'params': shapes.params, 'batch_stats': shapes.batch_stats})
-  state = state_lib.create_train_state(model, tx, jax.random.key(0))
+  state = state_lib.supernet_state(model, tx, jax.random.key(0))
   return state.replace(params=variables['params'],
                        batch_stats=variables['batch_stats'],
                        opt_state=tx.init(variables['params']))
@@ -81,16 +82,17 @@ def float64_batch():
   return batch
 
 
-# Every memory mode (pass_by_pass) of both implementations and every
-# lowering meet on some family: (fused's, reference's pass_by_pass, lowering).
-# (Native float64 convolutions run slowly here: the small families take it.)
+# Every memory mode (pass_by_pass) of both implementations and the ops of
+# both kinds of platform (ops.py) meet on some family: (fused's, reference's
+# pass_by_pass, accelerator ops). (Native float64 convolutions run slowly
+# here: the small families take them.)
 VARIANTS = {
-    'resnet_cifar': (False, True, 'auto'),
-    'vgg': (True, False, 'auto'),
-    'cbm_resnet': (True, False, 'native'),
-    'mobilenet_v2': (False, True, 'native'),
-    'resnet50': (True, False, 'auto'),
-    'efficientnet': (False, True, 'auto'),
+    'resnet_cifar': (False, True, False),
+    'vgg': (True, False, False),
+    'cbm_resnet': (True, False, True),
+    'mobilenet_v2': (False, True, True),
+    'resnet50': (True, False, False),
+    'efficientnet': (False, True, False),
 }
 
 
@@ -103,15 +105,18 @@ class FusedEqualsReferenceTest(parameterized.TestCase):
   @parameterized.named_parameters((name, name) for name in FAMILIES)
   def test_same_losses_gradients_and_batch_stats(self, family):
     # float64 and batch 4 for the reasons given in models_test.
-    fused_by_pass, reference_by_pass, lowering = VARIANTS[family]
-    model = FAMILIES[family]().clone(lowering=lowering, parent=None)
+    fused_by_pass, reference_by_pass, accelerator = VARIANTS[family]
+    if accelerator:
+      self.enter_context(ops.accelerator_ops())
+    model = FAMILIES[family]()
     tx = optax.sgd(1.0)  # new params = params - gradients
     state, batch = float64_state(model, tx), float64_batch()
     c = model.space.sample(np.random.default_rng(0))
     out = {}
     for implementation, pass_by_pass in (('fused', fused_by_pass),
                                          ('reference', reference_by_pass)):
-      step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
+      step = jax.jit(functools.partial(steps.supernet_step, model=model,
+                                       tx=tx,
                                        implementation=implementation,
                                        pass_by_pass=pass_by_pass,
                                        dtype=jnp.float64))
@@ -146,7 +151,7 @@ class CompactStepTest(absltest.TestCase):
       tx = optax.sgd(1.0)
       state, batch = float64_state(supernet, tx), float64_batch()
       new, metrics = jax.jit(functools.partial(
-          steps.train_step, model=supernet, tx=tx, objective='ua',
+          steps.supernet_step, model=supernet, tx=tx, objective='ua',
           dtype=jnp.float64))(
               state, batch, c)
 
@@ -156,14 +161,14 @@ class CompactStepTest(absltest.TestCase):
             'left')
 
       start = left(state)
-      compact_state = state_lib.create_train_state(compact, tx,
-                                                   jax.random.key(0))
+      compact_state = state_lib.compact_state(compact, tx,
+                                              jax.random.key(0))
       self.assertIsNone(compact_state.pool)
       compact_state = compact_state.replace(
           params=start['params'], batch_stats=start['batch_stats'],
           opt_state=tx.init(start['params']))
       compact_new, compact_metrics = jax.jit(functools.partial(
-          steps.train_step, model=compact, tx=tx, dtype=jnp.float64))(
+          steps.compact_step, model=compact, tx=tx, dtype=jnp.float64))(
               compact_state, batch)
     np.testing.assert_allclose(compact_metrics['path_losses'],
                                metrics['path_losses'], rtol=1e-12)
@@ -171,8 +176,10 @@ class CompactStepTest(absltest.TestCase):
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
         {'params': compact_new.params,
          'batch_stats': compact_new.batch_stats}, left(new))
-    with self.assertRaisesRegex(ValueError, 'compact model step takes none'):
-      steps.train_step(compact_state, batch, c, model=compact, tx=tx)
+    with self.assertRaisesRegex(ValueError, 'trains with compact_step'):
+      steps.supernet_step(compact_state, batch, c, model=compact, tx=tx)
+    with self.assertRaisesRegex(ValueError, 'trains with supernet_step'):
+      steps.compact_step(state, batch, model=supernet, tx=tx)
 
 
 class TrainStepTest(parameterized.TestCase):
@@ -184,7 +191,7 @@ class TrainStepTest(parameterized.TestCase):
     cls.tx = optax.sgd(0.05, 0.9)
 
     def train_step(*args, **kwargs):
-      return steps.train_step(*args, **kwargs)
+      return steps.supernet_step(*args, **kwargs)
 
     # Every width vector runs the same program: a second trace raises.
     cls.jitted = [jax.jit(functools.partial(
@@ -195,9 +202,8 @@ class TrainStepTest(parameterized.TestCase):
     return self.jitted[0](*args)
 
   def new_state(self, pool_size=100):
-    return state_lib.create_train_state(self.model, self.tx,
-                                        jax.random.key(0),
-                                        pool_size=pool_size)
+    return state_lib.supernet_state(self.model, self.tx, jax.random.key(0),
+                                    pool_size=pool_size)
 
   def test_one_program_for_all_widths(self):
     state = self.new_state()
@@ -233,7 +239,8 @@ class TrainStepTest(parameterized.TestCase):
       ('ua', 'ua', True, 1), ('no_complement', 'bcnet', False, 2))
   def test_other_objectives(self, objective, complementary, paths_per_step):
     step = jax.jit(functools.partial(
-        steps.train_step, model=self.model, tx=self.tx, objective=objective,
+        steps.supernet_step, model=self.model, tx=self.tx,
+        objective=objective,
         complementary=complementary))
     c = sampling.widths_for_step(self.model.space, seed=3, step=0)
     new, metrics = step(self.new_state(pool_size=3), self.batch, c)
@@ -247,7 +254,7 @@ class TrainStepTest(parameterized.TestCase):
     np.testing.assert_array_equal(pool.widths[0], c)
 
   def test_bfloat16_compute_keeps_float32_state(self):
-    step = jax.jit(functools.partial(steps.train_step, model=self.model,
+    step = jax.jit(functools.partial(steps.supernet_step, model=self.model,
                                      tx=self.tx, dtype=jnp.bfloat16))
     c = sampling.widths_for_step(self.model.space, seed=4, step=0)
     state = self.new_state()
@@ -265,6 +272,29 @@ class TrainStepTest(parameterized.TestCase):
       steps.passes(self.model.space, self.model.space.full(),
                    objective='bcnet', complementary=True,
                    implementation='x')
+
+
+class PassByPassMemoryTest(absltest.TestCase):
+
+  def test_pass_by_pass_peaks_below_the_joint_backward(self):
+    # Compiled only: XLA's buffer assignment gives each program's temporary
+    # memory. Pass by pass holds one pass's activations, not both.
+    model = models.get_model('resnet20_cifar')
+    tx = optax.sgd(0.1)
+    state = jax.eval_shape(functools.partial(
+        state_lib.supernet_state, model, tx), jax.random.key(0))
+    batch = {'image': jax.ShapeDtypeStruct((64, 32, 32, 3), jnp.float32),
+             'label': jax.ShapeDtypeStruct((64,), jnp.int32)}
+    widths = jax.ShapeDtypeStruct((model.space.num_groups,), jnp.int32)
+
+    def temp_bytes(pass_by_pass: bool) -> int:
+      step = jax.jit(functools.partial(steps.supernet_step, model=model,
+                                       tx=tx, pass_by_pass=pass_by_pass))
+      compiled = step.lower(state, batch, widths).compile()
+      return compiled.memory_analysis().temp_size_in_bytes
+
+    joint, by_pass = temp_bytes(False), temp_bytes(True)
+    self.assertLess(by_pass, 0.8 * joint, (by_pass, joint))
 
 
 class LossPoolTest(absltest.TestCase):

@@ -20,6 +20,7 @@ import numpy as np
 
 from bcnet_jax import checkpoint
 from bcnet_jax import config_utils
+from bcnet_jax import run
 from bcnet_jax import supernet
 from bcnet_jax import train
 from configs import testing as testing_config
@@ -224,7 +225,7 @@ class TrainTest(absltest.TestCase):
                             'bias': jnp.zeros((11,))}
     changed = state.replace(params=params, pool=None)
     before = snapshot(self.short_dir)
-    checkpoints = setup.checkpoints(self.short_dir)
+    checkpoints = run.checkpoints(setup, self.short_dir)
     with self.assertRaises(checkpoint.CheckpointMismatch) as raised:
       checkpoints.restore_latest(changed)
     checkpoints.close()
@@ -243,7 +244,7 @@ class TrainTest(absltest.TestCase):
     workdir = self.copy_of_short('no_digest')
     shutil.rmtree(os.path.join(workdir, 'checkpoints', '10', 'digest'))
     setup = supernet.Setup.create(config(total_steps=10))
-    checkpoints = setup.checkpoints(workdir)
+    checkpoints = run.checkpoints(setup, workdir)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
       restored = checkpoints.restore_latest(setup.initial_state())
@@ -258,7 +259,7 @@ class TrainTest(absltest.TestCase):
     # a damaged checkpoint.
     setup = supernet.Setup.create(config(total_steps=10))
     before = snapshot(self.short_dir)
-    checkpoints = setup.checkpoints(self.short_dir)
+    checkpoints = run.checkpoints(setup, self.short_dir)
     out_of_memory = ValueError('RESOURCE_EXHAUSTED: cannot allocate')
     with mock.patch.object(checkpoints.manager, 'restore',
                            side_effect=out_of_memory):

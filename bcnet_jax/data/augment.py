@@ -13,6 +13,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from bcnet_jax import errors
+
 AUGMENTATIONS = ('cifar', 'imagenet', 'none')
 
 
@@ -72,8 +74,9 @@ def preprocess(image: np.ndarray, *, augment: str, train: bool,
                rng: np.random.Generator | None) -> np.ndarray:
   """One example: augmented (train) or resized (eval), then normalized."""
   if augment not in AUGMENTATIONS:
-    raise ValueError(f'input.augment must be one of {AUGMENTATIONS}, got '
-                     f'{augment!r}')
+    raise errors.InvalidInput(
+        f'input.augment must be one of {AUGMENTATIONS}, got '
+        f'{augment!r}')
   if augment == 'imagenet':
     image = (inception_crop(image, resolution, rng) if train
              else center_crop(image, resolution))

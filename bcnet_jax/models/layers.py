@@ -181,20 +181,22 @@ class BatchNorm(nn.Module):
     if train or moments:
       mean = jnp.mean(x, axis=(0, 1, 2))
       var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+
+      def updated(variable, value, old):
+        """`variable` with `value` on the active channels (in the window)."""
+        if active is not None:
+          value = jnp.where(active, value, old)
+        return ctx.uncrop(variable.value, value, self.dim)
+
       if moments:
         self.put_variable(BATCH_MOMENTS, 'mean',
-                          ctx.uncrop(ra_mean.value, mean, self.dim))
-        self.put_variable(BATCH_MOMENTS, 'var',
-                          ctx.uncrop(ra_var.value, var, self.dim))
+                          updated(ra_mean, mean, old_mean))
+        self.put_variable(BATCH_MOMENTS, 'var', updated(ra_var, var, old_var))
       if train and not self.is_initializing():
         m = self.momentum
-        new_mean = m * old_mean + (1 - m) * mean
-        new_var = m * old_var + (1 - m) * var
-        if active is not None:
-          new_mean = jnp.where(active, new_mean, old_mean)
-          new_var = jnp.where(active, new_var, old_var)
-        ra_mean.value = ctx.uncrop(ra_mean.value, new_mean, self.dim)
-        ra_var.value = ctx.uncrop(ra_var.value, new_var, self.dim)
+        ra_mean.value = updated(ra_mean, m * old_mean + (1 - m) * mean,
+                                old_mean)
+        ra_var.value = updated(ra_var, m * old_var + (1 - m) * var, old_var)
     else:
       mean, var = old_mean, old_var
     multiplier = lax.rsqrt(var + self.epsilon) * scale

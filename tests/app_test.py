@@ -1,0 +1,155 @@
+"""The commands' shared behaviour: a flag-free library, exit statuses, and
+config overrides as a user types them."""
+
+import ast
+import contextlib
+import io
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+
+from bcnet_jax import config_utils
+from bcnet_jax import train
+from configs import testing as testing_config
+from tests.programs import command
+from tests.programs import ROOT
+from tests.programs import SUBPROCESS_ENV
+
+# One device: these commands stop at their config checks.
+ENV = {**SUBPROCESS_ENV, 'XLA_FLAGS': ''}
+
+
+def run(argv, **kwargs):
+  return subprocess.run(argv, capture_output=True, text=True, env=ENV,
+                        cwd=ROOT, **kwargs)
+
+
+class FlagFreeLibraryTest(absltest.TestCase):
+
+  def test_importing_every_module_defines_no_flag(self):
+    # In a fresh interpreter: the command modules too, as a notebook might.
+    script = '''
+import pkgutil, importlib
+from absl import flags
+import bcnet_jax
+for info in pkgutil.walk_packages(bcnet_jax.__path__, 'bcnet_jax.'):
+  if not info.name.endswith('__main__'):
+    importlib.import_module(info.name)
+print(sorted({'config', 'workdir', 'widths', 'archs'} & set(flags.FLAGS)))
+print(sorted(m for m in flags.FLAGS.flags_by_module_dict()
+             if 'bcnet_jax' in m))
+'''
+    out = run([sys.executable, '-c', script], check=True)
+    # Dependencies (absl logging, orbax) define their own; this package none.
+    self.assertEqual(out.stdout.split('\n')[:2], ['[]', '[]'], out.stderr)
+
+  def test_no_module_imports_the_package_inside_a_function(self):
+    # A local import is how an import cycle hides.
+    for path in (ROOT / 'bcnet_jax').rglob('*.py'):
+      for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+          for inner in ast.walk(node):
+            if isinstance(inner, ast.ImportFrom):
+              self.assertFalse((inner.module or '').startswith('bcnet_jax'),
+                               f'{path}:{inner.lineno}')
+
+
+class ExitStatusTest(absltest.TestCase):
+
+  def app_run(self, error: str):
+    script = f'''
+from bcnet_jax import app, errors
+def main(argv):
+  raise {error}
+app.run(main, required=())
+'''
+    return run([sys.executable, '-c', script])
+
+  def test_a_user_error_is_one_line_and_status_2(self):
+    out = self.app_run("errors.InvalidInput('set x to 3')")
+    self.assertEqual(out.returncode, 2)
+    self.assertEqual(out.stderr, 'error: set x to 3\n')
+
+  def test_any_other_error_keeps_its_traceback_and_status_1(self):
+    out = self.app_run("ValueError('a shape bug')")
+    self.assertEqual(out.returncode, 1)
+    self.assertIn('Traceback', out.stderr)
+    self.assertIn('ValueError: a shape bug', out.stderr)
+
+
+class CommandLineOverridesTest(absltest.TestCase):
+  """configs/testing.py sets total_steps, search.macs_fraction and no
+  warm-up. `evaluate` of an empty workdir checks the config and stops at
+  the missing supernet: the message says which check stopped it."""
+
+  def evaluate(self, *overrides):
+    with tempfile.TemporaryDirectory() as tmp:
+      out = run(command('evaluate', '--config=configs/testing.py',
+                        f'--workdir={tmp}', *overrides))
+    self.assertEqual(out.returncode, 2, out.stderr)
+    self.assertEqual(len(out.stderr.strip().splitlines()), 1, out.stderr)
+    return out.stderr
+
+  def test_the_command_line_wins_over_the_config_and_none_unsets(self):
+    accepted = 'no readable supernet checkpoint'
+    self.assertIn(accepted, self.evaluate('--config.total_epochs=0.5'))
+    self.assertIn('set total_epochs or total_steps',
+                  self.evaluate('--config.total_steps=None'))
+    self.assertIn('set one of total_steps and total_epochs, not both',
+                  self.evaluate('--config.total_steps=30',
+                                '--config.total_epochs=0.5'))
+
+  def test_a_warm_up_too_long_is_said_in_the_fields_a_user_sets(self):
+    message = self.evaluate('--config.optim.warmup_epochs=5')
+    self.assertIn('optim.warmup_epochs=5.0 is ', message)
+    self.assertIn('not fewer than the run\'s 30 steps', message)
+    self.assertNotIn('warmup_steps', message)
+
+  def test_every_exclusive_pair(self):
+    for first, second in config_utils.EXCLUSIVE_PAIRS:
+      for given, other in ((first, second), (second, first)):
+        c = testing_config.get_config()
+        for name in (given, other):
+          *parents, leaf = name.split('.')
+          section = c
+          for parent in parents:
+            section = section[parent]
+          section[leaf] = 1
+        config_utils.apply_command_line(c, {given}, set())
+        self.assertIsNotNone(eval(f'c.{given}'), given)  # pylint: disable=eval-used
+        self.assertIsNone(eval(f'c.{other}'), (given, other))  # pylint: disable=eval-used
+
+
+class RecipeTest(absltest.TestCase):
+
+  def test_retrain_optim_falls_back_to_optim_field_by_field(self):
+    c = testing_config.get_config()
+    c.optim.learning_rate = 0.3
+    c.optim.weight_decay = 1e-3
+    c.retrain.optim.weight_decay = 4e-5
+    got = config_utils.retrain_optim(c)
+    self.assertEqual(got.learning_rate, 0.3)  # optim's, set after
+    self.assertEqual(got.weight_decay, 4e-5)
+    self.assertEqual(got.warmup_epochs, 0.0)  # testing.py's retrain one
+    self.assertEqual(set(got), set(c.optim))
+
+  def test_announced_evaluations_are_those_that_will_happen(self):
+    def announced(**fields):
+      c = testing_config.get_config()
+      c.update_from_flattened_dict(fields)
+      out = io.StringIO()
+      with contextlib.redirect_stdout(out):
+        train._announce(train.create_setup(c), '/tmp/x', 0)
+      return out.getvalue()
+
+    self.assertIn('every 10 steps and at the end',
+                  announced(eval_every_steps=10))
+    once = announced(eval_every_steps=7650)
+    self.assertNotIn('every', once)
+    self.assertIn('evaluation on minival', once)
+
+
+if __name__ == '__main__':
+  absltest.main()
