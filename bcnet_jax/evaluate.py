@@ -3,7 +3,7 @@
   python -m bcnet_jax.evaluate --config=configs/demo.py --workdir=DIR \
       [--widths=4,8,...] [--config.eval.split=eval]
 
-Prints the scores (bcnet_jax/evaluator.py) of the fixed width vectors of
+Prints the scores (bcnet_jax/supernet/evaluator.py) of the fixed width vectors of
 training's evaluation, or of `--widths`, as a table and one JSON line.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from absl import flags
 
-from bcnet_jax import app
 from bcnet_jax import models
-from bcnet_jax import supernet
+from bcnet_jax.run import app
+from bcnet_jax.supernet import stage as supernet
 
 
 def main(argv: list[str], widths_flag: flags.FlagHolder) -> None:

@@ -1,211 +1,21 @@
-"""How well the supernet ranks width vectors, against a ground truth.
-
-  python -m bcnet_jax.rank --config=configs/cifar10.py --workdir=DIR \
-      --archs=ARCHS.json [--truth=TRUTH.json] [--out=SCORES.json]
-
-ARCHS.json lists width vectors (bins per group): a JSON list of lists, or
-{key: [bins...]}, or {key: "4123412"} (one digit per group, for spaces with
-at most 9 bins, as Channel-Bench-Macro names its architectures). Each is
-scored with the batch evaluator (the search's fitness, docs/design.md §4)
-and {key: score} is written to --out (default DIR/rank/<ARCHS>.scores.json);
-beside it, <...>.details.json holds per key the score's standard error
-over the eval images and each scored path's accuracy and mean loss; the
-first-ranked key's lead over the second comes with its paired error.
-With TRUTH.json ({key: accuracy} or {key: {"mean": accuracy, ...}}, e.g.
-accuracies of stand-alone trained networks) it prints Kendall's τ,
-Spearman's ρ and the overlap of the top 10% for the supernet's ranking and
-for ranking by MACs alone, over the keys both files share.
-"""
+"""`python -m bcnet_jax.rank --config=... --workdir=DIR --archs=ARCHS.json
+[--truth=TRUTH.json] [--out=SCORES.json]`: scores given width vectors with
+the supernet in DIR and, with a truth, how its ranking agrees. The
+program: bcnet_jax/searching/ranking.py."""
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 from absl import flags
-import jax
-import numpy as np
-from scipy import stats
 
-from bcnet_jax import app
-from bcnet_jax import console
-from bcnet_jax import errors
-from bcnet_jax import files
-from bcnet_jax import run as run_lib
-from bcnet_jax import supernet
-from bcnet_jax.costs import CostModel
-from bcnet_jax.space import SearchSpace
+from bcnet_jax.run import app
+from bcnet_jax.searching import ranking
 
 
-def _load_json(path: str, what: str) -> Any:
-  try:
-    return files.read_json(path)
-  except FileNotFoundError:
-    raise errors.MissingInput(f'--{what}: no file {path}') from None
-  except ValueError as e:
-    raise errors.InvalidInput(f'--{what}: {e}') from None
-
-
-def read_archs(path: str, space: SearchSpace) -> dict[str, np.ndarray]:
-  """{key: width vector} from ARCHS.json, every vector checked."""
-  data = _load_json(path, 'archs')
-  if isinstance(data, list):
-    data = {str(i): v for i, v in enumerate(data)}
-  if not isinstance(data, dict) or not data:
-    raise errors.InvalidInput(
-        f'--archs: {path} must hold a non-empty JSON list of '
-        'width vectors or an object {key: width vector}')
-  out = {}
-  for key, value in data.items():
-    if isinstance(value, str):
-      if space.bins > 9 or not (value.isascii() and value.isdigit()):
-        raise errors.InvalidInput(
-            f'--archs: {path}: {key}: {value!r} is a string; digit strings '
-            f'name width vectors only in spaces with at most 9 bins and only '
-            f'with digits ({space.model} has {space.bins} bins): give a list')
-      value = [int(d) for d in value]
-    try:
-      widths = np.asarray(value)
-      if widths.ndim != 1:
-        raise ValueError(f'expected one list of {space.num_groups} bins, got '
-                         f'shape {widths.shape}')
-      out[key] = space.validate_widths(widths)
-    except (ValueError, TypeError) as e:
-      raise errors.InvalidInput(f'--archs: {path}: {key}: {e}') from None
-  return out
-
-
-def read_truth(path: str) -> dict[str, float]:
-  """{key: accuracy} from TRUTH.json."""
-  data = _load_json(path, 'truth')
-  if not isinstance(data, dict) or not data:
-    raise errors.InvalidInput(
-        f'--truth: {path} must hold a non-empty object '
-        '{key: accuracy} or {key: {"mean": accuracy, ...}}')
-  out = {}
-  for key, value in data.items():
-    if isinstance(value, dict):
-      value = value.get('mean')
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-        or not np.isfinite(value)):
-      raise errors.InvalidInput(
-          f'--truth: {path}: {key}: expected a finite number or '
-          f'an object with one as "mean", got {data[key]!r}')
-    out[key] = float(value)
-  return out
-
-
-def agreement(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-  """Kendall τ, Spearman ρ and the overlap of the top 10% (rounded up)."""
-  top = int(np.ceil(0.1 * len(truth)))
-  best_predicted = set(np.argsort(-predicted, kind='stable')[:top])
-  best_true = set(np.argsort(-truth, kind='stable')[:top])
-  return {'kendall_tau': float(stats.kendalltau(predicted, truth).statistic),
-          'spearman_rho': float(stats.spearmanr(predicted, truth).statistic),
-          'top10_overlap': len(best_predicted & best_true) / top}
-
-
-def details_path(scores_path: str) -> str:
-  """Where the details of a scores file go: beside it."""
-  return os.path.splitext(scores_path)[0] + '.details.json'
-
-
-def score_archs(setup: supernet.Setup, trained, archs: dict[str, np.ndarray],
-                status=lambda done, n: None) -> dict[str, dict[str, float]]:
-  """{key: {'score', 'score_se', side and 'loss_<side>' per scored side}}:
-  the archs scored by the batch evaluator on the setup's scoring data."""
-  calibration, eval_batches = setup.scoring_data(cached=True)
-  result = setup.evaluator().score(
-      trained.params, trained.batch_stats, list(archs.values()),
-      calibration=calibration, eval_batches=eval_batches, status=status)
-  fields = ('score', 'score_se') + tuple(
-      f'{prefix}{side}' for side in result['sides']
-      for prefix in ('', 'loss_'))
-  return {key: {f: float(result[f][i]) for f in fields}
-          for i, key in enumerate(archs)}
-
-
-def leader(setup: supernet.Setup, trained, archs: dict[str, np.ndarray],
-           scores: dict[str, float]) -> dict[str, Any]:
-  """The first- and second-ranked keys rescored per image: the first's
-  lead with its paired standard error (same images, so each image's
-  difficulty cancels), far tighter than the scores' own errors."""
-  first, second = sorted(scores, key=scores.get, reverse=True)[:2]
-  calibration, eval_batches = setup.scoring_data(cached=True)
-  _, [(difference, se)] = setup.evaluator().leads(
-      trained.params, trained.batch_stats, [archs[first], archs[second]],
-      calibration=calibration, eval_batches=eval_batches)
-  return {'keys': [first, second], 'difference': difference, 'se': se}
-
-
-def run(config: Any, workdir: str, archs_path: str,
-        truth_path: str | None = None, out_path: str | None = None
-        ) -> dict[str, Any]:
-  """Scores the archs; with a truth, how both rankings agree with it."""
-  workdir = run_lib.check_workdir(workdir)
-  setup = supernet.Setup.create(config)
-  space = setup.model.space
-  archs = read_archs(archs_path, space)
-  truth = None if truth_path is None else read_truth(truth_path)
-  if truth is not None:
-    shared = [k for k in archs if k in truth]
-    if len(shared) < 2:
-      raise errors.InvalidInput(
-          f'--truth: {truth_path} and --archs: {archs_path} share '
-          f'{len(shared)} keys (e.g. archs {list(archs)[:3]}, truth '
-          f'{list(truth)[:3]}); a ranking needs at least 2')
-  out_path = out_path or os.path.join(
-      workdir, 'rank',
-      os.path.splitext(os.path.basename(archs_path))[0] + '.scores.json')
-  trained = supernet.restore_trained(setup, workdir)
-  console.say(f'bcnet_jax.rank: {len(archs)} width vectors of {archs_path} on '
-              f'the {config.model.name} supernet of step {int(trained.step)}')
-  console.say(f'  {supernet.score_definition(setup)}')
-  details = score_archs(setup, trained, archs, status=lambda done, n: (
-      console.say(f'  scored {done}/{n}')))
-  scores = {k: d['score'] for k, d in details.items()}
-  if jax.process_index() == 0:
-    files.write_json_atomic(out_path, scores)
-    files.write_json_atomic(details_path(out_path), details)
-  standard_errors = [d['score_se'] for d in details.values()]
-  summary = {'scores': out_path, 'details': details_path(out_path),
-             'archs': len(archs), 'supernet_step': int(trained.step),
-             'sides': list(setup.scored_sides),
-             'score_se_median': float(np.median(standard_errors))}
-  console.say(f'  standard error of a score over the eval images: median '
-              f'{summary["score_se_median"]:.4f} (per key in '
-              f'{details_path(out_path)})')
-  if len(archs) > 1:
-    summary['leader'] = leader(setup, trained, archs, scores)
-    lead = summary['leader']
-    console.say(f'  {lead["keys"][0]} ranks first, {lead["difference"]:+.4f} '
-                f'± {lead["se"]:.4f} (paired, the same images) above '
-                f'{lead["keys"][1]}')
-  if truth is not None:
-    costs = CostModel(setup.model)
-    true = np.asarray([truth[k] for k in shared])
-    summary['compared'] = len(shared)
-    summary['supernet'] = agreement(np.asarray([scores[k] for k in shared]),
-                                    true)
-    summary['macs_only'] = agreement(
-        np.asarray([costs.macs(archs[k]) for k in shared], np.float64), true)
-    console.say(f'Agreement with {truth_path} over {len(shared)} width '
-                'vectors:\n' + console.table(
-                    ['ranking by', 'Kendall tau', 'Spearman rho',
-                     'top-10% overlap'],
-                    [[name, f'{summary[k]["kendall_tau"]:.3f}',
-                      f'{summary[k]["spearman_rho"]:.3f}',
-                      f'{summary[k]["top10_overlap"]:.2f}']
-                     for k, name in (('supernet', 'supernet score'),
-                                     ('macs_only', 'MACs only'))]))
-  console.say(f'Wrote {out_path}')
-  return summary
-
-
-def main(argv: list[str]) -> None:
+def main(argv: list[str], archs: flags.FlagHolder, truth: flags.FlagHolder,
+         out: flags.FlagHolder) -> None:
   del argv
-  app.print_result(run(app.config(), app.workdir(), _ARCHS.value,
-                       _TRUTH.value, _OUT.value))
+  app.print_result(ranking.run(app.config(), app.workdir(), archs.value,
+                               truth.value, out.value))
 
 
 if __name__ == '__main__':
@@ -214,4 +24,5 @@ if __name__ == '__main__':
   _TRUTH = flags.DEFINE_string('truth', None,
                                'JSON file {key: accuracy} to compare with')
   _OUT = flags.DEFINE_string('out', None, 'where to write {key: score}')
-  app.run(main, required=('config', 'workdir', 'archs'))
+  app.run(lambda argv: main(argv, _ARCHS, _TRUTH, _OUT),
+          required=('config', 'workdir', 'archs'))

@@ -21,8 +21,8 @@ import jax
 import numpy as np
 
 from bcnet_jax import models
-from bcnet_jax import space as space_lib
-from bcnet_jax.costs import CostModel
+from bcnet_jax.space import search_space as space_lib
+from bcnet_jax.space.costs import CostModel
 
 
 def images_per_s(model, batch: int, repeats: int) -> tuple[float, float]:

@@ -26,11 +26,11 @@ from absl import flags
 import jax
 import numpy as np
 
-from bcnet_jax import app
-from bcnet_jax import evaluator as evaluator_lib
-from bcnet_jax import supernet
+from bcnet_jax.run import app
+from bcnet_jax.supernet import evaluator as evaluator_lib
+from bcnet_jax.supernet import stage as supernet
 
-# --config is bcnet_jax.app's flag (defined once, there).
+# --config is bcnet_jax.app's flag (defined by app.run).
 _CANDIDATES = flags.DEFINE_integer('candidates', 16,
                                    'Width vectors to score each way.')
 

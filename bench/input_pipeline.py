@@ -18,10 +18,10 @@ import time
 from absl import flags
 import jax
 
-from bcnet_jax import app
-from bcnet_jax import parallel
-from bcnet_jax import sampling
-from bcnet_jax import supernet
+from bcnet_jax.run import app
+from bcnet_jax.run import parallel
+from bcnet_jax.space import sampling
+from bcnet_jax.supernet import stage as supernet
 
 # --config is bcnet_jax.app's flag (defined once, there).
 _STEPS = flags.DEFINE_integer('steps', 20, 'Batches to time.')

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from bcnet_jax import models
-from bcnet_jax.costs import CostModel
+from bcnet_jax.space.costs import CostModel
 
 
 def main() -> None:

@@ -53,11 +53,11 @@ import numpy as np
 import optax
 
 from bcnet_jax import models
-from bcnet_jax import parallel
-from bcnet_jax import sampling
-from bcnet_jax import state as state_lib
-from bcnet_jax import steps
-from bcnet_jax.costs import CostModel
+from bcnet_jax.run import parallel
+from bcnet_jax.space import sampling
+from bcnet_jax.space.costs import CostModel
+from bcnet_jax.supernet import state as state_lib
+from bcnet_jax.supernet import steps
 
 # mode -> train_step keywords ('plain': the compact nominal network).
 MODES = {

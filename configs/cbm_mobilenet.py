@@ -10,7 +10,7 @@ Retraining (--config.stage=retrain --config.retrain.arch=PATH): the same
 SGD recipe from scratch for as many epochs (config_utils.cifar10_supernet).
 """
 
-from bcnet_jax import config_utils
+from bcnet_jax.run import config_utils
 
 
 def get_config():

@@ -22,7 +22,7 @@ Retraining (--config.stage=retrain --config.retrain.arch=.../arch.json):
 the supernet's SGD recipe from scratch, 300 steps.
 """
 
-from bcnet_jax import config_utils
+from bcnet_jax.run import config_utils
 
 
 def get_config():

@@ -22,7 +22,7 @@ supernet's SGD recipe from scratch, 100 epochs, label smoothing 0.1
 (config_utils.imagenet_supernet), not each model's published one.
 """
 
-from bcnet_jax import config_utils
+from bcnet_jax.run import config_utils
 
 
 def get_config():

@@ -8,7 +8,7 @@ download), 28x28 grey images, global batch 8, 30 steps, a checkpoint every 5.
 Retraining: the supernet's SGD recipe from scratch, 30 steps.
 """
 
-from bcnet_jax import config_utils
+from bcnet_jax.run import config_utils
 
 
 def get_config():

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from bcnet_jax import models
-from bcnet_jax import sampling
+from bcnet_jax.space import sampling
 
 OBJECTIVES = {'bcnet + complementary': ('bcnet', True), 'ua': ('ua', False)}
 

@@ -10,8 +10,8 @@ import tempfile
 
 from absl.testing import absltest
 
-from bcnet_jax import config_utils
-from bcnet_jax import train
+from bcnet_jax.run import config_utils
+from bcnet_jax.run import training as train
 from configs import testing as testing_config
 from tests.programs import command
 from tests.programs import ROOT
@@ -60,7 +60,8 @@ class ExitStatusTest(absltest.TestCase):
 
   def app_run(self, error: str):
     script = f'''
-from bcnet_jax import app, errors
+from bcnet_jax.run import app
+from bcnet_jax.run import errors
 def main(argv):
   raise {error}
 app.run(main, required=())
@@ -95,17 +96,36 @@ class CommandLineOverridesTest(absltest.TestCase):
   def test_the_command_line_wins_over_the_config_and_none_unsets(self):
     accepted = 'no readable supernet checkpoint'
     self.assertIn(accepted, self.evaluate('--config.total_epochs=0.5'))
+    # testing.py sets search.macs_fraction.
+    self.assertIn(accepted, self.evaluate('--config.search.macs_budget=10'))
     self.assertIn('set total_epochs or total_steps',
                   self.evaluate('--config.total_steps=None'))
     self.assertIn('set one of total_steps and total_epochs, not both',
                   self.evaluate('--config.total_steps=30',
                                 '--config.total_epochs=0.5'))
 
+  def test_overrides_of_a_recipe_that_sets_epochs_and_a_fraction(self):
+    # configs/cifar10.py sets total_epochs and retrain.total_epochs.
+    # Without its data here, a config that passes its checks stops at the
+    # missing dataset.
+    with tempfile.TemporaryDirectory() as tmp:
+      out = run(command('evaluate', '--config=configs/cifar10.py',
+                        f'--workdir={tmp}', '--config.total_steps=150',
+                        '--config.retrain.total_steps=100'))
+    self.assertEqual(out.returncode, 2, out.stderr)
+    self.assertIn("tfds dataset 'cifar10' is not prepared", out.stderr)
+
   def test_a_warm_up_too_long_is_said_in_the_fields_a_user_sets(self):
     message = self.evaluate('--config.optim.warmup_epochs=5')
     self.assertIn('optim.warmup_epochs=5.0 is ', message)
     self.assertIn('not fewer than the run\'s 30 steps', message)
     self.assertNotIn('warmup_steps', message)
+
+  def test_unset_only_what_may_be_unset(self):
+    self.assertIn('optim.learning_rate cannot be unset',
+                  self.evaluate('--config.optim.learning_rate=None'))
+    self.assertIn('no such field',
+                  self.evaluate('--config.total_epoch=None'))
 
   def test_every_exclusive_pair(self):
     for first, second in config_utils.EXCLUSIVE_PAIRS:

@@ -12,9 +12,9 @@ from absl.testing import absltest
 import numpy as np
 from scipy import stats
 
-from bcnet_jax import checkpoint
-from bcnet_jax import config_utils
-from bcnet_jax import rank
+from bcnet_jax.run import checkpoint
+from bcnet_jax.run import config_utils
+from bcnet_jax.searching import ranking as rank
 from configs import cbm_mobilenet
 from experiments.channel_bench_macro import experiment
 from experiments.channel_bench_macro import report

@@ -10,8 +10,8 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from bcnet_jax import models
-from bcnet_jax import space as space_lib
 from bcnet_jax.models import __main__ as cli
+from bcnet_jax.space import search_space as space_lib
 from tests import costs_test
 
 

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 
 from bcnet_jax import models
-from bcnet_jax.costs import CostModel
 from bcnet_jax.models import ops
+from bcnet_jax.space.costs import CostModel
 
 # model: [(widths: 'full' or one digit for every group, MACs, params)]
 ANCHORS = {

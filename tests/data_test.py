@@ -18,10 +18,10 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bcnet_jax import config_utils
-from bcnet_jax.data import augment
-from bcnet_jax.data import pipeline
-from bcnet_jax.data import sources
+from bcnet_jax.run import config_utils
+from bcnet_jax.run.data import augment
+from bcnet_jax.run.data import pipeline
+from bcnet_jax.run.data import sources
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CIFAR10_JPEG = pathlib.Path(os.environ.get(

@@ -5,10 +5,10 @@ from flax import traverse_util
 import jax
 import numpy as np
 
-from bcnet_jax import evaluator as evaluator_lib
 from bcnet_jax import models
-from bcnet_jax import parallel
-from bcnet_jax import paths
+from bcnet_jax.run import parallel
+from bcnet_jax.space import paths
+from bcnet_jax.supernet import evaluator as evaluator_lib
 from tests import images
 
 
@@ -46,12 +46,12 @@ class RecalibrateTest(absltest.TestCase):
     # ... which is not the mean of the per-batch variances.
     per_batch_var = np.mean([recalibrated(x)[('stem_bn', 'var')]
                              for x in (a, b)], axis=0)
-    on = np.asarray(paths.right(space, c).ids['stage1']) >= 0
+    on = np.asarray(paths.right(space, c).ids()['stage1']) >= 0
     self.assertGreater(np.max(np.abs(got[('stem_bn', 'var')] -
                                      per_batch_var)[on]), 1e-3)
     # Channels off the path keep their statistics (init: var 1).
     key = ('stage3_block3_bn2', 'var')
-    off = np.asarray(paths.right(space, c).ids['stage3']) < 0
+    off = np.asarray(paths.right(space, c).ids()['stage3']) < 0
     self.assertTrue(off.any())
     np.testing.assert_allclose(np.asarray(got[key])[off], 1.0, rtol=1e-5)
     self.assertFalse(np.allclose(np.asarray(got[key])[~off], 1.0))

@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bcnet_jax import evolution
 from bcnet_jax import models
-from bcnet_jax import prior
-from bcnet_jax.costs import CostModel
+from bcnet_jax.searching import evolution
+from bcnet_jax.searching import prior
+from bcnet_jax.space.costs import CostModel
 
 
 class EvolutionTest(absltest.TestCase):

@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from bcnet_jax import models
-from bcnet_jax import paths
 from bcnet_jax.models import layout
 from bcnet_jax.models import ops
 from bcnet_jax.models import slicing
+from bcnet_jax.space import paths
 from tests import images
 
 BATCH, RESOLUTION = 4, 32
@@ -35,7 +35,7 @@ NO_DROPOUT = {
     'mobilenetv2_cifar': {'dropout_rate': 0.0},
     'efficientnet_b0': {'dropout_rate': 0.0, 'drop_path_rate': 0.0},
 }
-HELPERS = {'left': paths.left, 'right': paths.right, 'pair': paths.pair}
+HELPERS = {**paths.SIDES, 'pair': paths.pair}
 # These run XLA's native convolutions (the GPU/TPU forms, ops.py), the
 # others the CPU's. Native depthwise convolutions run 2-3x slower here; steps_test
 # meets them (MobileNetV2 blocks) instead.
@@ -161,7 +161,7 @@ class _ModelTests:
           for path, old in traverse_util.flatten_dict(
               h.variables['batch_stats']).items():
             new = traverse_util.flatten_dict(out[1])[path]
-            off = np.asarray(ids.ids[_layer_dim(h, path[:-1])]) < 0
+            off = np.asarray(ids.ids()[_layer_dim(h, path[:-1])]) < 0
             np.testing.assert_array_equal(np.asarray(new)[off],
                                           np.asarray(old)[off])
         out = h.supernet(c, 'pair')

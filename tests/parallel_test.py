@@ -8,11 +8,11 @@ import numpy as np
 import optax
 
 from bcnet_jax import models
-from bcnet_jax import parallel
-from bcnet_jax import sampling
-from bcnet_jax import state as state_lib
-from bcnet_jax import steps
 from bcnet_jax.models import ops
+from bcnet_jax.run import parallel
+from bcnet_jax.space import sampling
+from bcnet_jax.supernet import state as state_lib
+from bcnet_jax.supernet import steps
 from tests import images
 
 

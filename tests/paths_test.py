@@ -5,7 +5,7 @@ from absl.testing import parameterized
 import numpy as np
 
 from bcnet_jax import models
-from bcnet_jax import paths
+from bcnet_jax.space import paths
 
 
 def ids_of(space, indices, value):
@@ -37,15 +37,16 @@ class PathsTest(parameterized.TestCase):
         got = helper(space, c)
         self.assertEqual(got.kind, helper.__name__)
         self.assertEqual(got.single, helper is not paths.pair)
-        self.assertEqual(set(got.ids), {d.name for d in space.dims})
-        for name, ids in got.ids.items():
+        self.assertEqual(set(got.ids()), {d.name for d in space.dims})
+        for name, ids in got.ids().items():
           self.assertEqual(ids.dtype, np.int8)
           np.testing.assert_array_equal(ids, want[name], f'{name} {c}')
       self.assertTrue(all((v >= 0).all() for v in want_pair.values()))
 
   def test_a_kind_is_one_of_three(self):
     with self.assertRaisesRegex(ValueError, "one of .* got 'middle'"):
-      paths.Paths({}, 'middle')
+      paths.Paths(np.ones(1, np.int32), models.get_space('vgg16_cifar'),
+                  'middle')
 
 
 if __name__ == '__main__':

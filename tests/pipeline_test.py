@@ -18,21 +18,21 @@ import numpy as np
 from PIL import Image
 from scipy import stats
 
-from bcnet_jax import checkpoint
-from bcnet_jax import evaluator as evaluator_lib
-from bcnet_jax import export
 from bcnet_jax import models
-from bcnet_jax import parallel
-from bcnet_jax import predict
-from bcnet_jax import rank
-from bcnet_jax import retrain
-from bcnet_jax import search
-from bcnet_jax import search_report
-from bcnet_jax import supernet
-from bcnet_jax import train
-from bcnet_jax.costs import CostModel
-from bcnet_jax.data import augment
 from bcnet_jax.models import ops
+from bcnet_jax.retrain import export
+from bcnet_jax.retrain import predict
+from bcnet_jax.retrain import stage as retrain
+from bcnet_jax.run import checkpoint
+from bcnet_jax.run import parallel
+from bcnet_jax.run import training as train
+from bcnet_jax.run.data import augment
+from bcnet_jax.searching import ranking as rank
+from bcnet_jax.searching import report as search_report
+from bcnet_jax.searching import search
+from bcnet_jax.space.costs import CostModel
+from bcnet_jax.supernet import evaluator as evaluator_lib
+from bcnet_jax.supernet import stage as supernet
 from configs import testing as testing_config
 from tests import images
 from tests.programs import command

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bcnet_jax import config_utils
 from bcnet_jax import models
-from bcnet_jax import prior
-from bcnet_jax.costs import CostModel
+from bcnet_jax.run import config_utils
+from bcnet_jax.searching import prior
+from bcnet_jax.space.costs import CostModel
 
 
 def random_probs(rng, groups, values):

@@ -5,7 +5,7 @@ from absl.testing import parameterized
 import numpy as np
 
 from bcnet_jax import models
-from bcnet_jax import sampling
+from bcnet_jax.space import sampling
 
 
 class SamplingTest(absltest.TestCase):

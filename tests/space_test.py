@@ -8,7 +8,7 @@ from absl.testing import parameterized
 import numpy as np
 
 from bcnet_jax import models
-from bcnet_jax import space as space_lib
+from bcnet_jax.space import search_space as space_lib
 
 
 def assert_edge_requirements(test, e, nominal, bins, min_bins):

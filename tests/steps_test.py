@@ -11,17 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bcnet_jax import loss_pool
 from bcnet_jax import models
-from bcnet_jax import sampling
-from bcnet_jax import space as space_lib
-from bcnet_jax import state as state_lib
-from bcnet_jax import steps
 from bcnet_jax.models import efficientnet
 from bcnet_jax.models import mobilenet_v2
-from bcnet_jax.models import resnet
 from bcnet_jax.models import ops
+from bcnet_jax.models import resnet
 from bcnet_jax.models import slicing
+from bcnet_jax.space import sampling
+from bcnet_jax.space import search_space as space_lib
+from bcnet_jax.supernet import loss_pool
+from bcnet_jax.supernet import state as state_lib
+from bcnet_jax.supernet import steps
 from tests import images
 from tests import models_test
 

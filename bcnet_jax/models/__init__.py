@@ -17,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from bcnet_jax import errors
-from bcnet_jax import space as space_lib
 from bcnet_jax.models import cbm
 from bcnet_jax.models import efficientnet
 from bcnet_jax.models import layers
@@ -26,6 +24,8 @@ from bcnet_jax.models import mobilenet_v2
 from bcnet_jax.models import resnet
 from bcnet_jax.models import resnet_cifar
 from bcnet_jax.models import vgg
+from bcnet_jax.run import errors
+from bcnet_jax.space import search_space as space_lib
 
 WidthModel = layers.WidthModel
 

@@ -18,10 +18,10 @@ import json
 import logging
 import sys
 
-from bcnet_jax import errors
 from bcnet_jax import models
-from bcnet_jax import space as space_lib
-from bcnet_jax.costs import CostModel
+from bcnet_jax.run import errors
+from bcnet_jax.space import search_space as space_lib
+from bcnet_jax.space.costs import CostModel
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -13,7 +13,7 @@ import jax
 from bcnet_jax.models import layers
 from bcnet_jax.models.mobilenet_v2 import inverted_residual
 from bcnet_jax.models.resnet_cifar import basic_block
-from bcnet_jax.paths import Paths
+from bcnet_jax.space.paths import Paths
 
 MOBILENET_MAX = (128, 768, 768, 768, 256, 1536, 1024)
 RESNET_MAX = (256, 256, 256, 512, 512, 512, 512)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from bcnet_jax.models import layers
 from bcnet_jax.models.mobilenet_v2 import inverted_residual
-from bcnet_jax.paths import Paths
+from bcnet_jax.space.paths import Paths
 
 # (expansion t, kernel k, stride s, output channels c, blocks n) per stage.
 STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2),

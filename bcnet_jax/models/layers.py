@@ -32,10 +32,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from bcnet_jax import paths as paths_lib
 from bcnet_jax.models import ops
-from bcnet_jax.paths import NUM_PATHS
-from bcnet_jax.space import SearchSpace
+from bcnet_jax.space import paths as paths_lib
+from bcnet_jax.space.paths import NUM_PATHS
+from bcnet_jax.space.search_space import SearchSpace
 
 # The collection BatchNorm writes its batch's mean and variance to when it
 # is mutable (BN recalibration): normalized with them, running stats kept.
@@ -50,7 +50,8 @@ class Widths:
   """What a layer needs to know about the widths of one forward pass."""
   space: SearchSpace
   widths: tuple[int, ...] | None  # static bins (compact mode) or None
-  paths: paths_lib.Paths | None  # traced ids (supernet mode) or None
+  paths: paths_lib.Paths | None  # supernet mode: its paths, else None
+  path_ids: dict[str, jax.Array] | None = None  # paths.ids(), computed once
 
   @property
   def supernet(self) -> bool:
@@ -108,7 +109,7 @@ class Widths:
     """The path ids of `dim`'s channels as computed (its window's)."""
     if dim is None or not self.supernet:
       return None
-    return self.crop(self.paths.ids[dim], {0: dim})
+    return self.crop(self.path_ids[dim], {0: dim})
 
   def active(self, dim: str) -> jax.Array | None:
     """Bool per channel of `dim`, True where on; None in compact mode."""
@@ -281,12 +282,12 @@ class WidthModel(nn.Module):
       raise ValueError(
           'a supernet (widths=None) takes paths (paths.left/right/pair); '
           'a compact model (static widths) takes none')
-    if paths is not None:
-      missing = [d.name for d in self.space.dims if d.name not in paths.ids]
-      if missing:
-        raise ValueError(f'path ids missing for dims {missing}')
-      paths = paths.replace(ids=ops.materialized(paths.ids))
-    return Widths(self.space, self.widths, paths)
+    if paths is None:
+      return Widths(self.space, self.widths, None)
+    if paths.space != self.space:
+      raise ValueError(f'paths of the space of {paths.space.model!r} '
+                       f'(bins {paths.space.bins}), not of this model\'s')
+    return Widths(self.space, None, paths, ops.materialized(paths.ids()))
 
   def dummy_input(self, batch: int = 1) -> jax.Array:
     return jnp.zeros((batch, self.resolution, self.resolution,

@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bcnet_jax import paths
 from bcnet_jax.models import layers
+from bcnet_jax.space import paths
 
 
 @dataclasses.dataclass(frozen=True)

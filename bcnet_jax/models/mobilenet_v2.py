@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 
 from bcnet_jax.models import layers
-from bcnet_jax.paths import Paths
+from bcnet_jax.space.paths import Paths
 
 # (expansion t, output channels c, blocks n) per stage.
 STAGES = ((1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3),

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 
 from bcnet_jax.models import layers
-from bcnet_jax.paths import Paths
+from bcnet_jax.space.paths import Paths
 
 # (bottleneck width, blocks, stride) per stage; the output is 4x the width.
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 
 from bcnet_jax.models import layers
-from bcnet_jax.paths import Paths
+from bcnet_jax.space.paths import Paths
 
 WIDTHS = (16, 32, 64)
 

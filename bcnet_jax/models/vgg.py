@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 
 from bcnet_jax.models import layers
-from bcnet_jax.paths import Paths
+from bcnet_jax.space.paths import Paths
 
 # Channels per conv; 'M' = 2x2 max pool.
 CFG = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M',

@@ -14,7 +14,7 @@ import importlib
 
 from absl import flags
 
-from bcnet_jax import app
+from bcnet_jax.run import app
 from experiments.channel_bench_macro import experiment
 from experiments.channel_bench_macro import sample
 

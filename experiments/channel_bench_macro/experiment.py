@@ -24,13 +24,14 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from bcnet_jax import checkpoint
-from bcnet_jax import console
-from bcnet_jax import files
-from bcnet_jax import rank
-from bcnet_jax import run as run_lib
-from bcnet_jax import supernet
-from bcnet_jax import train
+from bcnet_jax.run import checkpoint
+from bcnet_jax.run import console
+from bcnet_jax.run import errors
+from bcnet_jax.run import files
+from bcnet_jax.run import stages as run_lib
+from bcnet_jax.run import training as train
+from bcnet_jax.searching import ranking as rank
+from bcnet_jax.supernet import stage as supernet
 from experiments.channel_bench_macro import report
 from experiments.channel_bench_macro import sample
 
@@ -105,7 +106,7 @@ class Experiment:
   def __init__(self, config: Any, space: str, size: str, workdir: str):
     check_choices(space, size)
     if config.model.name != sample.SPACES[space]:
-      raise ValueError(
+      raise errors.InvalidInput(
           f'--space={space} is the {sample.SPACES[space]} network, but the '
           f'config trains {config.model.name!r}: give '
           f'--config=configs/{sample.SPACES[space]}.py or another --space')
@@ -129,7 +130,7 @@ class Experiment:
       record = files.read_json(self.record_path)
       if (record.get('space'), record.get('size')) != (self.space,
                                                        self.size_name):
-        raise ValueError(
+        raise errors.InvalidInput(
             f'{self.record_path} records a run of --space='
             f'{record.get("space")} --size={record.get("size")}: rerun with '
             'those, or use another --workdir')
@@ -262,10 +263,12 @@ class Experiment:
 
 def check_choices(space: str, size: str) -> None:
   if space not in sample.SPACES:
-    raise ValueError(f'--space must be one of {list(sample.SPACES)}, got '
-                     f'{space!r}')
+    raise errors.InvalidInput(
+        f'--space must be one of {list(sample.SPACES)}, got '
+        f'{space!r}')
   if size not in SIZES:
-    raise ValueError(f'--size must be one of {list(SIZES)}, got {size!r}')
+    raise errors.InvalidInput(
+        f'--size must be one of {list(SIZES)}, got {size!r}')
 
 
 def run(config: Any, space: str, size: str, workdir: str,
@@ -288,12 +291,13 @@ def _check_scoring_state(saved: Any, identity: dict[str, Any], path: str
   """The saved scoring state; one of another supernet or sample is an
   error naming what differs (never overwritten)."""
   if not isinstance(saved, dict) or saved.get('format') != SCORING_FORMAT:
-    raise ValueError(f'{path} is not a scoring state of format '
+    raise errors.InvalidInput(f'{path} is not a scoring state of format '
                      f'{SCORING_FORMAT!r}; move it away to score anew')
   differs = files.identity_differences(saved.get('identity', {}), identity)
   if differs:
-    raise ValueError(f'{path} holds scores of another supernet or sample '
-                     f'({"; ".join(differs)}); move it away to score anew')
+    raise errors.InvalidInput(
+        f'{path} holds scores of another supernet or sample '
+        f'({"; ".join(differs)}); move it away to score anew')
   return saved
 
 

@@ -17,9 +17,10 @@ from matplotlib import figure
 import numpy as np
 from scipy import stats
 
-from bcnet_jax import console
-from bcnet_jax import files
-from bcnet_jax import rank
+from bcnet_jax.run import console
+from bcnet_jax.run import errors
+from bcnet_jax.run import files
+from bcnet_jax.searching import ranking as rank
 from experiments.channel_bench_macro import sample
 
 BUDGETS = (0.25, 0.5, 0.75)  # of the full network's MACs
@@ -35,29 +36,32 @@ def read_results(path: str, space: str) -> dict[str, float]:
   where = f'--results: {path}'
   if not os.path.isfile(path):
     what = 'is a directory' if os.path.isdir(path) else 'no file'
-    raise FileNotFoundError(
+    raise errors.MissingInput(
         f'--results: {what} {path}: give the benchmark\'s '
         f'Results_MobileNet.json or Results_ResNet.json ({RESULTS_URL})')
   try:
     data = files.read_json(path)
   except ValueError as e:
-    raise ValueError(f'--results: {e}') from None
+    raise errors.InvalidInput(f'--results: {e}') from None
   if not isinstance(data, dict) or not data:
-    raise ValueError(f'{where} must hold a non-empty object {{"4432214": '
-                     '{"mean": accuracy, "flops": MACs, ...}, ...}')
+    raise errors.InvalidInput(
+        f'{where} must hold a non-empty object {{"4432214": '
+        '{"mean": accuracy, "flops": MACs, ...}, ...}')
   costs = {s: sample.benchmark_costs(s) for s in sample.SPACES}
   groups = costs[space].space.num_groups
   out = {}
   for key, value in data.items():
     if not (len(key) == groups and key.isascii() and key.isdigit() and
             set(key) <= set('1234')):
-      raise ValueError(f'{where}: key {key!r} is not an architecture of the '
-                       f'{space} space ({groups} digits 1-4)')
+      raise errors.InvalidInput(
+          f'{where}: key {key!r} is not an architecture of the '
+          f'{space} space ({groups} digits 1-4)')
     mean = value.get('mean') if isinstance(value, dict) else None
     if (isinstance(mean, bool) or not isinstance(mean, (int, float)) or
         not np.isfinite(mean)):
-      raise ValueError(f'{where}: {key}: expected an object with a finite '
-                       f'"mean" accuracy, got {value!r}')
+      raise errors.InvalidInput(
+          f'{where}: {key}: expected an object with a finite '
+          f'"mean" accuracy, got {value!r}')
     flops = value.get('flops')
     if flops is not None and flops != costs[space].macs(sample.widths(key)):
       other = [s for s in sample.SPACES if s != space and
@@ -65,7 +69,7 @@ def read_results(path: str, space: str) -> dict[str, float]:
       hint = (f'it is a results file of the {other[0]} space: give '
               f'--space={other[0]}, or the {space} file' if other else
               f'is it a Channel-Bench-Macro results file? ({RESULTS_URL})')
-      raise ValueError(
+      raise errors.InvalidInput(
           f'{where}: {key} has flops {flops}, but the {space} space\'s '
           f'network of that key has {costs[space].macs(sample.widths(key))} '
           f'MACs: {hint}')
@@ -151,9 +155,10 @@ def compared_keys(keys: list[str], truth: dict[str, float]) -> list[str]:
   """The sampled keys the results file holds; fewer than 2 is an error."""
   compared = [k for k in keys if k in truth]
   if len(compared) < 2:
-    raise ValueError(f'--results holds {len(compared)} of the {len(keys)} '
-                     'sampled architectures; a ranking needs at least 2: '
-                     'give the benchmark\'s whole results file')
+    raise errors.InvalidInput(
+        f'--results holds {len(compared)} of the {len(keys)} '
+        'sampled architectures; a ranking needs at least 2: '
+        'give the benchmark\'s whole results file')
   return compared
 
 

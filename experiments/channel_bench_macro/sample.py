@@ -12,7 +12,8 @@ import itertools
 import numpy as np
 
 from bcnet_jax import models
-from bcnet_jax.costs import CostModel
+from bcnet_jax.run import errors
+from bcnet_jax.space.costs import CostModel
 
 SPACES = {'mobilenet': 'cbm_mobilenet', 'resnet': 'cbm_resnet'}
 QUINTILES = 5
@@ -53,7 +54,7 @@ def draw(space: str, size: int | None, seed: int) -> list[str]:
   if size is None:
     return sorted(strata)
   if size < QUINTILES or size % QUINTILES:
-    raise ValueError(f'a sample size must be a positive multiple of '
+    raise errors.InvalidInput(f'a sample size must be a positive multiple of '
                      f'{QUINTILES} (equal counts per MACs quintile), got '
                      f'{size}')
   rng = np.random.default_rng([seed, 0xCB3])
@@ -61,7 +62,8 @@ def draw(space: str, size: int | None, seed: int) -> list[str]:
   for q in range(QUINTILES):
     members = sorted(k for k, s in strata.items() if s == q)
     if size // QUINTILES > len(members):
-      raise ValueError(f'a sample of {size} needs {size // QUINTILES} per '
-                       f'quintile; the space has {len(members)}')
+      raise errors.InvalidInput(
+          f'a sample of {size} needs {size // QUINTILES} per '
+          f'quintile; the space has {len(members)}')
     out += list(rng.choice(members, size // QUINTILES, replace=False))
   return sorted(str(k) for k in out)

@@ -1,0 +1,180 @@
+"""What every bcnet_jax command shares: its flags, logging and error output.
+
+`run(main)` defines `--config` and `--workdir` (scenic's app.py), parses
+the flags, quiets library logs, and turns a user error (errors.UserError:
+a config typo, a missing config file or dataset, an unknown model, a workdir
+that is a file, a checkpoint of another run...) into one line on stderr and
+exit status 2, with no traceback unless `--verbosity=1` or higher is given.
+Any other exception is a bug: its traceback is printed, exit status 1.
+Importing the library defines no flag: only `run` does, in a command.
+
+Overrides behave as a user expects: of two exclusive fields
+(config_utils.EXCLUSIVE_PAIRS, e.g. total_steps and total_epochs) the one
+given on the command line wins over the config file's, and
+`--config.field=None` unsets a field.
+
+Synopsis (a command module):
+
+  from bcnet_jax.run import app
+
+  def main(argv):
+    summary = train_and_evaluate(app.config(), app.workdir())
+
+  if __name__ == '__main__':
+    app.run(main, required=('config', 'workdir'))
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable, NoReturn, Sequence
+
+from absl import app as absl_app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from bcnet_jax.run import config_utils
+from bcnet_jax.run import errors
+
+USER_ERROR_STATUS = 2
+_UNSET = 'None'  # --config.field=None unsets the field
+
+
+def _define_flags() -> None:
+  """--config and --workdir, defined once per process, by `run`."""
+  if 'config' in flags.FLAGS:
+    return
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file, e.g. configs/cifar10.py; override a '
+      'field with --config.a.b=value (None unsets it).', lock_config=True)
+  flags.DEFINE_string(
+      'workdir', None, 'Run directory (checkpoints, metrics, summary). Rerun '
+      'with the same one to resume.')
+
+
+def config() -> Any:
+  """The --config of the running command, with its overrides."""
+  return flags.FLAGS.config
+
+
+def workdir() -> str:
+  """The --workdir of the running command."""
+  return flags.FLAGS.workdir
+
+
+def fail(message: str) -> NoReturn:
+  """Prints `error: message` on stderr and exits with status 2."""
+  print(f'error: {message}'.rstrip(), file=sys.stderr, flush=True)
+  sys.exit(USER_ERROR_STATUS)
+
+
+def _gist(error: BaseException) -> str:
+  """The message of `error` on one line: a traceback quoted in it is cut to
+  its first and last lines; ml_collections' quoting and escapes undone."""
+  text = str(error)
+  if text[:1] == text[-1:] and text[:1] in '"\'':
+    text = text[1:-1]
+  text = text.replace('\\n', '\n').replace("\\'", "'")
+  lines = [l.strip() for l in text.splitlines() if l.strip() not in ('', '.')]
+  if any(l.startswith('Traceback') for l in lines):
+    lines = [lines[0], lines[-1]]
+  return ' '.join(lines).rstrip('.')
+
+
+_unset_fields: set[str] = set()
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parse, less the `--config.x=None` arguments, whose fields are
+  noted in _unset_fields (absl would try to parse 'None' as their type)."""
+  kept = []
+  for arg in argv:
+    name, _, value = arg.partition('=')
+    if name.startswith('--config.') and value == _UNSET:
+      _unset_fields.add(name[len('--config.'):])
+    else:
+      kept.append(arg)
+  try:
+    return flags.FLAGS(kept)
+  except flags.Error as e:
+    fail(f'{_gist(e)}. See --help.')
+  except SyntaxError as e:
+    fail(f'cannot load the --config file: {e}')
+  except (AttributeError, KeyError) as e:  # --config.a.b of no field a.b
+    fail(f'bad --config override: no such field: {_gist(e)}')
+  except Exception as e:  # pylint: disable=broad-except
+    fail(f'bad --config override: {_gist(e)}')
+
+
+def _load_config() -> None:
+  """Fails in one line if the config file could not be loaded.
+
+  ml_collections defers that error to the config's first use.
+  """
+  try:
+    loaded = config()
+    loaded.keys()
+  except Exception as e:  # pylint: disable=broad-except
+    cause = e.__cause__ or e
+    last = (str(cause).strip().splitlines() or [''])[-1].strip()
+    fail(f'cannot load --config={flags.FLAGS["config"].config_filename}: '
+         f'{last}')
+  given = set(config_flags.get_override_values(flags.FLAGS['config']))
+  try:
+    config_utils.apply_command_line(loaded, given, _unset_fields)
+  except errors.UserError as e:
+    fail(str(e))
+
+
+def config_path() -> str:
+  """The --config file as given, for commands a command suggests."""
+  return flags.FLAGS['config'].config_filename
+
+
+def print_result(value: Any) -> None:
+  """A command's result: one JSON line, the last of stdout (process 0)."""
+  if jax.process_index() == 0:
+    print(json.dumps(value), flush=True)
+
+
+def run(main: Callable[[list[str]], Any], *,
+        required: Sequence[str] = ('config', 'workdir'),
+        positional: str | None = None) -> None:
+  """absl's app.run with this package's flags, logging and error output.
+
+  Args:
+    main: called with argv: the program name, then the positional
+      arguments if `positional` names them (else they are an error).
+    required: flags that must be given.
+    positional: what positional arguments are (e.g. 'image files'); at
+      least one must then be given.
+  """
+  _define_flags()
+  flags.mark_flags_as_required(list(required))
+
+  def wrapped(argv: list[str]) -> Any:
+    if positional is None and len(argv) > 1:
+      fail(f'unexpected arguments {argv[1:]}: flags are written '
+           '--name=value. See --help.')
+    if positional is not None and len(argv) < 2:
+      fail(f'give one or more {positional} after the flags. See --help.')
+    if not flags.FLAGS['verbosity'].present:
+      # orbax logs every file it writes, tfds warns about folders it probes.
+      logging.set_verbosity(logging.ERROR)
+    if 'config' in required or flags.FLAGS['config'].present:
+      _load_config()
+    try:
+      return main(argv)
+    except errors.UserError as e:
+      if flags.FLAGS.verbosity >= 1:
+        raise
+      fail(str(e))
+    except KeyboardInterrupt:
+      print('interrupted: rerun the same command to resume where it stopped',
+          file=sys.stderr, flush=True)
+      sys.exit(130)
+
+  absl_app.run(wrapped, flags_parser=_parse_flags)

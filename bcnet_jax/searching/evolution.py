@@ -1,0 +1,99 @@
+"""Evolution of width vectors (docs/design.md §5.4): numpy, seeded, legal.
+
+Each generation the top-k width vectors scored so far are the parents of
+the next population: mutations (every gene redrawn from the prior with a
+small probability) and uniform crossovers of two parents. Every child is
+legal: MACs within the band [lo, hi], and channels unlike every width
+vector already evaluated or drawn, so no candidate is scored twice.
+
+Synopsis:
+
+  rules = evolution.Rules(costs, probs, band=(lo, hi), top_k=10,
+                          mutations=25, crossovers=25, mutation_prob=0.1)
+  children = rules.next_population(scores, seen, rng)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from bcnet_jax.run import errors
+from bcnet_jax.searching import prior
+from bcnet_jax.space.costs import CostModel
+
+# Tries per wanted child before a generation is declared unable to fill.
+_TRIES_PER_CHILD = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Rules:
+  """How a generation breeds the next, and the constants it does it by."""
+  costs: CostModel
+  probs: np.ndarray  # [G, B - m + 1]: the prior, for mutations
+  band: tuple[float, float]
+  top_k: int
+  mutations: int
+  crossovers: int
+  mutation_prob: float
+
+  def _legal(self, child: np.ndarray, seen: set[bytes]) -> bool:
+    macs = self.costs.macs(child)
+    key = self.costs.space.channel_key(child)
+    if self.band[0] <= macs <= self.band[1] and key not in seen:
+      seen.add(key)
+      return True
+    return False
+
+  def _mutant(self, parents: np.ndarray, rng: np.random.Generator
+              ) -> np.ndarray:
+    parent = parents[rng.integers(len(parents))]
+    space = self.costs.space
+    redraw = rng.random(space.num_groups) < self.mutation_prob
+    drawn = prior.sample(space, self.probs, 1, rng)[0]
+    return np.where(redraw, drawn, parent).astype(np.int32)
+
+  def _cross(self, parents: np.ndarray, rng: np.random.Generator
+             ) -> np.ndarray:
+    a, b = parents[rng.choice(len(parents), 2, replace=len(parents) < 2)]
+    return np.where(rng.random(len(a)) < 0.5, a, b).astype(np.int32)
+
+  def parents(self, scores: dict[bytes, tuple[np.ndarray, float]]
+              ) -> np.ndarray:
+    """The top-k width vectors of `scores` ({key: (widths, score)}), best
+    first; ties keep the order in which they were scored."""
+    ranked = sorted(scores.values(), key=lambda item: -item[1])
+    return np.stack([w for w, _ in ranked[:self.top_k]])
+
+  def next_population(self, scores: dict[bytes, tuple[np.ndarray, float]],
+                      seen: set[bytes], rng: np.random.Generator
+                      ) -> np.ndarray:
+    """Mutations then crossovers of the parents, each legal; adds their keys
+    to `seen`. Crossovers of near-identical parents (a peaked prior) can run
+    out of new children: mutations then make up the shortfall, and the
+    other way round. Raises ValueError when the band leaves too few."""
+    if not scores:
+      raise ValueError('no scored width vectors to breed from')
+    parents = self.parents(scores)
+    taken, out = set(seen), []
+    wanted = self.mutations + self.crossovers
+    for make, count in ((self._mutant, self.mutations),
+                        (self._cross, None), (self._mutant, None)):
+      count = wanted - len(out) if count is None else count
+      made = 0
+      for _ in range(count * _TRIES_PER_CHILD):
+        if made == count:
+          break
+        child = make(parents, rng)
+        if self._legal(child, taken):
+          out.append(child)
+          made += 1
+    if len(out) < wanted:
+      raise errors.InvalidInput(
+          f'only {len(out)} of {wanted} children (mutations and crossovers) '
+          f'were new and within the MACs band after {_TRIES_PER_CHILD} tries '
+          'each: widen the band (search.band_low), raise '
+          'search.mutation_prob or ask for fewer children')
+    seen.update(taken)
+    return np.stack(out)

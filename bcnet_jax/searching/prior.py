@@ -1,0 +1,207 @@
+"""The search's prior (docs/design.md §5): width distributions fitted to the
+loss records, and the initial population they seed.
+
+During supernet training the loss pool keeps the lowest bilateral losses
+with their width vectors. `loss_table` turns them into E[g, w], the mean
+loss of the records whose group g has w bins; `fit` finds per-group
+distributions p_g = softmax(θ_g) that prefer low-loss widths while their
+expected MACs meet the budget F,
+
+  J(θ) = mean_g Σ_w p_g(w)·E[g, w] + λ·(E_p[MACs] / F − 1)²,
+
+with E_p[MACs] exact under independent groups (`expected_macs`); and
+`initial_population` draws unseen width vectors from p within the MACs band
+[lo·F, F].
+
+Synopsis:
+
+  table = prior.loss_table(space, pool.widths, pool.losses)
+  probs = prior.fit(costs, table, budget=F, weight=1.0, steps=300,
+                    learning_rate=0.1)
+  population = prior.initial_population(costs, probs, budget=F, low=0.8,
+                                        size=50, rng=np.random.default_rng(0))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bcnet_jax.run import errors
+from bcnet_jax.space.costs import CostModel
+from bcnet_jax.space.search_space import SearchSpace
+
+# Draws per wanted population member before the band is declared too hard.
+_MAX_DRAWS_PER_MEMBER = 2000
+
+
+def loss_table(space: SearchSpace, widths: Any, losses: Any,
+               unseen: float | None = None) -> np.ndarray:
+  """E[g, w - m]: mean recorded loss of the records whose group g has w bins.
+
+  Args:
+    space: the search space.
+    widths: [N, G] recorded width vectors.
+    losses: [N] their losses; non-finite ones (empty pool slots) are ignored.
+    unseen: E where no record has the width; default: the highest recorded
+      loss, so that an unseen width is never preferred to a seen one.
+
+  Returns:
+    [G, B - m + 1] float64.
+  """
+  losses = np.asarray(losses, np.float64)
+  keep = np.isfinite(losses)
+  if not keep.any():
+    raise errors.InvalidInput(
+        'the loss pool holds no records: train the supernet '
+        'for at least one step first')
+  widths = space.validate_widths(np.asarray(widths)[keep]).reshape(
+      -1, space.num_groups)
+  losses = losses[keep]
+  values = space.bins - space.min_bins + 1
+  index = widths - space.min_bins  # [N, G]
+  sums = np.zeros((space.num_groups, values))
+  counts = np.zeros((space.num_groups, values))
+  for g in range(space.num_groups):
+    np.add.at(sums[g], index[:, g], losses)
+    np.add.at(counts[g], index[:, g], 1)
+  fill = losses.max() if unseen is None else unseen
+  return np.where(counts > 0, sums / np.maximum(counts, 1), fill)
+
+
+def expected_macs(costs: CostModel, probs: jax.Array) -> jax.Array:
+  """Exact E[MACs] when group g has w bins with probability probs[g, w - m],
+  independently across groups; differentiable in probs.
+
+  A layer's MACs are coef x channels(a) x channels(b). Dims of different
+  groups are independent: E = coef·E[ch_a]·E[ch_b]. Dims of one group (a
+  layer whose input and output share a bin variable, e.g. EfficientNet's SE
+  dims) are not: E = coef·Σ_w p(w)·e_a[w]·e_b[w], not a product of means.
+  """
+  space = costs.space
+  coef, a, b = costs.macs_terms()
+  # Every dim's channels per bin value, and a constant 1 as a last "dim"
+  # with a group of its own (uniform: its value does not depend on it).
+  channels = np.concatenate([
+      space.edge_table()[:, space.min_bins:space.bins + 1],
+      np.ones((1, space.bins - space.min_bins + 1), np.int64)])
+  group = np.array([d.group for d in space.dims] + [space.num_groups])
+  probs = jnp.concatenate([probs, jnp.full((1, probs.shape[1]),
+                                           1 / probs.shape[1], probs.dtype)])
+  channels = jnp.asarray(channels, probs.dtype)
+  p_of = probs[group]                                    # [D + 1, W]
+  mean = jnp.sum(p_of * channels, axis=1)                # [D + 1]
+  joint = jnp.sum(p_of[a] * channels[a] * channels[b], axis=1)
+  same = jnp.asarray(group[a] == group[b])
+  return jnp.sum(jnp.asarray(coef, probs.dtype) *
+                 jnp.where(same, joint, mean[a] * mean[b]))
+
+
+def fit(costs: CostModel, table: np.ndarray, *, budget: float,
+        weight: float, steps: int, learning_rate: float) -> np.ndarray:
+  """Per-group width distributions [G, B - m + 1] minimizing J (above).
+
+  Args:
+    costs: the model's cost model.
+    table: E from `loss_table`.
+    budget: F, the MACs budget.
+    weight: λ, the weight of the budget term.
+    steps: Adam steps.
+    learning_rate: Adam's learning rate.
+  """
+  table = jnp.asarray(table, jnp.float32)
+
+  def objective(theta):
+    probs = jax.nn.softmax(theta, axis=-1)
+    loss = jnp.mean(jnp.sum(probs * table, axis=-1))
+    return loss + weight * jnp.square(expected_macs(costs, probs) / budget
+                                      - 1)
+
+  tx = optax.adam(learning_rate)
+
+  @jax.jit
+  def run(theta):
+    def step(carry, _):
+      theta, opt_state = carry
+      grads = jax.grad(objective)(theta)
+      updates, opt_state = tx.update(grads, opt_state)
+      return (optax.apply_updates(theta, updates), opt_state), None
+    (theta, _), _ = jax.lax.scan(step, (theta, tx.init(theta)), None,
+                                 length=steps)
+    return jax.nn.softmax(theta, axis=-1)
+
+  return np.asarray(run(jnp.zeros(table.shape, jnp.float32)), np.float64)
+
+
+def band(costs: CostModel, budget: float, low: float) -> tuple[float, float]:
+  """[low·F, F], checked against the smallest MACs of the space."""
+  if not 0 < low <= 1:
+    raise errors.InvalidInput(
+        f'the band\'s low end must be in (0, 1], got {low}')
+  smallest = costs.macs(costs.space.smallest())
+  if budget < smallest:
+    raise errors.InvalidInput(
+        f'a budget of {budget:,.0f} MACs is below the smallest width vector '
+        f'of {costs.space.model} ({smallest:,} MACs at {costs.resolution}x'
+        f'{costs.resolution}): no width vector meets it; raise the budget')
+  return low * budget, float(budget)
+
+
+def sample(space: SearchSpace, probs: np.ndarray, n: int,
+           rng: np.random.Generator) -> np.ndarray:
+  """n width vectors [n, G] int32, group g with w bins with probability
+  probs[g, w - m] (each row normalized here: a float32 softmax sums to 1
+  only within ~1e-7)."""
+  probs = np.asarray(probs, np.float64)
+  values = space.bins - space.min_bins + 1
+  if probs.shape != (space.num_groups, values) or np.any(probs < 0):
+    raise ValueError(f'probs must be non-negative, shaped [groups, bins - '
+                     f'min_bins + 1] = {(space.num_groups, values)}; got '
+                     f'{probs.shape}')
+  cumulative = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+  u = rng.random((n, space.num_groups))
+  index = np.stack([np.searchsorted(cumulative[g], u[:, g], side='right')
+                    for g in range(space.num_groups)], axis=1)
+  return (np.minimum(index, values - 1) + space.min_bins).astype(np.int32)
+
+
+def draw_legal(costs: CostModel, draw: Callable[[int], np.ndarray], n: int,
+               macs_band: tuple[float, float], seen: set[bytes], *, source: str,
+               remedy: str) -> np.ndarray:
+  """n width vectors [n, G] from `draw(count)`, MACs within `macs_band`, with
+  channels unlike `seen` and each other (their keys are added to `seen`).
+
+  Raises ValueError naming `source` and `remedy` after
+  _MAX_DRAWS_PER_MEMBER draws per wanted vector.
+  """
+  space, (lo, hi), out = costs.space, macs_band, []
+  for _ in range(-(-n * _MAX_DRAWS_PER_MEMBER // 100)):
+    if len(out) == n:
+      break
+    draws = draw(100)
+    for c, m in zip(draws, costs.macs(draws)):
+      key = space.channel_key(c)
+      if lo <= m <= hi and key not in seen and len(out) < n:
+        seen.add(key)
+        out.append(c)
+  if len(out) < n:
+    raise errors.InvalidInput(
+        f'drew {n * _MAX_DRAWS_PER_MEMBER:,} width vectors {source} and found '
+        f'only {len(out)} new ones with MACs in [{lo:,.0f}, {hi:,.0f}]: '
+        f'{remedy}')
+  return np.stack(out).astype(np.int32)
+
+
+def initial_population(costs: CostModel, probs: np.ndarray, *, budget: float,
+                       low: float, size: int, rng: np.random.Generator
+                       ) -> np.ndarray:
+  """`size` width vectors drawn from probs with MACs in [low·F, F], no two
+  with the same channels. [size, G] int32."""
+  return draw_legal(
+      costs, lambda count: sample(costs.space, probs, count, rng), size,
+      band(costs, budget, low), set(), source='from the prior',
+      remedy='widen the band or ask for a smaller population')

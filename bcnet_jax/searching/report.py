@@ -1,0 +1,172 @@
+"""What a search shows and leaves behind: its start lines, the table of the
+evolution against the baselines, history.jsonl and population.png."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from matplotlib import figure
+
+from bcnet_jax.run import console
+from bcnet_jax.run import files
+from bcnet_jax.run import stages as run
+from bcnet_jax.supernet import stage as supernet
+
+METHODS = {'evolution': 'evolution (prior-seeded)',
+           'uniform': 'uniform scaling',
+           'random': 'random search'}
+# A difference counts as real when it exceeds this many paired standard
+# errors (about 95% two-sided confidence).
+DISTINGUISHABLE_SE = 2.0
+
+
+def announce(search, workdir: str) -> None:
+  """What the search will do, before it does it."""
+  s, config = search.config.search, search.config
+  full = search.costs.macs(search.space.full())
+  units = search.units()
+  console.say(
+      f'bcnet_jax.search: {config.model.name} supernet of step '
+      f'{int(search.trained.step)} in {workdir}\n'
+      f'  budget F = {search.budget / 1e6:,.2f}M MACs '
+      f'({search.budget / full:.0%} of the full {full / 1e6:,.2f}M); '
+      f'candidates in [{s.band_low:g} F, F]\n'
+      f'  evolution: population {s.population}, {s.generations} generations '
+      f'of {s.mutations} mutations + {s.crossovers} crossovers from the top '
+      f'{s.top_k}; then uniform scaling and random search\n'
+      f'  fitness: {supernet.score_definition(search.setup)} on '
+      f'{run.EVAL_SPLITS[config.eval.split]}, BatchNorm recalibrated on '
+      f'{config.eval.bn_calib_batches} batches; '
+      f'{search.evaluator.call_size} candidates per call')
+  if search.state['units_done']:
+    console.say(f'  resuming after {search.state["units_done"]} of '
+                f'{len(units)} units ({len(search.state["records"])} width '
+                'vectors scored)')
+
+
+def table(search, summary: dict[str, Any], config_path: str = 'CONFIG'
+          ) -> str:
+  """The best of each method: MACs, params, accuracies with their standard
+  errors, the winner against each baseline, cost; then what the
+  differences mean and the command that retrains the winner."""
+  rows = []
+  for phase, label in METHODS.items():
+    r = summary[phase]
+    versus = r.get('winner_minus_this')
+    rows.append([('* ' if phase == 'evolution' else '  ') + label,
+                 f'{r["macs"] / 1e6:,.2f}M', f'{r["params"]:,}'] +
+                ['-' if r[k] is None else f'{r[k]:.3f}'
+                 for k in ('left', 'right')] +
+                [f'{r["score"]:.3f} ± {r["score_se"]:.3f}',
+                 '' if versus is None else
+                 f'{versus["difference"]:+.3f} ± {versus["se"]:.3f}',
+                 str(r['evaluations']), f'{r["wall_time_s"]:.0f}s'])
+  return (f'Best width vector of each method at a budget of '
+          f'{summary["macs_budget"] / 1e6:,.2f}M MACs, scored on '
+          f'{summary["examples"]:,} images of '
+          f'{run.EVAL_SPLITS[search.config.eval.split]}\n'
+          f'({summary["score"]}; ± one standard error over those images; '
+          '"winner -" is the winner\'s score minus this one, with its '
+          'paired error):\n' +
+          console.table(['method', 'MACs', 'params', 'left', 'right',
+                         'score', 'winner -', 'evaluated', 'time'], rows) +
+          '\n' + verdict(summary) +
+          f'\n* the winner, written to {summary["arch"]}. Retrain it (with '
+          'the --config.* overrides of this search, if any):\n'
+          f'  python -m bcnet_jax.train --config={config_path} '
+          '--workdir=RETRAIN_DIR --config.stage=retrain '
+          f'--config.retrain.arch={summary["arch"]}')
+
+
+def verdict(summary: dict[str, Any]) -> str:
+  """Whether the winner beats each baseline beyond the eval images' noise,
+  in words, and what would tell them apart when it does not.
+
+  The lead is measured on the images that selected the winner among many
+  candidates, so it leans its way: a lead within the noise is surely not
+  real, and one beyond it is real on this supernet only if it is large."""
+  lines, unclear = [], []
+  examples = summary['examples']
+  for phase in ('uniform', 'random'):
+    versus = summary[phase]['winner_minus_this']
+    diff, se = versus['difference'], versus['se']
+    if versus['same_width_vector']:
+      lines.append(f'The best of {METHODS[phase]} is the winner itself.')
+    elif se > 0 and abs(diff) > DISTINGUISHABLE_SE * se:
+      better = 'above' if diff > 0 else 'below'
+      lines.append(f'The winner scores {better} {METHODS[phase]} by '
+                   f'{abs(diff):.3f} ± {se:.3f} (paired): more than '
+                   f'{DISTINGUISHABLE_SE:g} errors, measured on the images '
+                   'that chose the winner.')
+    else:
+      needed = (examples * (DISTINGUISHABLE_SE * se / abs(diff)) ** 2
+                if diff else float('inf'))
+      unclear.append((f'{METHODS[phase]} ({diff:+.3f} ± {se:.3f})', needed))
+  if unclear:
+    needed = max(n for _, n in unclear)
+    scale = ('no number of images would: the scores are equal' if
+             needed == float('inf') else
+             f'a lead this size needs about {needed:,.0f} images')
+    lines.append(
+        'The winner is not distinguishable from '
+        f'{" or ".join(u for u, _ in unclear)}: the difference is within '
+        f'{DISTINGUISHABLE_SE:g} paired errors on {examples:,} images. '
+        f'Errors shrink as 1/sqrt(images); {scale}. Score on more held-out '
+        'images (input.minival_size; they come out of training, so the '
+        'supernet is trained again), or train the supernet longer so that '
+        'widths differ more.')
+  return '\n'.join(lines)
+
+
+def write(search, summary: dict[str, Any]) -> None:
+  """history.jsonl and population.png (arch.json and summary.json are the
+  caller's)."""
+  files.write_text_atomic(
+      os.path.join(search.folder, 'history.jsonl'),
+      ''.join(f'{json.dumps(line)}\n' for line in search.state['history']))
+  _plot(search, summary, os.path.join(search.folder, 'population.png'))
+
+
+def _plot(search, summary: dict[str, Any], path: str) -> None:
+  """Score against MACs of every evaluated width vector; the legend beside
+  the axes, so that it covers no point."""
+  fig = figure.Figure(figsize=(9, 4.5), dpi=120,  # no pyplot: no backend
+                      layout='constrained')  # room for the outside legend
+  ax = fig.subplots()
+  randoms = search.records('random')
+  ax.scatter([r['macs'] / 1e6 for r in randoms],
+             [r['score'] for r in randoms], s=10, c='0.7',
+             label='random search: scored')
+  evolved = search.records('evolution')
+  points = ax.scatter([r['macs'] / 1e6 for r in evolved],
+                      [r['score'] for r in evolved], s=14,
+                      c=[r['generation'] for r in evolved], cmap='viridis',
+                      label='evolution: scored (colour: generation)')
+  fig.colorbar(points, ax=ax, label='generation', pad=0.01,
+               ticks=range(search.generations + 1))
+  for phase, marker, colour, size in (('uniform', 'D', 'black', 70),
+                                      ('random', 's', 'tab:blue', 70),
+                                      ('evolution', '*', 'red', 300)):
+    r = summary[phase]
+    ax.errorbar([r['macs'] / 1e6], [r['score']], yerr=[r['score_se']],
+                color=colour, lw=1, capsize=3, zorder=3)
+    label = ('the winner (evolution\'s best, arch.json)' if
+             phase == 'evolution' else f'best of {METHODS[phase]}')
+    ax.scatter([r['macs'] / 1e6], [r['score']], marker=marker, s=size,
+               c=colour, edgecolors='black', linewidths=0.8, zorder=4,
+               label=f'{label} ± 1 s.e.')
+  ax.axvline(summary['macs_budget'] / 1e6, color='red', ls='--', lw=1,
+             label='budget F')
+  ax.axvline(summary['band'][0] / 1e6, color='red', ls=':', lw=1,
+             label=f'band low end ({search.config.search.band_low:g} F)')
+  ax.set_xlabel('MACs (millions)')
+  ax.set_ylabel('score')
+  ax.set_title(f'{summary["model"]}: width vectors scored by the supernet\n'
+               f'({summary["score"]})', fontsize=9)
+  fig.legend(*ax.get_legend_handles_labels(), fontsize=7,
+             loc='outside right center')
+  tmp = f'{path}.{os.getpid()}.tmp.png'
+  fig.savefig(tmp)
+  os.replace(tmp, path)

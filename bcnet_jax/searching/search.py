@@ -1,0 +1,364 @@
+"""BCNet's search (docs/design.md §5) on a trained supernet.
+
+  python -m bcnet_jax.search --config=configs/demo.py --workdir=DIR
+
+Fits the prior to the supernet's loss-record pool, evolves width vectors
+whose MACs lie in the band [band_low·F, F], and scores every candidate once
+with the batch evaluator (evaluator.Evaluator, the fitness of §4). Two
+baselines at the same budget and with the same evaluator follow: uniform
+scaling (the largest all-b width vector within F) and random search
+(uniform width vectors in the band, as many as the evolution evaluated).
+
+The work is a fixed list of units: generation 0 (the prior's initial
+population), generations 1..G, the uniform baseline, the random search in
+population-sized chunks, then the comparison: the three methods' best width
+vectors scored again, per image, for their standard errors and the paired
+errors of their differences (is the winner better than the baselines, or
+within the noise of the eval images?). Unit u draws from its own RNG, seeded by
+(seed, u), so the RNG state is a function of what is done. After every
+unit `search/state.json` is replaced atomically; a rerun continues after
+the last finished unit and ends as an uninterrupted run would. A state
+written for another supernet, budget, data or search constant is an error
+naming what differs. On several hosts the workdir must be shared, as for
+checkpoints: process 0 writes, every process reads. Outputs in
+DIR/search/: arch.json (the winner, docs/design.md §2), history.jsonl,
+population.png and summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from bcnet_jax.run import checkpoint
+from bcnet_jax.run import config_utils
+from bcnet_jax.run import console
+from bcnet_jax.run import errors
+from bcnet_jax.run import files
+from bcnet_jax.run import stages as run_lib
+from bcnet_jax.searching import evolution
+from bcnet_jax.searching import prior
+from bcnet_jax.searching import report as search_report
+from bcnet_jax.space import search_space as space_lib
+from bcnet_jax.space.costs import CostModel
+from bcnet_jax.supernet import stage as supernet
+
+STATE_FORMAT = 'bcnet_jax.search_state/2'
+# What a scored record keeps ('right' is None for a unilateral supernet).
+SCORE_FIELDS = ('left', 'right', 'score', 'score_se')
+
+
+def _identity(setup: supernet.Setup, state, budget: float) -> dict[str, Any]:
+  """What a search state is only valid for: the supernet, the budget and
+  everything that changes a score or a draw (as JSON would give it back)."""
+  config = setup.config
+  scoring = ('source', 'name', 'train_split', 'resolution',
+             'mean', 'std', 'minival_size', 'batch_size')
+  identity = {
+      'model': config.model.name, 'bins': config.model.bins,
+      'min_bins': config.model.min_bins, 'seed': config.seed,
+      'supernet_step': int(state.step),
+      'supernet_params_sha256': checkpoint.tree_sha256(state.params),
+      'macs_budget': int(budget),
+      **{f'input.{k}': config.input[k] for k in scoring},
+      'eval.split': config.eval.split,
+      'eval.bn_calib_batches': config.eval.bn_calib_batches,
+      'eval.sides': list(setup.scored_sides),
+      **{f'search.{k}': v for k, v in sorted(config.search.items())
+         if k not in ('macs_budget', 'macs_fraction')},
+  }
+  return json.loads(json.dumps(identity))
+
+
+def _read_state(path: str, identity: dict[str, Any]) -> dict[str, Any] | None:
+  """The saved search state, if any; one of another search is an error."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise errors.InvalidInput(
+        f'{path} is not a search state this code can read '
+        f'({e}); move it away to start the search over') from None
+  found = saved.get('format') if isinstance(saved, dict) else None
+  if found != STATE_FORMAT or not isinstance(saved.get('identity'), dict):
+    raise errors.InvalidInput(
+        f'{path} is not a search state of format '
+        f'{STATE_FORMAT!r} (found {found!r}); move it away to '
+        'start the search over')
+  differs = files.identity_differences(saved['identity'], identity)
+  if differs:
+    raise errors.InvalidInput(
+        f'{path} belongs to another search ({"; ".join(differs)}). Rerun '
+        'with the config it was made with, or move the folder '
+        f'{os.path.dirname(path)} away to search anew')
+  return saved
+
+
+def _check_sizes(search: Any) -> None:
+  """The search's counts: a population and parents to breed from."""
+  for name, low in (('population', 1), ('top_k', 1), ('generations', 0),
+                    ('mutations', 0), ('crossovers', 0)):
+    if search[name] < low:
+      raise errors.InvalidInput(f'search.{name}={search[name]} must be >= '
+                                f'{low}')
+  if search.generations and search.mutations + search.crossovers < 1:
+    raise errors.InvalidInput('search.mutations + search.crossovers must be '
+                              '>= 1 to breed generations')
+
+
+class Search:
+  """One search: the units still to do, run against the saved state."""
+
+  def __init__(self, setup: supernet.Setup, trained, workdir: str):
+    config = setup.config
+    _check_sizes(config.search)
+    self.setup, self.trained = setup, trained
+    self.config, self.space = config, setup.model.space
+    self.costs = CostModel(setup.model)
+    self.budget = config_utils.macs_budget(
+        config.search, self.costs.macs(self.space.full()))
+    self.band = prior.band(self.costs, self.budget, config.search.band_low)
+    self.folder = os.path.join(workdir, 'search')
+    self.state_path = os.path.join(self.folder, 'state.json')
+    identity = _identity(setup, trained, self.budget)
+    self.state = _read_state(self.state_path, identity) or {
+        'format': STATE_FORMAT, 'identity': identity, 'probs': None,
+        'units_done': 0, 'records': [], 'history': [],
+        'wall_time_s': {'prior': 0.0, 'evolution': 0.0, 'uniform': 0.0,
+                        'random': 0.0, 'compare': 0.0}}
+    self.evaluator = setup.evaluator()
+    self.calibration, self.eval_batches = setup.scoring_data(cached=True)
+
+  @property
+  def generations(self) -> int:
+    return self.config.search.generations
+
+  def units(self) -> list[tuple[str, int]]:
+    """(phase, index) of the whole search, in order: generation 0..G,
+    the uniform baseline, the random search's chunks, the comparison."""
+    s = self.config.search
+    evaluations = s.population + self.generations * (s.mutations +
+                                                      s.crossovers)
+    chunks = -(-evaluations // s.population)
+    return ([('evolution', g) for g in range(self.generations + 1)] +
+            [('uniform', 0)] + [('random', r) for r in range(chunks)] +
+            [('compare', 0)])
+
+  def records(self, phase: str) -> list[dict[str, Any]]:
+    """Scored width vectors of 'evolution', 'uniform' or 'random'."""
+    return [r for r in self.state['records'] if r['phase'] == phase]
+
+  @property
+  def done(self) -> bool:
+    return self.state['units_done'] == len(self.units())
+
+  def _rng(self, unit: int) -> np.random.Generator:
+    return np.random.default_rng([self.config.seed, 0x5EA4C, unit])
+
+  def _probs(self) -> np.ndarray:
+    """The prior (fitted once, then kept in the state)."""
+    if self.state['probs'] is None:
+      start = time.perf_counter()
+      pool = jax.device_get(self.trained.pool)
+      s = self.config.search
+      table = prior.loss_table(self.space, pool.widths, pool.losses)
+      probs = prior.fit(self.costs, table, budget=self.budget,
+                        weight=s.prior_weight, steps=s.prior_steps,
+                        learning_rate=s.prior_learning_rate)
+      self.state['probs'] = probs.tolist()
+      self.state['wall_time_s']['prior'] += time.perf_counter() - start
+    return np.asarray(self.state['probs'])
+
+  def _candidates(self, phase: str, index: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """The width vectors unit (phase, index) scores."""
+    s = self.config.search
+    if phase == 'uniform':
+      return self.costs.uniform_within(self.budget)[None]
+    if phase == 'random':
+      wanted = len(self.records('evolution')) - len(self.records('random'))
+      return self._random(min(s.population, wanted), rng)
+    if index == 0:
+      return prior.initial_population(
+          self.costs, self._probs(), budget=self.budget, low=s.band_low,
+          size=s.population, rng=rng)
+    rules = evolution.Rules(
+        self.costs, self._probs(), band=self.band, top_k=s.top_k,
+        mutations=s.mutations, crossovers=s.crossovers,
+        mutation_prob=s.mutation_prob)
+    scored = self.records('evolution')
+    scores = {self.space.channel_key(r['widths']):
+              (np.asarray(r['widths'], np.int32), r['score']) for r in scored}
+    return rules.next_population(scores, set(scores), rng)
+
+  def _random(self, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n uniform width vectors in the band, unlike any drawn before."""
+    seen = {self.space.channel_key(r['widths'])
+            for r in self.records('random')}
+    return prior.draw_legal(
+        self.costs, lambda count: self.space.sample(rng, count), n, self.band,
+        seen, source='uniformly', remedy='lower search.band_low')
+
+  def _score(self, widths: np.ndarray, status) -> list[dict[str, Any]]:
+    """Records of `widths`; those scored before (by channels) are reused."""
+    cache = {self.space.channel_key(r['widths']): r
+             for r in self.state['records']}
+    new = [c for c in widths if self.space.channel_key(c) not in cache]
+    if new:
+      result = self.evaluator.score(
+          self.trained.params, self.trained.batch_stats, new,
+          calibration=self.calibration, eval_batches=self.eval_batches,
+          status=status)
+      for i, c in enumerate(new):
+        cache[self.space.channel_key(c)] = {
+            k: float(result[k][i]) if k in result else None
+            for k in SCORE_FIELDS}
+    out = []
+    for c in widths:
+      scored = cache[self.space.channel_key(c)]
+      out.append({'widths': [int(w) for w in c],
+                  'macs': int(self.costs.macs(c)),
+                  'params': int(self.costs.params(c)),
+                  **{k: scored[k] for k in SCORE_FIELDS}})
+    return out
+
+  def _compare(self, status) -> dict[str, Any]:
+    """The best of each method scored again, per image: each score's
+    standard error, and evolution's winner minus each baseline with the
+    paired standard error of that difference (the same images)."""
+    phases = ('evolution', 'uniform', 'random')
+    widths = [self.winner(p)['widths'] for p in phases]
+    examples, leads = self.evaluator.leads(
+        self.trained.params, self.trained.batch_stats, widths,
+        calibration=self.calibration, eval_batches=self.eval_batches,
+        status=status)
+    out = {'examples': int(examples), 'winner_minus': {}}
+    for i, (phase, (diff, se)) in enumerate(zip(phases[1:], leads), 1):
+      out['winner_minus'][phase] = {
+          'difference': diff, 'se': se,
+          'same_width_vector': widths[i] == widths[0]}
+    return out
+
+  def run(self) -> None:
+    """Does the units not done yet, saving the state after each."""
+    units = self.units()
+    bar = tqdm(total=len(units), initial=self.state['units_done'],
+               unit='stage', dynamic_ncols=True,
+               disable=jax.process_index() != 0)
+    try:
+      for u in range(self.state['units_done'], len(units)):
+        phase, index = units[u]
+        start = time.perf_counter()
+        label = {'evolution': f'generation {index}/{self.generations}',
+                 'uniform': 'uniform scaling',
+                 'random': f'random search {index + 1}',
+                 'compare': 'comparing the best of each'}[phase]
+        bar.set_description_str(label)
+
+        def status(done: int, total: int, label: str = label) -> None:
+          bar.set_description_str(f'{label}: {done}/{total} scored')
+
+        if phase == 'compare':
+          self.state['comparison'] = self._compare(status)
+          self.state['wall_time_s']['compare'] += (time.perf_counter() -
+                                                   start)
+        else:
+          candidates = self._candidates(phase, index, self._rng(u))
+          records = self._score(candidates, status)
+          for r in records:
+            r.update(phase=phase, generation=index)
+          self.state['records'] += records
+          self.state['wall_time_s'][phase] += time.perf_counter() - start
+        if phase == 'evolution':
+          self.state['history'].append(self._history_line(index))
+        self.state['units_done'] = u + 1
+        if jax.process_index() == 0:
+          files.write_json_atomic(self.state_path, self.state)
+        best = max(r['score'] for r in self.records('evolution'))
+        bar.set_postfix(best=f'{best:.3f}')
+        bar.update(1)
+    finally:
+      bar.close()
+
+  def _history_line(self, generation: int) -> dict[str, Any]:
+    evolved = self.records('evolution')
+    this = [r for r in evolved if r['generation'] == generation]
+    best = max(evolved, key=lambda r: r['score'])
+    return {'generation': generation, 'best_score': best['score'],
+            'best_macs': best['macs'],
+            'mean_score': float(np.mean([r['score'] for r in this])),
+            'evaluations': len(evolved),
+            'wall_time_s': self.state['wall_time_s']['prior'] +
+                           self.state['wall_time_s']['evolution']}
+
+  def winner(self, phase: str) -> dict[str, Any]:
+    """The best record of a phase (ties: the first scored)."""
+    return max(self.records(phase), key=lambda r: r['score'])
+
+  def arch(self) -> dict[str, Any]:
+    """The evolution's winner as an arch (docs/design.md §2)."""
+    best = self.winner('evolution')
+    return self.space.arch(
+        best['widths'], resolution=self.config.input.resolution,
+        macs=best['macs'], params=best['params'],
+        macs_budget=int(self.budget), score=best['score'],
+        supernet_step=int(self.trained.step))
+
+  def summary(self) -> dict[str, Any]:
+    """The best of each method, with its cost, for summary.json."""
+    times, comparison = self.state['wall_time_s'], self.state['comparison']
+    methods = {
+        'evolution': times['prior'] + times['evolution'],
+        'uniform': times['uniform'], 'random': times['random']}
+    out = {'model': self.config.model.name, 'macs_budget': int(self.budget),
+           'band': [float(b) for b in self.band],
+           'full_macs': int(self.costs.macs(self.space.full())),
+           'supernet_step': int(self.trained.step),
+           'split': self.config.eval.split,
+           'score': supernet.score_definition(self.setup),
+           'examples': comparison['examples'],
+           'arch': os.path.join(self.folder, 'arch.json')}
+    for phase, seconds in methods.items():
+      best = self.winner(phase)
+      out[phase] = {**{k: best[k] for k in ('widths', 'score', 'left',
+                                            'right', 'macs', 'params')},
+                    'score_se': best['score_se'],
+                    'evaluations': len(self.records(phase)),
+                    'wall_time_s': seconds}
+      if phase in comparison['winner_minus']:
+        out[phase]['winner_minus_this'] = comparison['winner_minus'][phase]
+    return out
+
+
+def run(config: Any, workdir: str, config_path: str = 'CONFIG'
+        ) -> dict[str, Any]:
+  """Searches the supernet in `workdir`; returns the summary.
+  `config_path` names the config in the retrain command shown last."""
+  workdir = run_lib.check_workdir(workdir)
+  setup = supernet.Setup.create(config)
+  trained = supernet.restore_trained(setup, workdir)
+  search = Search(setup, trained, workdir)
+  summary_path = os.path.join(search.folder, 'summary.json')
+  if search.done and os.path.exists(summary_path):
+    console.say(f'bcnet_jax.search: this search is complete; its summary is '
+                f'{summary_path}. Nothing was written; move {search.folder} '
+                'away to search anew.')
+  else:
+    search_report.announce(search, workdir)
+    search.run()
+  summary = search.summary()
+  if jax.process_index() == 0 and not os.path.exists(summary_path):
+    space_lib.write_arch(summary['arch'], search.arch())
+    search_report.write(search, summary)
+    files.write_json_atomic(summary_path, summary)
+  console.say()
+  console.say(search_report.table(search, summary, config_path))
+  return summary
