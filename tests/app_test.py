@@ -98,8 +98,9 @@ class CommandLineOverridesTest(absltest.TestCase):
     self.assertIn(accepted, self.evaluate('--config.total_epochs=0.5'))
     # testing.py sets search.macs_fraction.
     self.assertIn(accepted, self.evaluate('--config.search.macs_budget=10'))
-    self.assertIn('set total_epochs or total_steps',
-                  self.evaluate('--config.total_steps=None'))
+    for unset in (['--config.total_steps=None'],
+                  ['--config.total_steps', 'None']):
+      self.assertIn('set total_epochs or total_steps', self.evaluate(*unset))
     self.assertIn('set one of total_steps and total_epochs, not both',
                   self.evaluate('--config.total_steps=30',
                                 '--config.total_epochs=0.5'))
@@ -156,12 +157,12 @@ class RecipeTest(absltest.TestCase):
     self.assertEqual(set(got), set(c.optim))
 
   def test_announced_evaluations_are_those_that_will_happen(self):
-    def announced(**fields):
+    def announced(first_step=0, **fields):
       c = testing_config.get_config()
       c.update_from_flattened_dict(fields)
       out = io.StringIO()
       with contextlib.redirect_stdout(out):
-        train._announce(train.create_setup(c), '/tmp/x', 0)
+        train._announce(train.create_setup(c), '/tmp/x', first_step)
       return out.getvalue()
 
     self.assertIn('every 10 steps and at the end',
@@ -169,6 +170,10 @@ class RecipeTest(absltest.TestCase):
     once = announced(eval_every_steps=7650)
     self.assertNotIn('every', once)
     self.assertIn('evaluation on minival', once)
+    # Of 30 steps, resumed: step 20's evaluation is still owed at 20, none
+    # is left after it.
+    self.assertIn('every 10', announced(20, eval_every_steps=10))
+    self.assertNotIn('every', announced(21, eval_every_steps=10))
 
 
 if __name__ == '__main__':

@@ -88,15 +88,20 @@ _unset_fields: set[str] = set()
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parse, less the `--config.x=None` arguments, whose fields are
-  noted in _unset_fields (absl would try to parse 'None' as their type)."""
-  kept = []
-  for arg in argv:
-    name, _, value = arg.partition('=')
+  """absl's parse, less the `--config.x=None` (or `--config.x None`)
+  arguments, whose fields are noted in _unset_fields (absl would try to
+  parse 'None' as their type)."""
+  kept, i = [], 0
+  while i < len(argv):
+    name, _, value = argv[i].partition('=')
+    if name.startswith('--config.') and argv[i] == name and argv[
+        i + 1:i + 2] == [_UNSET]:  # --config.x None
+      value, i = _UNSET, i + 1
     if name.startswith('--config.') and value == _UNSET:
       _unset_fields.add(name[len('--config.'):])
     else:
-      kept.append(arg)
+      kept.append(argv[i])
+    i += 1
   try:
     return flags.FLAGS(kept)
   except flags.Error as e:

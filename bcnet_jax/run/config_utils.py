@@ -192,23 +192,13 @@ def imagenet_supernet(model: str, *, weight_decay: float
   return c
 
 
-def steps_from(config: Any, prefix: str, steps_per_epoch: int,
-               section: str = '') -> int | None:
-  """`{prefix}_steps`, or `{prefix}_epochs` x steps_per_epoch: one of them.
-
-  Returns None when both are unset (for optional durations). `section`
-  ('retrain.') names where the fields are in errors.
-  """
-  steps = config.get(f'{prefix}_steps')
+def steps_from(config: Any, prefix: str, steps_per_epoch: int) -> int | None:
+  """`{prefix}_steps`, or `{prefix}_epochs` x steps_per_epoch: the one set
+  (stages.check_config allows no more than one), or None."""
   epochs = config.get(f'{prefix}_epochs')
-  if steps is not None and epochs is not None:
-    raise errors.InvalidInput(
-        f'set one of {section}{prefix}_steps and {section}{prefix}_epochs, '
-        f'not both (unset the other with --config.{section}{prefix}_epochs='
-        'None)')
   if epochs is not None:
     return max(1, int(round(epochs * steps_per_epoch)))
-  return steps
+  return config.get(f'{prefix}_steps')
 
 
 def macs_budget(search: Any, full_macs: int) -> float:

@@ -118,8 +118,7 @@ def schedule_steps(config: Any, durations: Any, optimizer: Any,
   """(optimizer, schedule, total steps, eval_every) of a stage whose run
   lasts `durations`' total_steps or total_epochs and trains with the
   `optimizer` config; `section` ('retrain.') names them in errors."""
-  total_steps = config_utils.steps_from(durations, 'total', steps_per_epoch,
-                                        section)
+  total_steps = config_utils.steps_from(durations, 'total', steps_per_epoch)
   if total_steps is None:
     raise errors.InvalidInput(f'set {section}total_epochs or {section}'
                               'total_steps in the config')

@@ -62,6 +62,15 @@ def _report(setup: run.Stage, summary: dict[str, Any], workdir: str) -> None:
     console.say(f'  {os.path.join(workdir, name)}  ({what})')
 
 
+def _periodic_evals_ahead(setup: run.Stage, first_step: int) -> bool:
+  """Whether a run from first_step evaluates before its last step."""
+  every = setup.eval_every
+  if not every:
+    return False
+  next_eval = max(-(-first_step // every), 1) * every
+  return next_eval < setup.total_steps
+
+
 def _announce(setup: run.Stage, workdir: str, first_step: int) -> None:
   config, data = setup.config, setup.data
   res = config.input.resolution
@@ -79,8 +88,8 @@ def _announce(setup: run.Stage, workdir: str, first_step: int) -> None:
               f'{config.input.batch_size}; {setup.total_steps} steps '
               f'({epochs:.1f} epochs); evaluation on '
               f'{run.EVAL_SPLITS[config.eval.split]}'
-              + (f' every {setup.eval_every} steps' if setup.eval_every and
-                 setup.eval_every < setup.total_steps else '')
+              + (f' every {setup.eval_every} steps'
+                 if _periodic_evals_ahead(setup, first_step) else '')
               + ' and at the end')
   resumed = f' (resuming at step {first_step})' if first_step else ''
   console.say(f'workdir: {workdir}{resumed}')
