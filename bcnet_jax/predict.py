@@ -5,6 +5,7 @@ bcnet_jax/retrain/predict.py."""
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import flags
 
@@ -13,13 +14,20 @@ from bcnet_jax.run import app
 
 
 def main(argv: list[str], as_json: flags.FlagHolder) -> None:
-  """Prints the top 5 of each file named after the flags."""
-  for result in predict.predict(app.workdir(), argv[1:]):
-    if as_json.value:
+  """Prints the top 5 of each image named after the flags; each unreadable
+  one on stderr, and then exits with status 2."""
+  results = predict.predict(app.workdir(), argv[1:])
+  for result in results:
+    if 'error' in result:
+      print(f'error: {result["error"]}', file=sys.stderr, flush=True)
+    elif as_json.value:
       print(json.dumps(result), flush=True)
     else:
       print(result['file'] + ': ' + ', '.join(
           f'{name} {p:.1%}' for name, p in result['top5']), flush=True)
+  failed = sum('error' in r for r in results)
+  if failed:
+    app.fail(f'{failed} of {len(results)} files could not be read')
 
 
 if __name__ == '__main__':

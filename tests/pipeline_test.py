@@ -26,7 +26,6 @@ from bcnet_jax.retrain import stage as retrain
 from bcnet_jax.run import checkpoint
 from bcnet_jax.run import parallel
 from bcnet_jax.run import training as train
-from bcnet_jax.run.data import augment
 from bcnet_jax.searching import ranking as rank
 from bcnet_jax.searching import report as search_report
 from bcnet_jax.searching import search
@@ -49,6 +48,19 @@ def config(**overrides):
   c.input.batch_size = 32
   c.update_from_flattened_dict(overrides)
   return c
+
+
+def readme_preprocess(path: str, info: dict, resolution: int
+                      ) -> np.ndarray:
+  """The README's preprocessing for an export, step by step (no
+  augmentation: input.json's augment is 'none' or 'cifar')."""
+  image = Image.open(path).convert('L' if info['channels'] == 1 else 'RGB')
+  if image.size != (resolution, resolution):
+    image = image.resize((resolution, resolution), Image.BILINEAR)
+  pixels = np.asarray(image, np.float32).reshape(
+      resolution, resolution, info['channels']) / 255.0
+  return (pixels - np.asarray(info['mean'], np.float32)) / np.asarray(
+      info['std'], np.float32)
 
 
 class PipelineTest(absltest.TestCase):
@@ -511,19 +523,20 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual(checkpoint.tree_sha256(variables['params']),
                      summary['params_sha256'])
     # Predictions from image files equal the loaded model's and the
-    # jax.export artifact's on the same preprocessed digits.
+    # jax.export artifact's on the digits preprocessed as the README says:
+    # grey (input.json's channels), resized to the arch's resolution
+    # (bilinear, PIL), scaled to [0, 1], then input.json's mean and std.
     files, labels = self.digit_files(6)
+    Image.open(files[0]).resize((40, 40)).save(files[0])  # to be resized
     predicted = predict.predict(workdir, files)
-    x = np.stack([augment.preprocess(
-        predict.read_image(f, 1), augment='none', train=False, resolution=28,
-        mean=np.asarray(info['mean'], np.float32),
-        std=np.asarray(info['std'], np.float32), rng=None) for f in files])
+    x = np.stack([readme_preprocess(f, info, arch['resolution'])
+                  for f in files])
     logits, _ = model.apply(variables, x, train=False)
     exported = jax.export.deserialize(bytearray(pathlib.Path(
         workdir, export.JAX_EXPORT).read_bytes()))
     np.testing.assert_allclose(exported.call(x), jax.nn.softmax(logits),
                                rtol=1e-5, atol=1e-6)
-    for result, row in zip(predicted, np.asarray(jax.nn.softmax(logits))):
+    for result, row in zip(predicted, np.asarray(exported.call(x))):
       self.assertLen(result['top5'], 5)
       self.assertEqual(result['top5'][0][0],
                        info['classes'][int(np.argmax(row))])
@@ -537,6 +550,19 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual([json.loads(line)['top5'][0][0]
                       for line in out.stdout.splitlines()],
                      [r['top5'][0][0] for r in predicted[:2]])
+    # A missing file among good ones: the good ones are classified, the
+    # missing one reported, the exit status says it.
+    missing = os.path.join(self.tmp, 'no_such_digit.png')
+    out = subprocess.run(
+        command('predict', f'--workdir={workdir}', '--json', files[0],
+                missing, files[1]),
+        cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
+    self.assertEqual(out.returncode, 2, out.stderr)
+    self.assertEqual([json.loads(line)['file']
+                      for line in out.stdout.splitlines()],
+                     [files[0], files[1]])
+    self.assertRegex(out.stderr, f'^error: {missing}: not a readable image')
+    self.assertIn('1 of 3 files could not be read', out.stderr)
     # Rerunning the finished retrain writes nothing; another arch in the
     # same workdir is another run.
     before = snapshot(workdir)

@@ -4,7 +4,9 @@
 
 Each image is resized and normalized as in evaluation, then the top-5
 classes are printed with their probabilities; with --json, one JSON object
-per image: {"file", "top5": [[class, probability], ...]}.
+per image: {"file", "top5": [[class, probability], ...]}. A file that is not
+a readable image is reported on stderr, the others are still classified,
+and the exit status is then 2.
 """
 
 from __future__ import annotations
@@ -34,18 +36,28 @@ def read_image(path: str, channels: int) -> np.ndarray:
 
 def predict(workdir: str, paths: list[str], top: int = 5
             ) -> list[dict[str, Any]]:
-  """[{'file', 'top5': [[class, probability], ...]}] per image."""
+  """Per image, in order: {'file', 'top5': [[class, probability], ...]}, or
+  {'file', 'error'} for a file that is not a readable image (the others are
+  still classified)."""
   model, variables, info = export.load(workdir)
-  images = np.stack([augment.preprocess(
-      read_image(p, info['channels']), augment=info['augment'], train=False,
-      resolution=model.resolution, mean=np.asarray(info['mean'], np.float32),
-      std=np.asarray(info['std'], np.float32), rng=None) for p in paths])
-  logits, _ = jax.jit(lambda v, x: model.apply(v, x, train=False))(
-      variables, images)
-  probs = np.asarray(jax.nn.softmax(logits, axis=-1))
-  out = []
-  for path, p in zip(paths, probs):
-    best = np.argsort(-p, kind='stable')[:top]
-    out.append({'file': path, 'top5': [[info['classes'][k], float(p[k])]
-                                       for k in best]})
+  out, readable = [], {}
+  for path in paths:
+    try:
+      readable[path] = augment.preprocess(
+          read_image(path, info['channels']), augment=info['augment'],
+          train=False, resolution=model.resolution,
+          mean=np.asarray(info['mean'], np.float32),
+          std=np.asarray(info['std'], np.float32), rng=None)
+      out.append({'file': path})
+    except errors.InvalidInput as e:
+      out.append({'file': path, 'error': str(e)})
+  if readable:
+    logits, _ = jax.jit(lambda v, x: model.apply(v, x, train=False))(
+        variables, np.stack(list(readable.values())))
+    probs = dict(zip(readable, np.asarray(jax.nn.softmax(logits, axis=-1))))
+    for result in out:
+      if 'error' not in result:
+        p = probs[result['file']]
+        best = np.argsort(-p, kind='stable')[:top]
+        result['top5'] = [[info['classes'][k], float(p[k])] for k in best]
   return out

@@ -1,7 +1,8 @@
 """What every bcnet_jax command shares: its flags, logging and error output.
 
-`run(main)` defines `--config` and `--workdir` (scenic's app.py), parses
-the flags, quiets library logs, and turns a user error (errors.UserError:
+`run(main)` defines `--config` and `--workdir` (scenic's app.py) and the
+multi-host flags (run/hosts.py), parses the flags, joins the run's other
+processes, quiets library logs, and turns a user error (errors.UserError:
 a config typo, a missing config file or dataset, an unknown model, a workdir
 that is a file, a checkpoint of another run...) into one line on stderr and
 exit status 2, with no traceback unless `--verbosity=1` or higher is given.
@@ -38,6 +39,7 @@ from ml_collections import config_flags
 
 from bcnet_jax.run import config_utils
 from bcnet_jax.run import errors
+from bcnet_jax.run import hosts
 
 USER_ERROR_STATUS = 2
 _UNSET = 'None'  # --config.field=None unsets the field
@@ -53,6 +55,12 @@ def _define_flags() -> None:
   flags.DEFINE_string(
       'workdir', None, 'Run directory (checkpoints, metrics, summary). Rerun '
       'with the same one to resume.')
+  flags.DEFINE_string(
+      'coordinator', None, 'Several processes as one run: HOST:PORT of '
+      'process 0, given to every process with --num_processes and '
+      '--process_id (automatic under Slurm, Open MPI and on TPU pods).')
+  flags.DEFINE_integer('num_processes', None, 'Processes of the run.')
+  flags.DEFINE_integer('process_id', None, 'This process, 0 to N-1.')
 
 
 def config() -> Any:
@@ -172,6 +180,8 @@ def run(main: Callable[[list[str]], Any], *,
     if 'config' in required or flags.FLAGS['config'].present:
       _load_config()
     try:
+      hosts.join(flags.FLAGS.coordinator, flags.FLAGS.num_processes,
+                 flags.FLAGS.process_id)
       return main(argv)
     except errors.UserError as e:
       if flags.FLAGS.verbosity >= 1:
