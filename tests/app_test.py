@@ -116,6 +116,11 @@ class CommandLineOverridesTest(absltest.TestCase):
     self.assertEqual(out.returncode, 2, out.stderr)
     self.assertIn("tfds dataset 'cifar10' is not prepared", out.stderr)
 
+  def test_an_incomplete_set_of_host_flags_is_said_before_joining(self):
+    # hosts_test has the cases; here, the command's one line.
+    self.assertIn('--coordinator=127.0.0.1:1 needs --num_processes',
+                  self.evaluate('--coordinator=127.0.0.1:1'))
+
   def test_a_warm_up_too_long_is_said_in_the_fields_a_user_sets(self):
     message = self.evaluate('--config.optim.warmup_epochs=5')
     self.assertIn('optim.warmup_epochs=5.0 is ', message)

@@ -55,7 +55,7 @@ class NotebooksTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       quickstart = execute(
           'quickstart.ipynb', os.path.join(tmp, 'quickstart.ipynb'), tmp,
-          DATASET='mnist_embedded', TRAIN_STEPS=40, RETRAIN_STEPS=20,
+          DATASET='mnist_embedded', TRAIN_STEPS=20, RETRAIN_STEPS=10,
           BATCH_SIZE=32, POPULATION=4, GENERATIONS=1, WORKDIR='run')
       supernet = os.path.join(tmp, 'run', 'supernet')
       with open(os.path.join(supernet, 'search', 'arch.json')) as f:

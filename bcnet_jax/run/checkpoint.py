@@ -308,6 +308,8 @@ class Checkpoints:
                 f'({reason}); {moved}{where}')
     if self.read_only:
       return
+    if jax.process_count() > 1:  # no host still reads it
+      multihost_utils.sync_global_devices(f'bcnet_jax: step {step} read')
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(aside), exist_ok=True)
       os.rename(os.path.join(self.directory, str(step)), aside)

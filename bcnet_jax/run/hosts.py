@@ -7,8 +7,9 @@ Every process runs the same command; `join` makes them one JAX system with
   (or the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
   JAX_PROCESS_ID), e.g. two processes on one machine;
 - automatically where the cluster says it runs several processes: Slurm
-  (srun with more than one task), Open MPI (mpirun -n N > 1), or a Cloud TPU
-  pod slice (several workers); jax reads the addresses from the cluster.
+  (srun with more than one task: one per GPU), Open MPI (mpirun -n N > 1),
+  or a Cloud TPU VM (jax reads the slice's workers from its metadata; a TPU
+  VM of no slice, such as a notebook's, runs alone).
 
 One process otherwise: nothing is initialized. After `join`, the data
 pipeline reads only this process's shard of each global batch, process 0
@@ -18,6 +19,7 @@ checkpointing as orbax requires.
 
 from __future__ import annotations
 
+import glob
 import os
 
 import jax
@@ -31,12 +33,25 @@ HEARTBEAT_TIMEOUT_S = 60
 
 
 def _cluster_processes() -> int:
-  """How many processes the launching cluster started (1 if none)."""
+  """How many processes Slurm or Open MPI started (1 if neither did)."""
   for variable in ('SLURM_STEP_NUM_TASKS', 'OMPI_COMM_WORLD_SIZE'):
     if os.environ.get(variable, '').isdigit():
       return int(os.environ[variable])
-  workers = os.environ.get('TPU_WORKER_HOSTNAMES', '')
-  return len(workers.split(',')) if workers else 1
+  return 1
+
+
+def _on_tpu_vm() -> bool:
+  """Whether this machine has TPU chips (as Cloud TPU VMs expose them)."""
+  return bool(glob.glob('/dev/accel*') or glob.glob('/dev/vfio/[0-9]*'))
+
+
+def _from_environment(name: str) -> int | None:
+  value = os.environ.get(name)
+  if value is None:
+    return None
+  if not value.isdigit():
+    raise errors.InvalidInput(f'{name}={value!r} must be a whole number')
+  return int(value)
 
 
 def join(coordinator: str | None = None, num_processes: int | None = None,
@@ -48,10 +63,10 @@ def join(coordinator: str | None = None, num_processes: int | None = None,
   incomplete explicit set.
   """
   coordinator = coordinator or os.environ.get('JAX_COORDINATOR_ADDRESS')
-  if num_processes is None and os.environ.get('JAX_NUM_PROCESSES'):
-    num_processes = int(os.environ['JAX_NUM_PROCESSES'])
-  if process_id is None and os.environ.get('JAX_PROCESS_ID'):
-    process_id = int(os.environ['JAX_PROCESS_ID'])
+  if num_processes is None:
+    num_processes = _from_environment('JAX_NUM_PROCESSES')
+  if process_id is None:
+    process_id = _from_environment('JAX_PROCESS_ID')
   if coordinator:
     if num_processes is None or process_id is None:
       raise errors.InvalidInput(
@@ -69,3 +84,9 @@ def join(coordinator: str | None = None, num_processes: int | None = None,
         '(the address of process 0), or JAX_COORDINATOR_ADDRESS')
   elif _cluster_processes() > 1:
     jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+  elif _on_tpu_vm():
+    try:
+      jax.distributed.initialize(
+          heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    except ValueError:  # no slice in the metadata: jax found no cluster
+      pass
