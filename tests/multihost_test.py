@@ -97,6 +97,8 @@ class MultiHostTest(absltest.TestCase):
     while time.time() < deadline and not checkpoint_steps(two):
       self.assertIsNone(processes[0].poll(), 'the run ended before the kill')
       time.sleep(0.05)
+    self.assertNotEmpty(checkpoint_steps(two), 'no checkpoint in 400 s')
+    self.assertIsNone(processes[0].poll(), 'the run ended before the kill')
     # Process 1 dies: process 0 must stop with an error, in bounded time.
     processes[1].kill()
     died = time.time()
@@ -104,8 +106,8 @@ class MultiHostTest(absltest.TestCase):
     watcher = threading.Thread(target=lambda: survivor_exit.append(
         (processes[0].wait(), time.time())), daemon=True)
     watcher.start()
-    # While process 0 waits out the dead one, idle: one process with 4
-    # devices, the reference run and its search.
+    # Meanwhile (process 0 only waits), the one-process reference with 4
+    # devices: train, then search.
     finish(launch('train', one, 1, 4))
     finish(launch('search', one, 1, 4))
     watcher.join(timeout=max(0, died + 180 - time.time()))
