@@ -1,7 +1,7 @@
 """`python -m bcnet_jax.evaluate`: scores a trained supernet, writes nothing.
 
-  python -m bcnet_jax.evaluate --config=configs/demo.py --workdir=DIR \
-      [--widths=4,8,...] [--config.eval.split=eval]
+  python -m bcnet_jax.evaluate --workdir=DIR [--widths=4,8,...] \
+      [--config.eval.split=eval]
 
 Prints the scores (bcnet_jax/supernet/evaluator.py) of the fixed width vectors of
 training's evaluation, or of `--widths`, as a table and one JSON line.
@@ -13,12 +13,14 @@ from absl import flags
 
 from bcnet_jax import models
 from bcnet_jax.run import app
+from bcnet_jax.run import run_config
 from bcnet_jax.supernet import stage as supernet
 
 
 def main(argv: list[str], widths_flag: flags.FlagHolder) -> None:
   del argv
-  config = app.config()
+  config = run_config.for_later_stage(app.config(), app.workdir(),
+                                      app.overrides(), stage='evaluate')
   widths = None
   if widths_flag.value:
     space = models.get_space(config.model.name, config.model.bins,

@@ -33,4 +33,4 @@ def main(argv: list[str], as_json: flags.FlagHolder) -> None:
 if __name__ == '__main__':
   _JSON = flags.DEFINE_bool('json', False, 'one JSON object per image')
   app.run(lambda argv: main(argv, _JSON), required=('workdir',),
-          positional='image files')
+          positional='image files', reads_config=False)

@@ -1,6 +1,6 @@
-"""`python -m bcnet_jax.rank --config=... --workdir=DIR --archs=ARCHS.json
-[--truth=TRUTH.json] [--out=SCORES.json]`: scores given width vectors with
-the supernet in DIR and, with a truth, how its ranking agrees. The
+"""`python -m bcnet_jax.rank --workdir=DIR --archs=ARCHS.json
+[--truth=TRUTH.json] [--out=SCORES.json] [--config.eval...]`: scores given
+width vectors with the supernet in DIR (trained with DIR/config.json) and, with a truth, how its ranking agrees. The
 program: bcnet_jax/searching/ranking.py."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ def main(argv: list[str], archs: flags.FlagHolder, truth: flags.FlagHolder,
          out: flags.FlagHolder) -> None:
   del argv
   app.print_result(ranking.run(app.config(), app.workdir(), archs.value,
-                               truth.value, out.value))
+                               truth.value, out.value,
+                               overridden=app.overrides()))
 
 
 if __name__ == '__main__':
@@ -25,4 +26,4 @@ if __name__ == '__main__':
                                'JSON file {key: accuracy} to compare with')
   _OUT = flags.DEFINE_string('out', None, 'where to write {key: score}')
   app.run(lambda argv: main(argv, _ARCHS, _TRUTH, _OUT),
-          required=('config', 'workdir', 'archs'))
+          required=('workdir', 'archs'))

@@ -1,5 +1,5 @@
-"""`python -m bcnet_jax.search --config=... --workdir=DIR`: searches the
-supernet trained in DIR; rerun to resume. The program:
+"""`python -m bcnet_jax.search --workdir=DIR [--config.search...]`: searches
+the supernet trained in DIR (with DIR/config.json); rerun to resume. The program:
 bcnet_jax/searching/search.py."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from bcnet_jax.searching import search
 def main(argv: list[str]) -> None:
   del argv  # app.run allows none
   app.print_result(search.run(app.config(), app.workdir(),
-                              app.config_path()))
+                              overridden=app.overrides()))
 
 
 if __name__ == '__main__':

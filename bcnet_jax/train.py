@@ -10,7 +10,8 @@ from bcnet_jax.run import training
 
 def main(argv: list[str]) -> None:
   del argv  # app.run allows none
-  app.print_result(training.train_and_evaluate(app.config(), app.workdir()))
+  app.print_result(training.train_and_evaluate(
+      app.config(), app.workdir(), command=app.command_line()))
 
 
 if __name__ == '__main__':

@@ -143,13 +143,14 @@ class FitAndPopulationTest(absltest.TestCase):
     draw = lambda seed: prior.initial_population(  # noqa: E731
         self.costs, probs, budget=budget, low=0.8, size=50,
         rng=np.random.default_rng(seed))
-    population = draw(0)
+    population, counts = draw(0)
+    self.assertEqual(counts, {'prior': 50, 'uniform': 0})
     self.assertEqual(population.shape, (50, self.space.num_groups))
     macs = self.costs.macs(population)
     self.assertTrue(np.all((macs >= 0.8 * budget) & (macs <= budget)))
     keys = {self.space.channel_matrix(c).tobytes() for c in population}
     self.assertLen(keys, 50)
-    np.testing.assert_array_equal(draw(0), population)
+    np.testing.assert_array_equal(draw(0)[0], population)
 
   def test_a_budget_below_the_smallest_is_an_error(self):
     smallest = self.costs.macs(self.space.smallest())
@@ -158,6 +159,39 @@ class FitAndPopulationTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, f'{smallest:,} MACs'):
       prior.initial_population(self.costs, probs, budget=smallest - 1,
                                low=0.8, size=5,
+                               rng=np.random.default_rng(0))
+
+
+class SmallBandTest(absltest.TestCase):
+  """Channel-Bench-Macro's 16,384 width vectors: listed whole when random
+  draws run short (prior.enumerable)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.costs = CostModel(models.get_model('cbm_resnet'))
+    cls.space = cls.costs.space
+    cls.probs = np.full((7, 4), 0.25)
+    cls.every = np.array(list(itertools.product(range(1, 5), repeat=7)))
+
+  def test_a_band_holding_fewer_gives_all_it_holds(self):
+    macs = self.costs.macs(self.every)
+    budget = np.sort(np.unique(macs))[2]  # the three lowest MACs values
+    holds = {self.space.channel_key(c) for c in self.every[macs <= budget]}
+    self.assertLess(len(holds), 20)
+    population, counts = prior.initial_population(
+        self.costs, self.probs, budget=budget, low=0.01, size=20,
+        rng=np.random.default_rng(0))
+    self.assertEqual({self.space.channel_key(c) for c in population}, holds)
+    self.assertEqual(sum(counts.values()), len(holds))
+
+  def test_a_band_holding_none_is_an_error(self):
+    # A band between the two lowest MACs values.
+    lowest, second = np.sort(np.unique(self.costs.macs(self.every)))[:2]
+    with self.assertRaisesRegex(ValueError, 'no width vector of cbm_resnet '
+                                'with MACs in .* widen the band'):
+      prior.initial_population(self.costs, self.probs, budget=second - 1,
+                               low=(lowest + 1) / (second - 1), size=5,
                                rng=np.random.default_rng(0))
 
 

@@ -29,6 +29,7 @@ from bcnet_jax.run import checkpoint
 from bcnet_jax.run import config_utils
 from bcnet_jax.run import errors
 from bcnet_jax.run import files
+from bcnet_jax.run import identity as identity_lib
 from bcnet_jax.supernet import optim
 from bcnet_jax.supernet import state as state_lib
 
@@ -77,13 +78,17 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
       resolution=arch['resolution'])
   ckpts = checkpoint.Checkpoints(workdir, {}, read_only=True)
   try:
-    identity = ckpts.latest_identity()
-    if identity is None or identity.get('stage') != 'retrain':
+    saved = ckpts.latest_identity()
+    identity = identity_lib.flatten(saved or {})
+    if identity.get('stage') != 'retrain':
       raise errors.InvalidInput(
           f'{workdir} holds no checkpoint of a retrain run')
     _check_files_match(identity, arch, info, workdir)
-    ckpts.identity = identity
-    recipe = ml_collections.ConfigDict(identity['retrain.optim'])
+    ckpts.identity = saved
+    prefix = 'retrain.optim.'
+    recipe = ml_collections.ConfigDict({
+        k[len(prefix):]: v for k, v in identity.items()
+        if k.startswith(prefix)})
     tx, _ = optim.create_optimizer(  # only its state's structure matters
         config_utils.optimizer_config(recipe, 1, 10**9), 10**9)
     target = jax.eval_shape(lambda: state_lib.compact_state(
@@ -99,24 +104,20 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
 
 def _check_files_match(identity: dict[str, Any], arch: dict[str, Any],
                        info: dict[str, Any], workdir: str) -> None:
-  """arch.json and input.json describe the network the checkpoint holds."""
-  expected = {'arch.json widths': (identity.get('retrain.widths'),
-                                   arch['widths']),
-              'arch.json model': (identity.get('model', {}).get('name'),
-                                  arch['model']),
-              'arch.json resolution': (identity.get('input.resolution'),
-                                       arch['resolution']),
-              'input.json channels': (identity.get('input.channels'),
-                                      info['channels']),
-              'input.json classes': (identity.get('num_classes'),
-                                     len(info['classes']))}
-  differ = [f'{name}: {mine!r}, checkpoint {saved!r}'
-            for name, (saved, mine) in expected.items() if saved != mine]
-  if differ:
-    raise errors.InvalidInput(
-        f'{workdir}: the files do not describe the network its '
-        f'checkpoint holds ({"; ".join(differ)}); restore them '
-        'from the retrain run')
+  """arch.json and input.json describe the network the checkpoint holds
+  (`identity`: its flattened identity)."""
+  fields = {'arch.json widths': ('retrain.widths', arch['widths']),
+            'arch.json model': ('model.name', arch['model']),
+            'arch.json resolution': ('input.resolution', arch['resolution']),
+            'input.json channels': ('input.channels', info['channels']),
+            'input.json classes': ('num_classes', len(info['classes']))}
+  identity_lib.check(
+      {name: identity.get(key) for name, (key, _) in fields.items()},
+      {name: value for name, (_, value) in fields.items()},
+      saved_as='checkpoint', current_as='file',
+      error=lambda details: errors.InvalidInput(
+          f'{workdir}: the files do not describe the network its '
+          f'checkpoint holds ({details}); restore them from the retrain run'))
 
 
 def exported_inference(model: layers.WidthModel, variables: Any,

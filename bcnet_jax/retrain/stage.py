@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any, Callable
 
@@ -22,11 +21,11 @@ import numpy as np
 from bcnet_jax import models
 from bcnet_jax.models import layers
 from bcnet_jax.retrain import export
-from bcnet_jax.run import checkpoint
 from bcnet_jax.run import config_utils
 from bcnet_jax.run import console
 from bcnet_jax.run import errors
 from bcnet_jax.run import files
+from bcnet_jax.run import identity as identity_lib
 from bcnet_jax.run import parallel
 from bcnet_jax.run import stages as run
 from bcnet_jax.space import search_space as space_lib
@@ -37,9 +36,8 @@ from bcnet_jax.supernet import steps
 
 # Config fields that must agree between a checkpoint and the run resuming
 # it, besides the arch and its recipe (no supernet, no supernet optim).
-IDENTITY_FIELDS = (
-    ('seed',), ('model',), ('input', 'source'), ('input', 'name'),
-    ('input', 'channels'), ('input', 'resolution'))
+IDENTITY_FIELDS = ('stage', 'model', *run.DATA_FIELDS,
+                   'retrain.label_smoothing')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,13 +83,10 @@ class Setup(run.Fields):
 
   def identity(self) -> dict[str, Any]:
     """The arch and its recipe make the run."""
-    identity = checkpoint.identity(self.config, self.data.num_classes,
-                                   IDENTITY_FIELDS)
-    identity.update(json.loads(json.dumps({
-        'stage': 'retrain', 'retrain.widths': self.arch['widths'],
-        'retrain.optim': config_utils.retrain_optim(self.config).to_dict(),
-        'retrain.label_smoothing': self.config.retrain.label_smoothing})))
-    return identity
+    return identity_lib.of_config(
+        self.config, IDENTITY_FIELDS, num_classes=self.data.num_classes,
+        **{'retrain.widths': self.arch['widths'],
+           'retrain.optim': config_utils.retrain_optim(self.config)})
 
   def evaluate(self, state, *, final: bool,
                status: Callable[[str], None] = lambda _: None

@@ -12,7 +12,9 @@ Importing the library defines no flag: only `run` does, in a command.
 Overrides behave as a user expects: of two exclusive fields
 (config_utils.EXCLUSIVE_PAIRS, e.g. total_steps and total_epochs) the one
 given on the command line wins over the config file's, and
-`--config.field=None` unsets a field.
+`--config.field=None` unsets a field. A run's own config is a config file
+too: `--config=WORKDIR/config.json` loads it (run/run_config.py), and a
+command given no `--config` uses its `--workdir`'s config.json, if any.
 
 Synopsis (a command module):
 
@@ -22,12 +24,14 @@ Synopsis (a command module):
     summary = train_and_evaluate(app.config(), app.workdir())
 
   if __name__ == '__main__':
-    app.run(main, required=('config', 'workdir'))
+    app.run(main)
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from typing import Any, Callable, NoReturn, Sequence
 
@@ -40,6 +44,7 @@ from ml_collections import config_flags
 from bcnet_jax.run import config_utils
 from bcnet_jax.run import errors
 from bcnet_jax.run import hosts
+from bcnet_jax.run import run_config
 
 USER_ERROR_STATUS = 2
 _UNSET = 'None'  # --config.field=None unsets the field
@@ -50,8 +55,10 @@ def _define_flags() -> None:
   if 'config' in flags.FLAGS:
     return
   config_flags.DEFINE_config_file(
-      'config', None, 'Config file, e.g. configs/cifar10.py; override a '
-      'field with --config.a.b=value (None unsets it).', lock_config=True)
+      'config', None, 'Config file, e.g. configs/cifar10.py, or a run\'s '
+      'WORKDIR/config.json (the default: --workdir\'s, if training wrote '
+      'one); override a field with --config.a.b=value (None unsets it).',
+      lock_config=True)
   flags.DEFINE_string(
       'workdir', None, 'Run directory (checkpoints, metrics, summary). Rerun '
       'with the same one to resume.')
@@ -64,8 +71,25 @@ def _define_flags() -> None:
 
 
 def config() -> Any:
-  """The --config of the running command, with its overrides."""
+  """The --config of the running command, with its overrides; None if
+  neither --config nor a config.json in --workdir was there to load."""
   return flags.FLAGS.config
+
+
+def overrides() -> set[str]:
+  """The fields set on the command line (--config.a.b=...)."""
+  if flags.FLAGS.config is None:
+    return set()
+  return set(config_flags.get_override_values(
+      flags.FLAGS['config'])) | _unset_fields
+
+
+def command_line() -> str:
+  """The command as the user typed it (python -m <module> <arguments>)."""
+  spec = getattr(sys.modules['__main__'], '__spec__', None)
+  program = (['python', '-m', spec.name] if spec is not None
+             else ['python', _original_argv[0]])
+  return shlex.join(program + _original_argv[1:])
 
 
 def workdir() -> str:
@@ -93,12 +117,56 @@ def _gist(error: BaseException) -> str:
 
 
 _unset_fields: set[str] = set()
+_original_argv: list[str] = []
+_reads_workdir_config = True
+_LOADER = run_config.__file__  # --config=<it>:<config.json> loads a run's
+
+
+def _flag_value(argv: list[str], name: str) -> tuple[int, str] | None:
+  """(index, value) of `--name=value` in argv, or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      return i, arg.split('=', 1)[1]
+  return None
+
+
+def _config_argument(argv: list[str]) -> list[str]:
+  """argv with its run config (a `--config=...json`, or, with no --config,
+  the --workdir's config.json) given as the run_config loader; overrides
+  with no config at all are an error saying what to give."""
+  joined = []  # --config X as --config=X, the same for --workdir
+  for arg in argv:
+    if joined and joined[-1] in ('--config', '--workdir'):
+      joined[-1] += '=' + arg
+    else:
+      joined.append(arg)
+  argv = joined
+  found = _flag_value(argv, 'config')
+  if found is not None:
+    i, value = found
+    if value.endswith('.json'):
+      argv[i] = f'--config={_LOADER}:{value}'
+    return argv
+  workdir = _flag_value(argv, 'workdir')
+  if (_reads_workdir_config and workdir is not None and
+      os.path.isfile(run_config.path(workdir[1]))):
+    return argv[:1] + [f'--config={_LOADER}:{run_config.path(workdir[1])}'
+                       ] + argv[1:]
+  if any(a.startswith('--config.') for a in argv):
+    fail('--config.FIELD overrides need a config to override: give '
+         '--config=FILE (e.g. configs/cifar10.py, or a run\'s '
+         'WORKDIR/config.json) before them, or the --workdir of a training '
+         'run (it holds config.json)')
+  return argv
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parse, less the `--config.x=None` (or `--config.x None`)
-  arguments, whose fields are noted in _unset_fields (absl would try to
-  parse 'None' as their type)."""
+  """absl's parse of argv with its run config (_config_argument), less the
+  `--config.x=None` (or `--config.x None`) arguments, whose fields are
+  noted in _unset_fields (absl would try to parse 'None' as their type)."""
+  _original_argv[:] = argv
+  argv = _config_argument(argv)
+  sys.argv[:] = argv  # where ml_collections reads the overrides
   kept, i = [], 0
   while i < len(argv):
     name, _, value = argv[i].partition('=')
@@ -133,8 +201,7 @@ def _load_config() -> None:
   except Exception as e:  # pylint: disable=broad-except
     cause = e.__cause__ or e
     last = (str(cause).strip().splitlines() or [''])[-1].strip()
-    fail(f'cannot load --config={flags.FLAGS["config"].config_filename}: '
-         f'{last}')
+    fail(f'cannot load --config={config_name()}: {last}')
   given = set(config_flags.get_override_values(flags.FLAGS['config']))
   try:
     config_utils.apply_command_line(loaded, given, _unset_fields)
@@ -142,9 +209,11 @@ def _load_config() -> None:
     fail(str(e))
 
 
-def config_path() -> str:
-  """The --config file as given, for commands a command suggests."""
-  return flags.FLAGS['config'].config_filename
+def config_name() -> str:
+  """The --config file as the user knows it (a config.json, not its
+  loader)."""
+  name = flags.FLAGS['config'].config_filename
+  return name.split(':', 1)[1] if name.startswith(_LOADER + ':') else name
 
 
 def print_result(value: Any) -> None:
@@ -154,8 +223,8 @@ def print_result(value: Any) -> None:
 
 
 def run(main: Callable[[list[str]], Any], *,
-        required: Sequence[str] = ('config', 'workdir'),
-        positional: str | None = None) -> None:
+        required: Sequence[str] = ('workdir',),
+        positional: str | None = None, reads_config: bool = True) -> None:
   """absl's app.run with this package's flags, logging and error output.
 
   Args:
@@ -164,7 +233,11 @@ def run(main: Callable[[list[str]], Any], *,
     required: flags that must be given.
     positional: what positional arguments are (e.g. 'image files'); at
       least one must then be given.
+    reads_config: whether, given no --config, the command loads its
+      --workdir's config.json (app.config() is None where there is none).
   """
+  global _reads_workdir_config
+  _reads_workdir_config = reads_config
   _define_flags()
   flags.mark_flags_as_required(list(required))
 
@@ -177,7 +250,7 @@ def run(main: Callable[[list[str]], Any], *,
     if not flags.FLAGS['verbosity'].present:
       # orbax logs every file it writes, tfds warns about folders it probes.
       logging.set_verbosity(logging.ERROR)
-    if 'config' in required or flags.FLAGS['config'].present:
+    if flags.FLAGS['config'].present:
       _load_config()
     try:
       hosts.join(flags.FLAGS.coordinator, flags.FLAGS.num_processes,

@@ -9,8 +9,9 @@ guards only zarr3 shard indexes), so flipped bytes inside a data file would
 otherwise restore as silently wrong weights. Restoring the newest
 checkpoint, in this order:
 
-1. another identity (model, space, optimizer, seed...): `ForeignCheckpoint`,
-   naming the differing fields; nothing is moved.
+1. another identity (model, space, optimizer, seed, data split...):
+   `ForeignCheckpoint`, naming each differing field with both values
+   (run/identity.py); nothing is moved.
 2. another structure (arrays missing, extra or of other shapes than this
    code's train state, e.g. after an upgrade): `CheckpointMismatch`, naming
    the differing arrays; nothing is moved.
@@ -27,7 +28,6 @@ complete, so a process killed mid-save leaves the previous ones intact.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
@@ -41,10 +41,8 @@ import orbax.checkpoint as ocp
 
 from bcnet_jax.run import console
 from bcnet_jax.run import errors
+from bcnet_jax.run import identity as identity_lib
 
-# Config fields removed since checkpoints recorded them in their identity:
-# ignored in a saved identity, so those checkpoints still resume.
-RETIRED_FIELDS = {'model': ('lowering',)}
 _SHOWN = 4  # differing names listed per kind in an error
 
 
@@ -94,28 +92,6 @@ def _root_cause(error: BaseException) -> BaseException:
   """The deepest error of the chain that names the damage."""
   damage = [e for e in _chain(error) if isinstance(e, UNREADABLE)]
   return damage[-1] if damage else error
-
-
-def identity(config: Any, num_classes: int,
-             fields: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
-  """What makes a run this run: checkpoints of another are not resumed."""
-  out = {'num_classes': num_classes}
-  for path in fields:
-    value = config
-    for key in path:
-      value = value[key]
-    out['.'.join(path)] = (value.to_dict() if hasattr(value, 'to_dict')
-                           else value)
-  return json.loads(json.dumps(out))  # tuples -> lists, as JSON reads back
-
-
-def without_retired(saved: dict[str, Any]) -> dict[str, Any]:
-  """A saved identity without the fields of RETIRED_FIELDS."""
-  out = dict(saved)
-  for key, retired in RETIRED_FIELDS.items():
-    if isinstance(out.get(key), dict):
-      out[key] = {k: v for k, v in out[key].items() if k not in retired}
-  return out
 
 
 def _host_value(leaf: Any) -> np.ndarray:
@@ -191,7 +167,7 @@ class Checkpoints:
 
     Args:
       workdir: the run's directory.
-      run_identity: `identity(config, num_classes)` of this run.
+      run_identity: the stage's identity() (run/identity.py).
       max_to_keep: checkpoints kept, at least 2 (a fallback for a corrupt one).
       read_only: for commands that only read a run (evaluate, search):
         nothing is created, saved or moved aside.
@@ -219,15 +195,12 @@ class Checkpoints:
         digest=ocp.args.JsonSave({'sha256': tree_sha256(state)})))
 
   def _check_identity(self, step: int, saved: dict[str, Any]) -> None:
-    saved = without_retired(saved)
-    differ = sorted(k for k in set(saved) | set(self.identity)
-                    if saved.get(k) != self.identity.get(k))
-    if differ:
-      details = '; '.join(f'{k}: checkpoint {saved.get(k)!r}, this run '
-                          f'{self.identity.get(k)!r}' for k in differ)
-      raise ForeignCheckpoint(
-          f'{self.directory} holds a checkpoint (step {step}) of another run: '
-          f'{details}. Use another --workdir, or the config that wrote it.')
+    identity_lib.check(
+        saved, self.identity, saved_as='checkpoint',
+        error=lambda details: ForeignCheckpoint(
+            f'{self.directory} holds a checkpoint (step {step}) of another '
+            f'run: {details}. Use another --workdir, or the config that '
+            'wrote it.'))
 
   def _check_layout(self, step: int, target: Any) -> None:
     metadata = self.manager.item_metadata(step)['state']
@@ -268,9 +241,8 @@ class Checkpoints:
     steps = self.manager.all_steps()
     if not steps:
       return None
-    return without_retired(self.manager.restore(
-        max(steps), args=ocp.args.Composite(
-            identity=ocp.args.JsonRestore()))['identity'])
+    return self.manager.restore(max(steps), args=ocp.args.Composite(
+        identity=ocp.args.JsonRestore()))['identity']
 
   def restore_latest(self, target: Any) -> Any | None:
     """The newest readable checkpoint restored like `target`, or None."""

@@ -280,17 +280,27 @@ def field(config: ml_collections.ConfigDict, name: str) -> Any:
 def _set(config: ml_collections.ConfigDict, name: str, value: Any) -> None:
   """config.<name> = value; a name of no field, or None for a field that
   must hold a value, is an error naming it."""
+  if value is None and name not in optional_fields():
+    raise errors.InvalidInput(
+        f'--config.{name}=None: {name} cannot be unset; give it a value '
+        f'(fields that can: {", ".join(sorted(optional_fields()))})')
+  try:
+    assign(config, name, value)
+  except KeyError:
+    raise errors.InvalidInput(
+        f'bad --config override: no such field {name}') from None
+
+
+def assign(config: ml_collections.ConfigDict, name: str, value: Any) -> None:
+  """config.<name> = value, for a dotted name; KeyError if there is no such
+  field, TypeError if the value is not of its type."""
   *parents, leaf = name.split('.')
   section = config
   for parent in parents:
     section = section.get(parent) if isinstance(
         section, ml_collections.ConfigDict) else None
   if not isinstance(section, ml_collections.ConfigDict) or leaf not in section:
-    raise errors.InvalidInput(f'bad --config override: no such field {name}')
-  if value is None and name not in optional_fields():
-    raise errors.InvalidInput(
-        f'--config.{name}=None: {name} cannot be unset; give it a value '
-        f'(fields that can: {", ".join(sorted(optional_fields()))})')
+    raise KeyError(f'no field {name}')
   section[leaf] = value
 
 

@@ -1,6 +1,5 @@
-"""Atomic writes: a crash leaves the old file or the new one, never half.
-Also what the JSON state files written this way share: reading them, and
-naming how a saved identity differs from the current run's."""
+"""Atomic writes: a crash leaves the old file or the new one, never half;
+and reading the JSON files written this way."""
 
 from __future__ import annotations
 
@@ -47,12 +46,3 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
 def write_json_atomic(path: str, value: Any) -> None:
   write_text_atomic(path, json.dumps(value, indent=2) + '\n')
-
-
-def identity_differences(saved: dict[str, Any], current: dict[str, Any]
-                         ) -> list[str]:
-  """`field: <saved> there, <current> now` for every field that differs,
-  for errors that say why a saved state is not this run's."""
-  return [f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now'
-          for k in sorted(set(saved) | set(current))
-          if saved.get(k) != current.get(k)]

@@ -30,6 +30,12 @@ from bcnet_jax.supernet import optim
 
 STAGES = ('supernet', 'retrain')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# What decides which examples a run trains on, how they look, and which it
+# holds out (minival, carved with the seed): part of every stage's identity,
+# so no later stage can score on images its supernet was trained on.
+DATA_FIELDS = ('seed', 'input.source', 'input.name', 'input.train_split',
+               'input.minival_size', 'input.channels', 'input.resolution',
+               'input.batch_size', 'input.augment', 'input.mean', 'input.std')
 EVAL_SPLITS = {'minival': 'minival (carved from the training split)',
                'eval': 'the eval split (input.eval_split)'}
 

@@ -7,7 +7,9 @@ network of a searched arch from scratch (`--config.stage=retrain
 Rerunning the same command resumes from the last checkpoint in the workdir;
 rerunning a finished run says so and writes nothing; raising the step count
 continues it. The workdir gets `checkpoints/` (orbax), `metrics.jsonl`,
-`tensorboard/` event files and, at the end, `summary.json`. In Python:
+`tensorboard/` event files, `config.json` (the run's config, which the
+later stages read: run/run_config.py) and, at the end, `summary.json`. In
+Python:
 
   from bcnet_jax.run import training as train
   summary = train.train_and_evaluate(config, workdir)
@@ -31,6 +33,7 @@ from bcnet_jax.run import errors
 from bcnet_jax.run import files
 from bcnet_jax.run import metric_writer
 from bcnet_jax.run import parallel
+from bcnet_jax.run import run_config
 from bcnet_jax.run import stages as run
 from bcnet_jax.run.data import pipeline
 from bcnet_jax.supernet import stage as supernet
@@ -109,10 +112,24 @@ def _finished_summary(path: str, total_steps: int,
   return None
 
 
-def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
-  """Trains the stage of `config` in `workdir`; returns the summary."""
+def train_and_evaluate(config: Any | None, workdir: str,
+                       command: str | None = None) -> dict[str, Any]:
+  """Trains the stage of `config` in `workdir`; returns the summary.
+
+  Args:
+    config: the run's config; None resumes the run of the workdir's
+      config.json.
+    workdir: the run's directory.
+    command: the command line that asked for it, kept in config.json.
+  """
   start_time = time.time()
   workdir = run.check_workdir(workdir, writable=True)
+  if config is None:
+    if not os.path.isfile(run_config.path(workdir)):
+      raise errors.MissingInput(
+          f'no --config given and {workdir} holds no {run_config.FILE} of a '
+          'run to resume: give --config=FILE, e.g. configs/cifar10.py')
+    config = run_config.read(run_config.path(workdir))
   setup = create_setup(config)  # checked: now files may be made
   state = setup.initial_state()
   summary_path = os.path.join(workdir, 'summary.json')
@@ -135,6 +152,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
         return finished
     _announce(setup, workdir, first_step)
     if jax.process_index() == 0:
+      run_config.write(workdir, config, command)
       setup.prepare(workdir)
     summary = _train(setup, state, ckpt, workdir, first_step)
   finally:

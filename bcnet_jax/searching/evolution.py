@@ -6,11 +6,17 @@ small probability) and uniform crossovers of two parents. Every child is
 legal: MACs within the band [lo, hi], and channels unlike every width
 vector already evaluated or drawn, so no candidate is scored twice.
 
+Near-identical parents (a peaked prior) or a small band can leave too few
+new children. The generation is then filled as the initial population is
+(prior.fill: prior draws, then uniform ones), and the counts say so; it is
+short only when the band has no unscored width vector left.
+
 Synopsis:
 
   rules = evolution.Rules(costs, probs, band=(lo, hi), top_k=10,
                           mutations=25, crossovers=25, mutation_prob=0.1)
-  children = rules.next_population(scores, seen, rng)
+  children, counts = rules.next_population(scores, seen, rng)
+  # counts: {'bred': 50, 'prior': 0, 'uniform': 0} when breeding suffices
 """
 
 from __future__ import annotations
@@ -19,11 +25,10 @@ import dataclasses
 
 import numpy as np
 
-from bcnet_jax.run import errors
 from bcnet_jax.searching import prior
 from bcnet_jax.space.costs import CostModel
 
-# Tries per wanted child before a generation is declared unable to fill.
+# Tries per wanted child before breeding gives way to prior.fill.
 _TRIES_PER_CHILD = 200
 
 
@@ -68,15 +73,21 @@ class Rules:
 
   def next_population(self, scores: dict[bytes, tuple[np.ndarray, float]],
                       seen: set[bytes], rng: np.random.Generator
-                      ) -> np.ndarray:
+                      ) -> tuple[np.ndarray, dict[str, int]]:
     """Mutations then crossovers of the parents, each legal; adds their keys
-    to `seen`. Crossovers of near-identical parents (a peaked prior) can run
-    out of new children: mutations then make up the shortfall, and the
-    other way round. Raises ValueError when the band leaves too few."""
+    to `seen`. Crossovers of near-identical parents can run out of new
+    children: mutations then make up the shortfall, and the other way
+    round; what breeding still lacks is filled by prior.fill.
+
+    Returns:
+      The children [k, G] int32, k = mutations + crossovers unless the band
+      has fewer unscored width vectors left, and how many came from each
+      source: {'bred': ..., 'prior': ..., 'uniform': ...}.
+    """
     if not scores:
       raise ValueError('no scored width vectors to breed from')
     parents = self.parents(scores)
-    taken, out = set(seen), []
+    out = []
     wanted = self.mutations + self.crossovers
     for make, count in ((self._mutant, self.mutations),
                         (self._cross, None), (self._mutant, None)):
@@ -86,14 +97,10 @@ class Rules:
         if made == count:
           break
         child = make(parents, rng)
-        if self._legal(child, taken):
+        if self._legal(child, seen):
           out.append(child)
           made += 1
-    if len(out) < wanted:
-      raise errors.InvalidInput(
-          f'only {len(out)} of {wanted} children (mutations and crossovers) '
-          f'were new and within the MACs band after {_TRIES_PER_CHILD} tries '
-          'each: widen the band (search.band_low), raise '
-          'search.mutation_prob or ask for fewer children')
-    seen.update(taken)
-    return np.stack(out)
+    bred = np.array(out, np.int32).reshape(-1, self.costs.space.num_groups)
+    filled, counts = prior.fill(self.costs, self.probs, wanted - len(bred),
+                                self.band, seen, rng)
+    return np.concatenate([bred, filled]), {'bred': len(bred), **counts}

@@ -11,15 +11,19 @@ expected MACs meet the budget F,
 
 with E_p[MACs] exact under independent groups (`expected_macs`); and
 `initial_population` draws unseen width vectors from p within the MACs band
-[lo·F, F].
+[lo·F, F]. A peaked p redraws the same few width vectors, and a small band
+holds few: `fill` then tops up with uniform draws and, on a space small
+enough to list, with the band's last unscored width vectors, so that a
+search runs short only when the band has no more.
 
 Synopsis:
 
   table = prior.loss_table(space, pool.widths, pool.losses)
   probs = prior.fit(costs, table, budget=F, weight=1.0, steps=300,
                     learning_rate=0.1)
-  population = prior.initial_population(costs, probs, budget=F, low=0.8,
-                                        size=50, rng=np.random.default_rng(0))
+  population, counts = prior.initial_population(
+      costs, probs, budget=F, low=0.8, size=50, rng=np.random.default_rng(0))
+  # counts == {'prior': 50, 'uniform': 0} unless p is peaked or the band small
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from bcnet_jax.run import errors
 from bcnet_jax.space.costs import CostModel
 from bcnet_jax.space.search_space import SearchSpace
 
-# Draws per wanted population member before the band is declared too hard.
+# Draws per wanted width vector before a source is declared run dry.
 _MAX_DRAWS_PER_MEMBER = 2000
+# Spaces with at most this many width vectors may be listed whole (a few MB).
+_ENUMERABLE = 1 << 18
 
 
 def loss_table(space: SearchSpace, widths: Any, losses: Any,
@@ -169,39 +175,93 @@ def sample(space: SearchSpace, probs: np.ndarray, n: int,
   return (np.minimum(index, values - 1) + space.min_bins).astype(np.int32)
 
 
-def draw_legal(costs: CostModel, draw: Callable[[int], np.ndarray], n: int,
-               macs_band: tuple[float, float], seen: set[bytes], *, source: str,
-               remedy: str) -> np.ndarray:
-  """n width vectors [n, G] from `draw(count)`, MACs within `macs_band`, with
-  channels unlike `seen` and each other (their keys are added to `seen`).
+def enumerable(space: SearchSpace) -> bool:
+  """Whether every width vector of `space` can be listed at once: then the
+  band's last unscored width vectors are found for certain, not by luck."""
+  return (space.bins - space.min_bins + 1) ** space.num_groups <= _ENUMERABLE
 
-  Raises ValueError naming `source` and `remedy` after
-  _MAX_DRAWS_PER_MEMBER draws per wanted vector.
-  """
-  space, (lo, hi), out = costs.space, macs_band, []
+
+def _take(costs: CostModel, candidates: np.ndarray, n: int,
+          macs_band: tuple[float, float], seen: set[bytes],
+          out: list[np.ndarray]) -> None:
+  """Appends to `out`, until it holds n, the candidates with MACs in the
+  band and channels unlike `seen`, adding their keys to `seen`."""
+  lo, hi = macs_band
+  keys = costs.space.channel_matrix(candidates)
+  for c, m, key in zip(candidates, costs.macs(candidates), keys):
+    if len(out) >= n:
+      return
+    key = key.tobytes()
+    if lo <= m <= hi and key not in seen:
+      seen.add(key)
+      out.append(c)
+
+
+def draw_legal(costs: CostModel, draw: Callable[[int], np.ndarray], n: int,
+               macs_band: tuple[float, float], seen: set[bytes]
+               ) -> np.ndarray:
+  """Up to n width vectors [k, G] int32 from `draw(count)`, MACs within
+  `macs_band`, channels unlike `seen` and each other (their keys are added
+  to `seen`). Fewer when _MAX_DRAWS_PER_MEMBER draws per wanted vector find
+  no more: the caller then turns to another source instead of failing."""
+  out = []
   for _ in range(-(-n * _MAX_DRAWS_PER_MEMBER // 100)):
-    if len(out) == n:
+    if len(out) >= n:
       break
-    draws = draw(100)
-    for c, m in zip(draws, costs.macs(draws)):
-      key = space.channel_key(c)
-      if lo <= m <= hi and key not in seen and len(out) < n:
-        seen.add(key)
-        out.append(c)
-  if len(out) < n:
-    raise errors.InvalidInput(
-        f'drew {n * _MAX_DRAWS_PER_MEMBER:,} width vectors {source} and found '
-        f'only {len(out)} new ones with MACs in [{lo:,.0f}, {hi:,.0f}]: '
-        f'{remedy}')
-  return np.stack(out).astype(np.int32)
+    _take(costs, draw(100), n, macs_band, seen, out)
+  return np.array(out, np.int32).reshape(-1, costs.space.num_groups)
+
+
+def draw_uniform(costs: CostModel, n: int, macs_band: tuple[float, float],
+                 seen: set[bytes], rng: np.random.Generator) -> np.ndarray:
+  """Up to n uniform width vectors as `draw_legal` gives them. Where random
+  draws run short on an `enumerable` space, every width vector is listed in
+  an order drawn from rng and the unscored ones in the band taken from it:
+  a small band is used up (fewer than n only when no more are left), not
+  missed by luck."""
+  space = costs.space
+  found = draw_legal(costs, lambda count: space.sample(rng, count), n,
+                     macs_band, seen)
+  if len(found) >= n or not enumerable(space):
+    return found
+  values = space.bins - space.min_bins + 1
+  every = np.indices((values,) * space.num_groups).reshape(
+      space.num_groups, -1).T + space.min_bins
+  out = list(found)
+  _take(costs, every[rng.permutation(len(every))].astype(np.int32), n,
+        macs_band, seen, out)
+  return np.array(out, np.int32).reshape(-1, space.num_groups)
+
+
+def fill(costs: CostModel, probs: np.ndarray, n: int,
+         macs_band: tuple[float, float], seen: set[bytes],
+         rng: np.random.Generator) -> tuple[np.ndarray, dict[str, int]]:
+  """Up to n legal width vectors unlike `seen` (keys added): drawn from the
+  prior, then, where a peaked prior keeps redrawing the same few, uniformly
+  (`draw_uniform`). Returns them [k, G] and how many came from each:
+  {'prior': a, 'uniform': b}; k < n only when the band has no more."""
+  from_prior = draw_legal(
+      costs, lambda count: sample(costs.space, probs, count, rng), n,
+      macs_band, seen)
+  uniform = draw_uniform(costs, n - len(from_prior), macs_band, seen, rng)
+  return (np.concatenate([from_prior, uniform]),
+          {'prior': len(from_prior), 'uniform': len(uniform)})
 
 
 def initial_population(costs: CostModel, probs: np.ndarray, *, budget: float,
                        low: float, size: int, rng: np.random.Generator
-                       ) -> np.ndarray:
-  """`size` width vectors drawn from probs with MACs in [low·F, F], no two
-  with the same channels. [size, G] int32."""
-  return draw_legal(
-      costs, lambda count: sample(costs.space, probs, count, rng), size,
-      band(costs, budget, low), set(), source='from the prior',
-      remedy='widen the band or ask for a smaller population')
+                       ) -> tuple[np.ndarray, dict[str, int]]:
+  """`size` width vectors with MACs in [low·F, F], no two with the same
+  channels, as `fill` draws them ([k, G] int32 and its counts); fewer when
+  the band holds fewer. A band with none is an error: nothing to search."""
+  macs_band = band(costs, budget, low)
+  population, counts = fill(costs, probs, size, macs_band, set(), rng)
+  if not len(population):
+    lo, hi = macs_band
+    raise errors.InvalidInput(
+        f'no width vector of {costs.space.model} with MACs in [{lo:,.0f}, '
+        f'{hi:,.0f}] was found'
+        + ('' if enumerable(costs.space) else
+           f' in {2 * size * _MAX_DRAWS_PER_MEMBER:,} draws')
+        + ': widen the band (lower search.band_low) or raise the budget')
+  return population, counts

@@ -1,7 +1,7 @@
 """How well the supernet ranks width vectors, against a ground truth.
 
-  python -m bcnet_jax.rank --config=configs/cifar10.py --workdir=DIR \
-      --archs=ARCHS.json [--truth=TRUTH.json] [--out=SCORES.json]
+  python -m bcnet_jax.rank --workdir=DIR --archs=ARCHS.json \
+      [--truth=TRUTH.json] [--out=SCORES.json]
 
 ARCHS.json lists width vectors (bins per group): a JSON list of lists, or
 {key: [bins...]}, or {key: "4123412"} (one digit per group, for spaces with
@@ -20,7 +20,7 @@ for ranking by MACs alone, over the keys both files share.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Collection
 
 import jax
 import numpy as np
@@ -29,6 +29,7 @@ from scipy import stats
 from bcnet_jax.run import console
 from bcnet_jax.run import errors
 from bcnet_jax.run import files
+from bcnet_jax.run import run_config
 from bcnet_jax.run import stages as run_lib
 from bcnet_jax.space.costs import CostModel
 from bcnet_jax.space.search_space import SearchSpace
@@ -159,11 +160,14 @@ def _agreements(setup: supernet.Setup, archs: dict[str, np.ndarray],
   return summary
 
 
-def run(config: Any, workdir: str, archs_path: str,
-        truth_path: str | None = None, out_path: str | None = None
-        ) -> dict[str, Any]:
-  """Scores the archs; with a truth, how both rankings agree with it."""
+def run(config: Any | None, workdir: str, archs_path: str,
+        truth_path: str | None = None, out_path: str | None = None,
+        overridden: Collection[str] = ()) -> dict[str, Any]:
+  """Scores the archs; with a truth, how both rankings agree with it.
+  `config`: as search.run's (None: the workdir's)."""
   workdir = run_lib.check_workdir(workdir)
+  config = run_config.for_later_stage(config, workdir, overridden,
+                                      stage='rank')
   setup = supernet.Setup.create(config)
   space = setup.model.space
   archs = read_archs(archs_path, space)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from typing import Any
 
 from matplotlib import figure
 
 from bcnet_jax.run import console
 from bcnet_jax.run import files
+from bcnet_jax.run import identity
+from bcnet_jax.run import run_config
 from bcnet_jax.run import stages as run
 from bcnet_jax.supernet import stage as supernet
 
@@ -46,8 +49,7 @@ def announce(search, workdir: str) -> None:
                 'vectors scored)')
 
 
-def table(search, summary: dict[str, Any], config_path: str = 'CONFIG'
-          ) -> str:
+def table(search, summary: dict[str, Any]) -> str:
   """The best of each method: MACs, params, accuracies with their standard
   errors, the winner against each baseline, cost; then what the
   differences mean and the command that retrains the winner."""
@@ -73,11 +75,30 @@ def table(search, summary: dict[str, Any], config_path: str = 'CONFIG'
           console.table(['method', 'MACs', 'params', 'left', 'right',
                          'score', 'winner -', 'evaluated', 'time'], rows) +
           '\n' + verdict(summary) +
-          f'\n* the winner, written to {summary["arch"]}. Retrain it (with '
-          'the --config.* overrides of this search, if any):\n'
-          f'  python -m bcnet_jax.train --config={config_path} '
-          '--workdir=RETRAIN_DIR --config.stage=retrain '
-          f'--config.retrain.arch={summary["arch"]}')
+          f'\n* the winner, written to {summary["arch"]}. Retrain it with '
+          'the supernet\'s data and recipe:\n  ' + retrain_command(search))
+
+
+def retrain_command(search) -> str:
+  """The command that retrains the winner: the supernet's config.json,
+  and this search's fields that are not the search's own but differ from
+  it (a moved input.data_dir, retrain.*)."""
+  workdir = os.path.dirname(search.folder)
+  saved_path = run_config.path(workdir)
+  overrides = []
+  if os.path.exists(saved_path):
+    saved = identity.flatten(run_config.read(saved_path))
+    overrides = [f'--config.{k}={v}' for k, v in sorted(
+        identity.flatten(search.config).items())
+                 if not k.startswith(('search.', 'eval.')) and
+                 saved.get(k) != v]
+  else:  # trained by bcnet_jax 0.1, which wrote no config.json
+    saved_path = 'THE_CONFIG_IT_WAS_TRAINED_WITH'
+  return shlex.join(
+      ['python', '-m', 'bcnet_jax.train', f'--config={saved_path}',
+       f'--workdir={os.path.join(workdir, "retrained")}',
+       '--config.stage=retrain',
+       f'--config.retrain.arch={search.folder}/arch.json'] + overrides)
 
 
 def verdict(summary: dict[str, Any]) -> str:

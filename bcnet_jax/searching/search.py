@@ -1,6 +1,6 @@
 """BCNet's search (docs/design.md §5) on a trained supernet.
 
-  python -m bcnet_jax.search --config=configs/demo.py --workdir=DIR
+  python -m bcnet_jax.search --workdir=DIR [--config.search.population=...]
 
 Fits the prior to the supernet's loss-record pool, evolves width vectors
 whose MACs lie in the band [band_low·F, F], and scores every candidate once
@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Collection
 
 import jax
 import numpy as np
@@ -41,6 +41,8 @@ from bcnet_jax.run import config_utils
 from bcnet_jax.run import console
 from bcnet_jax.run import errors
 from bcnet_jax.run import files
+from bcnet_jax.run import identity as identity_lib
+from bcnet_jax.run import run_config
 from bcnet_jax.run import stages as run_lib
 from bcnet_jax.searching import evolution
 from bcnet_jax.searching import prior
@@ -49,31 +51,21 @@ from bcnet_jax.space import search_space as space_lib
 from bcnet_jax.space.costs import CostModel
 from bcnet_jax.supernet import stage as supernet
 
-STATE_FORMAT = 'bcnet_jax.search_state/2'
+STATE_FORMAT = 'bcnet_jax.search_state/3'
 # What a scored record keeps ('right' is None for a unilateral supernet).
 SCORE_FIELDS = ('left', 'right', 'score', 'score_se')
 
 
-def _identity(setup: supernet.Setup, state, budget: float) -> dict[str, Any]:
-  """What a search state is only valid for: the supernet, the budget and
-  everything that changes a score or a draw (as JSON would give it back)."""
-  config = setup.config
-  scoring = ('source', 'name', 'train_split', 'resolution',
-             'mean', 'std', 'minival_size', 'batch_size')
-  identity = {
-      'model': config.model.name, 'bins': config.model.bins,
-      'min_bins': config.model.min_bins, 'seed': config.seed,
-      'supernet_step': int(state.step),
-      'supernet_params_sha256': checkpoint.tree_sha256(state.params),
-      'macs_budget': int(budget),
-      **{f'input.{k}': config.input[k] for k in scoring},
-      'eval.split': config.eval.split,
-      'eval.bn_calib_batches': config.eval.bn_calib_batches,
-      'eval.sides': list(setup.scored_sides),
-      **{f'search.{k}': v for k, v in sorted(config.search.items())
-         if k not in ('macs_budget', 'macs_fraction')},
-  }
-  return json.loads(json.dumps(identity))
+def _identity(setup: supernet.Setup, trained, budget: float
+              ) -> dict[str, Any]:
+  """What a search state is only valid for: the scored supernet and its
+  scoring (supernet.Setup.scoring_identity), the budget and every search
+  constant that changes a draw."""
+  return {**setup.scoring_identity(trained),
+          **identity_lib.of_config(setup.config, [
+              f'search.{k}' for k in sorted(setup.config.search)
+              if k not in ('macs_budget', 'macs_fraction')]),
+          'search.budget_macs': int(budget)}
 
 
 def _read_state(path: str, identity: dict[str, Any]) -> dict[str, Any] | None:
@@ -93,12 +85,12 @@ def _read_state(path: str, identity: dict[str, Any]) -> dict[str, Any] | None:
         f'{path} is not a search state of format '
         f'{STATE_FORMAT!r} (found {found!r}); move it away to '
         'start the search over')
-  differs = files.identity_differences(saved['identity'], identity)
-  if differs:
-    raise errors.InvalidInput(
-        f'{path} belongs to another search ({"; ".join(differs)}). Rerun '
-        'with the config it was made with, or move the folder '
-        f'{os.path.dirname(path)} away to search anew')
+  identity_lib.check(
+      saved['identity'], identity, saved_as='state',
+      error=lambda details: errors.InvalidInput(
+          f'{path} belongs to another search ({details}). Rerun with the '
+          'search fields it was made with, or move the folder '
+          f'{os.path.dirname(path)} away to search anew'))
   return saved
 
 
@@ -136,6 +128,8 @@ class Search:
                         'random': 0.0, 'compare': 0.0}}
     self.evaluator = setup.evaluator()
     self.calibration, self.eval_batches = setup.scoring_data(cached=True)
+    # Where the last generation's candidates came from, for its history.
+    self.sources: dict[str, int] = {}
 
   @property
   def generations(self) -> int:
@@ -179,33 +173,78 @@ class Search:
 
   def _candidates(self, phase: str, index: int,
                   rng: np.random.Generator) -> np.ndarray:
-    """The width vectors unit (phase, index) scores."""
+    """The width vectors unit (phase, index) scores. A generation short of
+    new children (a peaked prior, a small band) is filled with prior and
+    uniform draws (prior.fill), said in a line and kept in self.sources
+    for its history; it is short only when the band has no unscored width
+    vector left, and then evolution ends there: the baselines still run."""
     s = self.config.search
     if phase == 'uniform':
       return self.costs.uniform_within(self.budget)[None]
     if phase == 'random':
-      wanted = len(self.records('evolution')) - len(self.records('random'))
-      return self._random(min(s.population, wanted), rng)
-    if index == 0:
-      return prior.initial_population(
-          self.costs, self._probs(), budget=self.budget, low=s.band_low,
-          size=s.population, rng=rng)
-    rules = evolution.Rules(
-        self.costs, self._probs(), band=self.band, top_k=s.top_k,
-        mutations=s.mutations, crossovers=s.crossovers,
-        mutation_prob=s.mutation_prob)
+      wanted = max(0, min(s.population, len(self.records('evolution')) -
+                          len(self.records('random'))))
+      found = self._random(wanted, rng)
+      self._say_sources(f'random search {index + 1}', wanted,
+                        {'uniform': len(found)})
+      return found
     scored = self.records('evolution')
-    scores = {self.space.channel_key(r['widths']):
-              (np.asarray(r['widths'], np.int32), r['score']) for r in scored}
-    return rules.next_population(scores, set(scores), rng)
+    if index == 0:
+      wanted = s.population
+      children, counts = prior.initial_population(
+          self.costs, self._probs(), budget=self.budget, low=s.band_low,
+          size=wanted, rng=rng)
+    elif not any(r['generation'] == index - 1 for r in scored):
+      wanted, counts = 0, {'bred': 0, 'prior': 0, 'uniform': 0}
+      children = np.zeros((0, self.space.num_groups), np.int32)
+    else:
+      wanted = s.mutations + s.crossovers
+      rules = evolution.Rules(
+          self.costs, self._probs(), band=self.band, top_k=s.top_k,
+          mutations=s.mutations, crossovers=s.crossovers,
+          mutation_prob=s.mutation_prob)
+      scores = {self.space.channel_key(r['widths']):
+                (np.asarray(r['widths'], np.int32), r['score'])
+                for r in scored}
+      children, counts = rules.next_population(scores, set(scores), rng)
+      if not len(children):
+        console.say(f'generation {index}: {self._none_left()}: evolution '
+                    f'ends after {len(scored)} evaluations; uniform scaling '
+                    'and random search follow')
+    self.sources = {'wanted': wanted, **counts}
+    if len(children):
+      self._say_sources(f'generation {index}', wanted, counts)
+    return children
+
+  def _none_left(self) -> str:
+    """Why a unit got fewer candidates than wanted: certain when the space
+    is listed whole (prior.enumerable), else what the draws found."""
+    return ('the band has no other unscored width vector'
+            if prior.enumerable(self.space) else
+            'no other new width vector in the band was found')
+
+  def _say_sources(self, label: str, wanted: int,
+                   counts: dict[str, int]) -> None:
+    """One line when not all of a unit's candidates came from its usual
+    source (the first of `counts`): how many came from each, and why."""
+    words = {'bred': 'bred', 'prior': 'drawn from the prior',
+             'uniform': 'drawn uniformly'}
+    usual = next(iter(counts))
+    if counts[usual] == wanted:
+      return
+    line = f'{label}: ' + ', '.join(
+        f'{n} of {wanted} {words[k]}' if k == usual else f'{n} {words[k]}'
+        for k, n in counts.items())
+    console.say(line + (' (a peaked prior or a small band leaves few new '
+                        'ones)' if sum(counts.values()) == wanted else
+                        f': {self._none_left()}'))
 
   def _random(self, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n uniform width vectors in the band, unlike any drawn before."""
+    """n uniform width vectors in the band, unlike any drawn before; fewer
+    (those left) when the band holds fewer."""
     seen = {self.space.channel_key(r['widths'])
             for r in self.records('random')}
-    return prior.draw_legal(
-        self.costs, lambda count: self.space.sample(rng, count), n, self.band,
-        seen, source='uniformly', remedy='lower search.band_low')
+    return prior.draw_uniform(self.costs, n, self.band, seen, rng)
 
   def _score(self, widths: np.ndarray, status) -> list[dict[str, Any]]:
     """Records of `widths`; those scored before (by channels) are reused."""
@@ -289,13 +328,16 @@ class Search:
       bar.close()
 
   def _history_line(self, generation: int) -> dict[str, Any]:
+    """The generation's line of history.jsonl; 'candidates' says how many
+    were wanted and came from each source (self.sources), 'mean_score' is
+    None for a generation the exhausted band left empty."""
     evolved = self.records('evolution')
-    this = [r for r in evolved if r['generation'] == generation]
+    this = [r['score'] for r in evolved if r['generation'] == generation]
     best = max(evolved, key=lambda r: r['score'])
     return {'generation': generation, 'best_score': best['score'],
             'best_macs': best['macs'],
-            'mean_score': float(np.mean([r['score'] for r in this])),
-            'evaluations': len(evolved),
+            'mean_score': float(np.mean(this)) if this else None,
+            'evaluations': len(evolved), 'candidates': self.sources,
             'wall_time_s': self.state['wall_time_s']['prior'] +
                            self.state['wall_time_s']['evolution']}
 
@@ -338,11 +380,15 @@ class Search:
     return out
 
 
-def run(config: Any, workdir: str, config_path: str = 'CONFIG'
+def run(config: Any | None, workdir: str, overridden: Collection[str] = ()
         ) -> dict[str, Any]:
-  """Searches the supernet in `workdir`; returns the summary.
-  `config_path` names the config in the retrain command shown last."""
+  """Searches the supernet in `workdir`; returns the summary. `config`:
+  the search's fields over the workdir's training fields, or None for the
+  workdir's config (run_config.for_later_stage; `overridden`: the fields
+  the command line set)."""
   workdir = run_lib.check_workdir(workdir)
+  config = run_config.for_later_stage(config, workdir, overridden,
+                                      stage='search')
   setup = supernet.Setup.create(config)
   trained = supernet.restore_trained(setup, workdir)
   search = Search(setup, trained, workdir)
@@ -360,5 +406,5 @@ def run(config: Any, workdir: str, config_path: str = 'CONFIG'
     search_report.write(search, summary)
     files.write_json_atomic(summary_path, summary)
   console.say()
-  console.say(search_report.table(search, summary, config_path))
+  console.say(search_report.table(search, summary))
   return summary

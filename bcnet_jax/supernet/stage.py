@@ -27,7 +27,9 @@ import jax
 from bcnet_jax.run import checkpoint
 from bcnet_jax.run import console
 from bcnet_jax.run import errors
+from bcnet_jax.run import identity as identity_lib
 from bcnet_jax.run import parallel
+from bcnet_jax.run import run_config
 from bcnet_jax.run import stages as run
 from bcnet_jax.space import sampling
 from bcnet_jax.space.costs import CostModel
@@ -37,11 +39,11 @@ from bcnet_jax.supernet import steps
 
 # Host memory the search may fill with decoded scoring batches.
 _CACHE_BYTES = 4 << 30
-# Config fields that must agree between a checkpoint and the run resuming it.
-IDENTITY_FIELDS = (
-    ('seed',), ('model',), ('input', 'source'), ('input', 'name'),
-    ('input', 'channels'), ('input', 'resolution'), ('supernet', 'objective'),
-    ('supernet', 'complementary'), ('supernet', 'pool_size'), ('optim',))
+# Config fields that must agree between a checkpoint and the run resuming it
+# (and every score saved of it).
+IDENTITY_FIELDS = ('stage', 'model', *run.DATA_FIELDS, 'supernet.objective',
+                   'supernet.complementary', 'supernet.pool_size',
+                   'supernet.label_smoothing', 'optim')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +97,17 @@ class Setup(run.Fields):
                                      step),)
 
   def identity(self) -> dict[str, Any]:
-    return checkpoint.identity(self.config, self.data.num_classes,
-                               IDENTITY_FIELDS)
+    return identity_lib.of_config(self.config, IDENTITY_FIELDS,
+                                  num_classes=self.data.num_classes)
+
+  def scoring_identity(self, trained) -> dict[str, Any]:
+    """What a saved score of the `trained` supernet is valid for: this
+    supernet (its identity, step and parameters) and how it is scored."""
+    return {**self.identity(), **identity_lib.of_config(
+        self.config, ('eval.split', 'eval.bn_calib_batches'),
+        **{'supernet.step': int(trained.step),
+           'supernet.params_sha256': checkpoint.tree_sha256(trained.params),
+           'eval.sides': list(self.scored_sides)})}
 
   def evaluate(self, state, *, final: bool,
                status: Callable[[str], None] = lambda _: None
@@ -241,12 +252,13 @@ def restore_trained(setup: Setup, workdir: str) -> state_lib.TrainState:
   return state
 
 
-def evaluate_workdir(config: Any, workdir: str,
+def evaluate_workdir(config: Any | None, workdir: str,
                      widths: dict[str, Any] | None = None) -> dict[str, Any]:
   """Scores of the latest supernet checkpoint in `workdir`; writes nothing.
 
   Args:
-    config: the config the run was trained with.
+    config: eval fields over the workdir's training fields, or None: the
+      workdir's config (run_config.for_later_stage).
     workdir: the run's directory.
     widths: {name: width vector}; default: the fixed width vectors.
 
@@ -254,6 +266,7 @@ def evaluate_workdir(config: Any, workdir: str,
     {'step', 'split', 'widths', 'eval/<name>/<left|right|score>'...}.
   """
   workdir = run.check_workdir(workdir)
+  config = run_config.for_later_stage(config, workdir, stage='evaluate')
   setup = Setup.create(config)
   state = restore_trained(setup, workdir)
   widths = setup.fixed_widths() if widths is None else widths

@@ -24,10 +24,10 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from bcnet_jax.run import checkpoint
 from bcnet_jax.run import console
 from bcnet_jax.run import errors
 from bcnet_jax.run import files
+from bcnet_jax.run import identity as identity_lib
 from bcnet_jax.run import stages as run_lib
 from bcnet_jax.run import training as train
 from bcnet_jax.searching import ranking as rank
@@ -36,7 +36,7 @@ from experiments.channel_bench_macro import report
 from experiments.channel_bench_macro import sample
 
 SUPERNETS = ('bcnet', 'ua')  # the supernet.objective of each
-SCORING_FORMAT = 'bcnet_jax.channel_bench_macro.scoring/1'
+SCORING_FORMAT = 'bcnet_jax.channel_bench_macro.scoring/2'
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy',
             'scipy')
 
@@ -189,17 +189,11 @@ class Experiment:
   def score(self, name: str, keys: list[str]) -> dict[str, dict[str, float]]:
     """Scores `keys` on the supernet `name`, in chunks, resuming after the
     last saved chunk: {key: {'score', 'score_se', side...}}."""
-    config, setup = self.configs[name], self.setups[name]
+    setup = self.setups[name]
     trained = supernet.restore_trained(
         setup, os.path.join(self.workdir, f'supernet_{name}'))
-    identity = {
-        'supernet_step': int(trained.step),
-        'supernet_params_sha256': checkpoint.tree_sha256(trained.params),
-        'sides': list(setup.scored_sides), 'sample_sha256': _digest(keys),
-        'sample_size': len(keys),
-        **{f: _field(config, f) for f in ('input.minival_size', 'input.source',
-                     'eval.bn_calib_batches', 'input.batch_size',
-                     'eval.split')}}
+    identity = {**setup.scoring_identity(trained),
+                'sample.sha256': _digest(keys), 'sample.size': len(keys)}
     state_path = self.path('scoring', name)
     state = {'format': SCORING_FORMAT, 'identity': identity, 'details': {}}
     if os.path.exists(state_path):
@@ -281,11 +275,6 @@ def run(config: Any, space: str, size: str, workdir: str,
   return Experiment(config, space, size, workdir).run(truth, results_path)
 
 
-def _field(config: Any, dotted: str) -> Any:
-  section, name = dotted.split('.')
-  return config[section][name]
-
-
 def _check_scoring_state(saved: Any, identity: dict[str, Any], path: str
                          ) -> dict[str, Any]:
   """The saved scoring state; one of another supernet or sample is an
@@ -293,11 +282,11 @@ def _check_scoring_state(saved: Any, identity: dict[str, Any], path: str
   if not isinstance(saved, dict) or saved.get('format') != SCORING_FORMAT:
     raise errors.InvalidInput(f'{path} is not a scoring state of format '
                      f'{SCORING_FORMAT!r}; move it away to score anew')
-  differs = files.identity_differences(saved.get('identity', {}), identity)
-  if differs:
-    raise errors.InvalidInput(
-        f'{path} holds scores of another supernet or sample '
-        f'({"; ".join(differs)}); move it away to score anew')
+  identity_lib.check(
+      saved.get('identity', {}), identity, saved_as='state',
+      error=lambda details: errors.InvalidInput(
+          f'{path} holds scores of another supernet or sample ({details}); '
+          'move it away to score anew'))
   return saved
 
 

@@ -1,0 +1,85 @@
+"""What makes a saved thing part of a run, and how two identities differ.
+
+A checkpoint, a search state and a scoring state are valid only for the run
+that wrote them: each stage defines its identity once (its `identity()`),
+as a flat JSON object {dotted field: value}, and every mismatch is named the
+same way, one field at a time with both values:
+
+  optim.warmup_epochs: checkpoint 5.0, this run 0.0
+
+Synopsis:
+
+  current = identity.of_config(config, ('seed', 'optim'), num_classes=10)
+  identity.check(saved, current, saved_as='checkpoint',
+                 error=lambda details: ForeignCheckpoint(f'... {details}'))
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Sequence
+
+# Config fields removed since identities recorded them: ignored in a saved
+# identity, so what was saved with them still resumes.
+RETIRED = ('model.lowering',)
+NOT_RECORDED = '(not recorded)'
+_SHOWN = 6  # differing fields named in one message
+
+
+def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  """{dotted name: leaf} of nested dicts (a ConfigDict too), as JSON."""
+  if hasattr(tree, 'to_dict'):
+    tree = tree.to_dict()
+  if not isinstance(tree, dict):
+    return {prefix.rstrip('.'): json.loads(json.dumps(tree))}
+  out = {}
+  for key, value in tree.items():
+    out.update(flatten(value, f'{prefix}{key}.'))
+  return out
+
+
+def of_config(config: Any, fields: Sequence[str], **extra: Any
+              ) -> dict[str, Any]:
+  """The identity made of config `fields` (dotted; a section stands for all
+  its fields) and `extra` values."""
+  out = {}
+  for name in fields:
+    value = config
+    for key in name.split('.'):
+      value = value[key]
+    out.update(flatten(value, name + '.') if hasattr(value, 'to_dict')
+               else {name: json.loads(json.dumps(value))})
+  out.update(flatten(extra))
+  return out
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any], *,
+                saved_as: str, current_as: str = 'this run') -> list[str]:
+  """`field: <saved_as> A, <current_as> B` for every differing field."""
+  saved = {k: v for k, v in flatten(saved).items() if k not in RETIRED}
+  current = flatten(current)
+
+  def shown(values, key):
+    return repr(values[key]) if key in values else NOT_RECORDED
+
+  return [f'{k}: {saved_as} {shown(saved, k)}, {current_as} '
+          f'{shown(current, k)}'
+          for k in sorted(set(saved) | set(current))
+          if saved.get(k, NOT_RECORDED) != current.get(k, NOT_RECORDED)]
+
+
+def describe(differing: list[str]) -> str:
+  """The differences in one line, the first few of many."""
+  more = len(differing) - _SHOWN
+  return '; '.join(differing[:_SHOWN]) + (
+      f' (and {more} more fields)' if more > 0 else '')
+
+
+def check(saved: dict[str, Any], current: dict[str, Any], *, saved_as: str,
+          error: Callable[[str], Exception], current_as: str = 'this run'
+          ) -> None:
+  """Raises error(details) if the identities differ in any field."""
+  differing = differences(saved, current, saved_as=saved_as,
+                          current_as=current_as)
+  if differing:
+    raise error(describe(differing))
