@@ -1,4 +1,4 @@
-"""`python -m bcnet_jax.evaluate`: scores a trained supernet, writes nothing.
+r"""`python -m bcnet_jax.evaluate`: scores a trained supernet, writes nothing.
 
   python -m bcnet_jax.evaluate --workdir=DIR [--widths=4,8,...] \
       [--config.eval.split=eval]

@@ -335,7 +335,7 @@ class TrainTest(absltest.TestCase):
         'foreign checkpoint': (
             train_command(self.reference_dir, '--config.seed=1'),
             'another run: seed: checkpoint 0, this run 1'),
-        'evaluate, no flags': (command('evaluate'), 'flag --config'),
+        'evaluate, no flags': (command('evaluate'), 'flag --workdir'),
         'evaluate, no checkpoint': (
             command('evaluate', '--config=configs/testing.py',
                     f'--workdir={tmp / "w5"}'),

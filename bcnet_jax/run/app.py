@@ -68,6 +68,8 @@ def _define_flags() -> None:
       '--process_id (automatic under Slurm, Open MPI and on TPU pods).')
   flags.DEFINE_integer('num_processes', None, 'Processes of the run.')
   flags.DEFINE_integer('process_id', None, 'This process, 0 to N-1.')
+  for name in ('config', 'workdir'):  # listed by the command's --help
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
 
 def config() -> Any:

@@ -6,8 +6,9 @@ rank, evaluate, the experiment's scoring, the notebooks) read it from there,
 so `--config` is optional for them, and take from it every *training
 field*: whatever decides the supernet and the examples it was trained on
 (and so the minival it may be scored on). They set only the fields of
-their own stage (LATER_STAGE_FIELDS); an override of a training field
-that differs from the workdir's is an error naming the field.
+their own stage (LATER_STAGE_FIELDS) and where the data now is
+(MOVABLE_FIELDS); an override of a training field that differs from the
+workdir's is an error naming the field.
 
 A config.json is also a config file: `--config=WORKDIR/config.json` loads
 it (run/app.py turns it into `--config=<this module>:<path>`, which calls
@@ -39,10 +40,12 @@ from bcnet_jax.run import identity
 FILE = 'config.json'
 FORMAT = 'bcnet_jax.run_config/1'
 # What a stage after training may set (sections and fields); every other
-# field is training's. input.data_dir says where the data is, not which:
-# a copy of it may have moved.
+# field is training's.
 LATER_STAGE_FIELDS = ('eval', 'search', 'retrain', 'input.eval_batch_size',
-                      'input.num_threads', 'input.data_dir')
+                      'input.num_threads')
+# Training's, but a later stage may override it on the command line: it
+# says where the data is, not which, and a copy of it may have moved.
+MOVABLE_FIELDS = ('input.data_dir',)
 
 
 def path(workdir: str) -> str:
@@ -56,7 +59,8 @@ def is_training_field(name: str) -> bool:
 
 
 def _later_stage_fields() -> str:
-  return ', '.join(f if '.' in f else f'{f}.*' for f in LATER_STAGE_FIELDS)
+  return ', '.join(f if '.' in f else f'{f}.*'
+                   for f in LATER_STAGE_FIELDS + MOVABLE_FIELDS)
 
 
 def write(workdir: str, config: Any, command: str | None = None) -> None:
@@ -116,7 +120,8 @@ def for_later_stage(config: Any | None, workdir: str,
     config: the config given (a file with its overrides), or None: the
       workdir's config.json is used.
     workdir: the trained run's directory.
-    overridden: the fields set on the command line (errors name them).
+    overridden: the fields set on the command line: errors name them, and
+      a MOVABLE_FIELDS one among them is taken from `config`.
     stage: what runs, for messages ('search', 'rank', 'evaluate').
 
   Returns:
@@ -141,8 +146,9 @@ def for_later_stage(config: Any | None, workdir: str,
   if config is None:
     return saved
   given, trained = identity.flatten(config), identity.flatten(saved)
+  moved = [k for k in MOVABLE_FIELDS if k in overridden]
   differing = [k for k in sorted(trained) if is_training_field(k)
-               and given.get(k) != trained[k]]
+               and k not in moved and given.get(k) != trained[k]]
   refused = [k for k in differing if k in overridden]
   if refused:
     name = refused[0]
@@ -160,7 +166,7 @@ def for_later_stage(config: Any | None, workdir: str,
   out = saved.copy_and_resolve_references()
   out.unlock()
   for name, value in given.items():
-    if not is_training_field(name):
+    if not is_training_field(name) or name in moved:
       config_utils.assign(out, name, value)
   out.lock()
   return out

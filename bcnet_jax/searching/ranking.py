@@ -1,4 +1,4 @@
-"""How well the supernet ranks width vectors, against a ground truth.
+r"""How well the supernet ranks width vectors, against a ground truth.
 
   python -m bcnet_jax.rank --workdir=DIR --archs=ARCHS.json \
       [--truth=TRUTH.json] [--out=SCORES.json]

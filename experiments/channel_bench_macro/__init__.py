@@ -1,4 +1,4 @@
-"""Channel-Bench-Macro: does a supernet rank widths like stand-alone training?
+r"""Channel-Bench-Macro: does a supernet rank widths like stand-alone training?
 
   python -m experiments.channel_bench_macro --space=mobilenet --size=smoke \
       --workdir=DIR [--results=Results_MobileNet.json] [--config=...]

@@ -1,4 +1,4 @@
-"""`python -m experiments.channel_bench_macro`: the whole experiment, one
+r"""`python -m experiments.channel_bench_macro`: the whole experiment, one
 command, resumable (rerun it to continue after a kill).
 
   python -m experiments.channel_bench_macro --space=mobilenet --size=smoke \
@@ -7,7 +7,9 @@ command, resumable (rerun it to continue after a kill).
 
 --config defaults to configs/cbm_<space>.py (tfds CIFAR-10); give it to
 override input fields, e.g. the image-folder copy of CIFAR-10:
---config.input.source=image_folder --config.input.data_dir=DIR.
+--config.input.source=image_folder --config.input.data_dir=DIR. A rerun
+takes the training fields from the supernets' workdirs (their config.json):
+the overrides need not be repeated.
 """
 
 import importlib
@@ -34,7 +36,8 @@ def main(argv):
     config = importlib.import_module(
         f'configs.{sample.SPACES[_SPACE.value]}').get_config()
   app.print_result(experiment.run(config, _SPACE.value, _SIZE.value,
-                                  app.workdir(), _RESULTS.value))
+                                  app.workdir(), _RESULTS.value,
+                                  overridden=app.overrides()))
 
 
 if __name__ == '__main__':

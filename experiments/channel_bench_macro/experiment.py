@@ -19,7 +19,7 @@ import json
 import os
 import platform
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import jax
 import ml_collections
@@ -28,6 +28,7 @@ from bcnet_jax.run import console
 from bcnet_jax.run import errors
 from bcnet_jax.run import files
 from bcnet_jax.run import identity as identity_lib
+from bcnet_jax.run import run_config
 from bcnet_jax.run import stages as run_lib
 from bcnet_jax.run import training as train
 from bcnet_jax.searching import ranking as rank
@@ -103,7 +104,11 @@ def _digest(keys: list[str]) -> str:
 class Experiment:
   """One run of the experiment in `workdir`."""
 
-  def __init__(self, config: Any, space: str, size: str, workdir: str):
+  def __init__(self, config: Any, space: str, size: str, workdir: str,
+               overridden: Collection[str] = ()):
+    """`config` at `size`, over the training fields of the supernets
+    trained before in `workdir` (run_config.for_later_stage; `overridden`:
+    the fields the command line set)."""
     check_choices(space, size)
     if config.model.name != sample.SPACES[space]:
       raise errors.InvalidInput(
@@ -112,7 +117,11 @@ class Experiment:
           f'--config=configs/{sample.SPACES[space]}.py or another --space')
     self.space, self.size_name, self.size = space, size, SIZES[size]
     self.workdir = run_lib.check_workdir(workdir)
-    self.configs = {s: sized_config(config, self.size, s) for s in SUPERNETS}
+    self.configs = {
+        s: run_config.for_later_stage(
+            sized_config(config, self.size, s), self.supernet_dir(s),
+            overridden, stage='experiment')
+        for s in SUPERNETS}
     self.record_path = os.path.join(self.workdir, 'record.json')
     self.record = self._read_record()
     self._saved = (json.dumps(self.record, sort_keys=True)
@@ -120,6 +129,9 @@ class Experiment:
     # Every config error before any file; kept for the stages.
     self.setups = {s: supernet.Setup.create(c)
                    for s, c in self.configs.items()}
+
+  def supernet_dir(self, supernet_name: str) -> str:
+    return os.path.join(self.workdir, f'supernet_{supernet_name}')
 
   def path(self, what: str, supernet_name: str) -> str:
     return os.path.join(self.workdir,
@@ -174,7 +186,7 @@ class Experiment:
   def train(self, name: str) -> None:
     """Trains (or resumes) the supernet `name`; a finished one is left as
     it is, and its time not counted again."""
-    workdir = os.path.join(self.workdir, f'supernet_{name}')
+    workdir = self.supernet_dir(name)
     config = self.configs[name]
     summary_path = os.path.join(workdir, 'summary.json')
     total = self.setups[name].total_steps
@@ -190,8 +202,7 @@ class Experiment:
     """Scores `keys` on the supernet `name`, in chunks, resuming after the
     last saved chunk: {key: {'score', 'score_se', side...}}."""
     setup = self.setups[name]
-    trained = supernet.restore_trained(
-        setup, os.path.join(self.workdir, f'supernet_{name}'))
+    trained = supernet.restore_trained(setup, self.supernet_dir(name))
     identity = {**setup.scoring_identity(trained),
                 'sample.sha256': _digest(keys), 'sample.size': len(keys)}
     state_path = self.path('scoring', name)
@@ -266,13 +277,15 @@ def check_choices(space: str, size: str) -> None:
 
 
 def run(config: Any, space: str, size: str, workdir: str,
-        results_path: str | None = None) -> dict[str, Any]:
+        results_path: str | None = None, overridden: Collection[str] = ()
+        ) -> dict[str, Any]:
   """The whole experiment (see the module docstring); input is checked,
   the results file first, before anything is written."""
   check_choices(space, size)
   truth = (None if results_path is None else
            report.read_results(results_path, space))
-  return Experiment(config, space, size, workdir).run(truth, results_path)
+  return Experiment(config, space, size, workdir, overridden).run(
+      truth, results_path)
 
 
 def _check_scoring_state(saved: Any, identity: dict[str, Any], path: str
