@@ -22,6 +22,7 @@ from bcnet_jax.run import checkpoint
 from bcnet_jax.run import config_utils
 from bcnet_jax.run import stages as run
 from bcnet_jax.run import training as train
+from bcnet_jax.run.data import pipeline
 from bcnet_jax.supernet import stage as supernet
 from configs import testing as testing_config
 from tests.programs import command
@@ -293,10 +294,16 @@ class TrainTest(absltest.TestCase):
 
   def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(self):
     workdir = self.copy_of_short('nan')
-    # std 0 divides the images by zero: the loss of step 11 is not finite.
-    with self.assertRaisesRegex(FloatingPointError,
-                                'non-finite loss .* at step 15'):
-      train.train_and_evaluate(config(**{'input.std': (0.0,)}), workdir)
+    train_batch = pipeline.Input.train_batch
+
+    def poisoned(data, step):  # the loss of step 11 is not finite
+      batch = train_batch(data, step)
+      return {**batch, 'image': batch['image'] * np.nan}
+
+    with mock.patch.object(pipeline.Input, 'train_batch', poisoned), \
+        self.assertRaisesRegex(FloatingPointError,
+                               'non-finite loss .* at step 15'):
+      train.train_and_evaluate(config(), workdir)
     self.assertEqual(checkpoint_steps(workdir), [5, 10])
 
   def test_evaluate_workdir_rescores_without_writing(self):

@@ -52,7 +52,7 @@ class StepBar:
 def duration(seconds: float) -> str:
   """'45 s', '12 min', '3.2 h'."""
   if seconds < 90:
-    return f'{seconds:.0f} s'
+    return f'{max(seconds, 1):.0f} s'
   if seconds < 90 * 60:
     return f'{seconds / 60:.0f} min'
   return f'{seconds / 3600:.1f} h'
@@ -66,38 +66,48 @@ def plural(count: int, noun: str) -> str:
       f'{count} {noun}s')
 
 
-class Estimate:
-  """Says how long scoring `total` width vectors will take: after the first
-  scored set (its time includes compiling, so an upper bound) and again
-  after the second (the steady rate), with what to lower to go faster.
+class ScoringProgress:
+  """How far scoring `total` width vectors has come: a tqdm bar (unless
+  `bar` is False: the caller has its own) and, after the first scored set
+  (its time includes compiling: an upper bound) and again after the second
+  (the steady rate), a line with the time the rest will take and what to
+  lower to go faster (`faster`).
 
-  Call it with (scored so far, total) as the evaluator's `status`; `offset`
-  counts width vectors scored by earlier calls towards `total`.
+  Pass it as the evaluator's `status`: it is called with (scored, n) of
+  each call, and counts the calls' width vectors towards `total`.
   """
 
-  def __init__(self, total: int, what: str, faster: str):
-    self.total, self.what, self.faster = total, what, faster
-    self.offset = 0
-    self._times: list[tuple[int, float]] = [(0, time.perf_counter())]
+  def __init__(self, total: int, faster: str, *, bar: bool = True):
+    self.total, self.faster = total, faster
+    self._base = 0  # scored by the calls before this one
+    self._times = [(0, time.perf_counter())]
+    self._bar = tqdm(total=total, unit='width vector', dynamic_ncols=True,
+                     disable=not bar or jax.process_index() != 0)
 
-  def __call__(self, done: int, total: int) -> None:
-    del total  # of this call; self.total is of the whole work
-    done += self.offset
-    if done <= self._times[-1][0] or len(self._times) > 2:
-      return
-    self._times.append((done, time.perf_counter()))
-    (first, start), (last, now) = self._times[-2], self._times[-1]
-    left = self.total - last
+  def __call__(self, done: int, n: int) -> None:
+    scored = self._base + done
+    self._bar.update(scored - self._bar.n)
+    if done == n:
+      self._base = scored
+    if scored > self._times[-1][0] and len(self._times) < 3:
+      self._times.append((scored, time.perf_counter()))
+      self._say_estimate()
+
+  def _say_estimate(self) -> None:
+    (first, start), (scored, now) = self._times[-2], self._times[-1]
+    left = self.total - scored
     if left <= 0:
       return
-    rate = (now - start) / (last - first)
-    bound = 'at most ' if len(self._times) == 2 else ''
-    when = ('compiling included' if len(self._times) == 2 else
-            'at the rate since')
-    say(f'  {last}/{self.total} {self.what} scored in '
-        f'{duration(now - self._times[0][1])}: {bound}about '
-        f'{duration(rate * left)} for the other {left} ({when}); '
-        f'{self.faster}')
+    upper = len(self._times) == 2
+    seconds = (now - start) / (scored - first) * left
+    say(f'{scored}/{self.total} width vectors scored in '
+        f'{duration(now - self._times[0][1])}: '
+        + ('at most ' if upper else '') + f'about {duration(seconds)} for '
+        f'the other {left}'
+        + (' (compiling included)' if upper else '') + f'. {self.faster}')
+
+  def close(self) -> None:
+    self._bar.close()
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

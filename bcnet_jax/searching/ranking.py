@@ -136,6 +136,15 @@ def leader(setup: supernet.Setup, trained, archs: dict[str, np.ndarray],
   return {'keys': [first, second], 'difference': difference, 'se': se}
 
 
+def scored_images(setup: supernet.Setup) -> str:
+  """What the scores were measured on, e.g. '500 minival images'."""
+  data, split = setup.data, setup.config.eval.split
+  count = (len(data.minival_indices) if split == 'minival'
+           else len(data.eval_source))
+  name = 'minival' if split == 'minival' else setup.config.input.eval_split
+  return f'{count:,} {name} images'
+
+
 def _agreements(setup: supernet.Setup, archs: dict[str, np.ndarray],
                 scores: dict[str, float], truth: dict[str, float],
                 shared: list[str], truth_path: str) -> dict[str, Any]:
@@ -185,9 +194,16 @@ def run(config: Any | None, workdir: str, archs_path: str,
   trained = supernet.restore_trained(setup, workdir)
   console.say(f'bcnet_jax.rank: {len(archs)} width vectors of {archs_path} on '
               f'the {config.model.name} supernet of step {int(trained.step)}')
-  console.say(f'  {supernet.score_definition(setup)}')
-  details = score_archs(setup, trained, archs, status=lambda done, n: (
-      console.say(f'  scored {done}/{n}')))
+  console.say(f'  {supernet.score_definition(setup)}, on '
+              f'{scored_images(setup)}')
+  progress = console.ScoringProgress(
+      len(archs), 'To go faster: fewer --archs, or fewer BatchNorm '
+      'calibration batches (--config.eval.bn_calib_batches, now '
+      f'{config.eval.bn_calib_batches}; noisier scores).')
+  try:
+    details = score_archs(setup, trained, archs, status=progress)
+  finally:
+    progress.close()
   scores = {k: d['score'] for k, d in details.items()}
   if jax.process_index() == 0:
     files.write_json_atomic(out_path, scores)
@@ -197,7 +213,8 @@ def run(config: Any | None, workdir: str, archs_path: str,
              'archs': len(archs), 'supernet_step': int(trained.step),
              'sides': list(setup.scored_sides),
              'score_se_median': float(np.median(standard_errors))}
-  console.say(f'  standard error of a score over the eval images: median '
+  console.say(f'  standard error of a score over the {scored_images(setup)}'
+              ': median '
               f'{summary["score_se_median"]:.4f} (per key in '
               f'{details_path(out_path)})')
   if len(archs) > 1:

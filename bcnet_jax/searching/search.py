@@ -36,7 +36,6 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from bcnet_jax.run import checkpoint
 from bcnet_jax.run import config_utils
 from bcnet_jax.run import console
 from bcnet_jax.run import errors
@@ -292,6 +291,14 @@ class Search:
     bar = tqdm(total=len(units), initial=self.state['units_done'],
                unit='stage', dynamic_ncols=True,
                disable=jax.process_index() != 0)
+    s = self.config.search
+    evolved = s.population + self.generations * (s.mutations + s.crossovers)
+    progress = console.ScoringProgress(
+        max(0, 2 * evolved + 1 + 3 - len(self.state['records'])),
+        'To go faster: a smaller --config.search.population, generations, '
+        'mutations or crossovers, or fewer BatchNorm calibration batches '
+        f'(--config.eval.bn_calib_batches, now '
+        f'{self.config.eval.bn_calib_batches}; noisier scores).', bar=False)
     try:
       for u in range(self.state['units_done'], len(units)):
         phase, index = units[u]
@@ -304,6 +311,7 @@ class Search:
 
         def status(done: int, total: int, label: str = label) -> None:
           bar.set_description_str(f'{label}: {done}/{total} scored')
+          progress(done, total)
 
         if phase == 'compare':
           self.state['comparison'] = self._compare(status)

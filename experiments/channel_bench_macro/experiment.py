@@ -224,14 +224,20 @@ class Experiment:
             k: d['score'] for k, d in sorted(state['details'].items())})
 
     def work():
-      for start in range(0, len(todo), self.size.chunk):
-        chunk = todo[start:start + self.size.chunk]
-        state['details'].update(rank.score_archs(
-            setup, trained, {k: sample.widths(k) for k in chunk}))
-        if jax.process_index() == 0:
-          files.write_json_atomic(state_path, state)
-        write_scores()
-        console.say(f'  {name}: {len(state["details"])}/{len(keys)} scored')
+      progress = console.ScoringProgress(
+          len(todo), 'Saved after every chunk: stop and rerun at will; a '
+          'smaller --size scores fewer architectures on fewer images.')
+      try:
+        for start in range(0, len(todo), self.size.chunk):
+          chunk = todo[start:start + self.size.chunk]
+          state['details'].update(rank.score_archs(
+              setup, trained, {k: sample.widths(k) for k in chunk},
+              status=progress))
+          if jax.process_index() == 0:
+            files.write_json_atomic(state_path, state)
+          write_scores()
+      finally:
+        progress.close()
 
     if todo:
       self._timed(f'score_{name}', work)
