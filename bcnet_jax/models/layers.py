@@ -29,8 +29,8 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 from bcnet_jax.models import ops
 from bcnet_jax.space import paths as paths_lib

@@ -24,8 +24,8 @@ import functools
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 # True inside accelerator_ops(); part of jit's cache key, so a program
 # traced with one value is never reused for the other.

@@ -8,7 +8,9 @@ from flax import traverse_util
 import numpy as np
 
 from bcnet_jax.models import layers
-from bcnet_jax.models.layout import Layer, layer_table
+from bcnet_jax.models.layout import Layer
+from bcnet_jax.models.layout import layer_table
+
 
 def _axes(layer: Layer, leaf: str) -> dict[int, str]:
   """Which axis of a layer's variable `leaf` runs over which dim."""

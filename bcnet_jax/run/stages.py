@@ -25,8 +25,8 @@ from bcnet_jax.run import errors
 from bcnet_jax.run import parallel
 from bcnet_jax.run.data import pipeline
 from bcnet_jax.space import sampling
-from bcnet_jax.supernet import steps
 from bcnet_jax.supernet import optim
+from bcnet_jax.supernet import steps
 
 STAGES = ('supernet', 'retrain')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

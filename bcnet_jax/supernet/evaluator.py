@@ -34,9 +34,9 @@ from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
-from jax.sharding import PartitionSpec as P
 
 from bcnet_jax import models
 from bcnet_jax.models import layers

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import optax
 from flax import traverse_util
+import optax
 
 from bcnet_jax.run import errors
 

@@ -117,7 +117,8 @@ class Input:
   def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(self.num_threads)
 
-  @functools.lru_cache(maxsize=2)
+  # Keeps an Input alive while cached: one or two per run, on purpose.
+  @functools.lru_cache(maxsize=2)  # noqa: B019
   def _epoch_order(self, epoch: int) -> np.ndarray:
     rng = np.random.default_rng([self.seed, 0xDA7A, epoch])
     return self.train_indices[rng.permutation(len(self.train_indices))]
