@@ -11,6 +11,7 @@ from absl import flags
 
 from bcnet_jax.retrain import predict
 from bcnet_jax.run import app
+from bcnet_jax.run import console
 
 
 def main(argv: list[str], as_json: flags.FlagHolder) -> None:
@@ -27,7 +28,8 @@ def main(argv: list[str], as_json: flags.FlagHolder) -> None:
           f'{name} {p:.1%}' for name, p in result['top5']), flush=True)
   failed = sum('error' in r for r in results)
   if failed:
-    app.fail(f'{failed} of {len(results)} files could not be read')
+    app.fail(f'{failed} of {console.plural(len(results), "file")} could '
+             'not be read')
 
 
 if __name__ == '__main__':

@@ -1,11 +1,11 @@
 """`python -m bcnet_jax.train --config=... --workdir=...`: trains the stage
 of the config (a supernet, or `--config.stage=retrain` a searched arch);
-rerun to resume. The program: bcnet_jax/run/training.py."""
+rerun to resume. The program: bcnet_jax/training.py."""
 
 from __future__ import annotations
 
+from bcnet_jax import training
 from bcnet_jax.run import app
-from bcnet_jax.run import training
 
 
 def main(argv: list[str]) -> None:

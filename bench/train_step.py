@@ -53,6 +53,8 @@ import numpy as np
 import optax
 
 from bcnet_jax import models
+from bcnet_jax.learning import state as compact_lib
+from bcnet_jax.learning import steps as learning_steps
 from bcnet_jax.run import parallel
 from bcnet_jax.space import sampling
 from bcnet_jax.space.costs import CostModel
@@ -124,7 +126,8 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
            else supernet)
   tx = optax.sgd(0.01, momentum=0.9, nesterov=True)
 
-  step_fn = steps.compact_step if mode == 'plain' else steps.supernet_step
+  step_fn = (learning_steps.compact_step if mode == 'plain'
+             else steps.supernet_step)
 
   def train_step(*args, **kw):
     return step_fn(*args, **kw)
@@ -138,7 +141,7 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
                         tx=tx, **kwargs), mesh,
       num_replicated_args=0 if compact else 1)
   state = parallel.create_state(functools.partial(
-      state_lib.compact_state if compact else state_lib.supernet_state,
+      compact_lib.compact_state if compact else state_lib.supernet_state,
       model, tx, jax.random.key(seed)), mesh)
   rng = np.random.default_rng(seed)
   res = model.resolution

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from bcnet_jax import models
+from bcnet_jax.run import console
 from bcnet_jax.space import sampling
 
 OBJECTIVES = {'bcnet + complementary': ('bcnet', True), 'ua': ('ua', False)}
@@ -75,7 +76,8 @@ def main() -> None:
         'min_mean_uses_per_step': round(float(means.min()), 4),
         'max_mean_uses_per_step': round(float(means.max()), 4)}))
   axes[0].set_ylabel('sub-networks using the channel, per step')
-  fig.suptitle(f'{args.model}: channel usage over {args.steps} steps, one '
+  fig.suptitle(f'{args.model}: channel usage over '
+               f'{console.plural(args.steps, "step")}, one '
                f'line per dim ({space.bins} bins, m={space.min_bins})')
   fig.tight_layout()
   fig.savefig(out, dpi=120)

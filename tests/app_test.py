@@ -10,8 +10,9 @@ import tempfile
 
 from absl.testing import absltest
 
+from bcnet_jax import training as train
 from bcnet_jax.run import config_utils
-from bcnet_jax.run import training as train
+from bcnet_jax.run import program
 from configs import testing as testing_config
 from tests.programs import command
 from tests.programs import ROOT
@@ -167,7 +168,7 @@ class RecipeTest(absltest.TestCase):
       c.update_from_flattened_dict(fields)
       out = io.StringIO()
       with contextlib.redirect_stdout(out):
-        train._announce(train.create_setup(c), '/tmp/x', first_step)
+        program._announce(train.create_setup(c), '/tmp/x', first_step)
       return out.getvalue()
 
     self.assertIn('every 10 steps and at the end',

@@ -6,8 +6,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from bcnet_jax.supernet import optim
-from bcnet_jax.supernet import steps
+from bcnet_jax.learning import optim
+from bcnet_jax.learning import steps
 
 
 def config(**changes):

@@ -19,13 +19,13 @@ from PIL import Image
 from scipy import stats
 
 from bcnet_jax import models
+from bcnet_jax import training as train
 from bcnet_jax.models import ops
 from bcnet_jax.retrain import export
 from bcnet_jax.retrain import predict
 from bcnet_jax.retrain import stage as retrain
 from bcnet_jax.run import checkpoint
 from bcnet_jax.run import parallel
-from bcnet_jax.run import training as train
 from bcnet_jax.searching import ranking as rank
 from bcnet_jax.searching import report as search_report
 from bcnet_jax.searching import search

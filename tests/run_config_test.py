@@ -11,11 +11,11 @@ import tempfile
 
 from absl.testing import absltest
 
+from bcnet_jax import training as train
 from bcnet_jax.run import checkpoint
 from bcnet_jax.run import errors
 from bcnet_jax.run import identity
 from bcnet_jax.run import run_config
-from bcnet_jax.run import training as train
 from bcnet_jax.searching import ranking
 from bcnet_jax.searching import search
 from bcnet_jax.supernet import stage as supernet

@@ -19,8 +19,8 @@ from unittest import mock
 from absl.testing import absltest
 import numpy as np
 
+from bcnet_jax import training as train
 from bcnet_jax.run import console
-from bcnet_jax.run import training as train
 from bcnet_jax.searching import search
 from configs import cbm_mobilenet
 from tests.data_test import cifar_folder

@@ -12,6 +12,8 @@ import numpy as np
 import optax
 
 from bcnet_jax import models
+from bcnet_jax.learning import state as compact_lib
+from bcnet_jax.learning import steps as learning_steps
 from bcnet_jax.models import efficientnet
 from bcnet_jax.models import mobilenet_v2
 from bcnet_jax.models import ops
@@ -161,14 +163,15 @@ class CompactStepTest(absltest.TestCase):
             'left')
 
       start = left(state)
-      compact_state = state_lib.compact_state(compact, tx,
+      compact_state = compact_lib.compact_state(compact, tx,
                                               jax.random.key(0))
       self.assertIsNone(compact_state.pool)
       compact_state = compact_state.replace(
           params=start['params'], batch_stats=start['batch_stats'],
           opt_state=tx.init(start['params']))
       compact_new, compact_metrics = jax.jit(functools.partial(
-          steps.compact_step, model=compact, tx=tx, dtype=jnp.float64))(
+          learning_steps.compact_step, model=compact, tx=tx,
+          dtype=jnp.float64))(
               compact_state, batch)
     np.testing.assert_allclose(compact_metrics['path_losses'],
                                metrics['path_losses'], rtol=1e-12)
@@ -179,7 +182,7 @@ class CompactStepTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'trains with compact_step'):
       steps.supernet_step(compact_state, batch, c, model=compact, tx=tx)
     with self.assertRaisesRegex(ValueError, 'trains with supernet_step'):
-      steps.compact_step(state, batch, model=supernet, tx=tx)
+      learning_steps.compact_step(state, batch, model=supernet, tx=tx)
 
 
 class TrainStepTest(parameterized.TestCase):

@@ -18,10 +18,10 @@ from absl.testing import absltest
 import jax.numpy as jnp
 import numpy as np
 
+from bcnet_jax import training as train
 from bcnet_jax.run import checkpoint
 from bcnet_jax.run import config_utils
 from bcnet_jax.run import stages as run
-from bcnet_jax.run import training as train
 from bcnet_jax.run.data import pipeline
 from bcnet_jax.supernet import stage as supernet
 from configs import testing as testing_config

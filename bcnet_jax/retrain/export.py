@@ -24,14 +24,14 @@ import jax.numpy as jnp
 import ml_collections
 
 from bcnet_jax import models
+from bcnet_jax.learning import optim
+from bcnet_jax.learning import state as state_lib
 from bcnet_jax.models import layers
 from bcnet_jax.run import checkpoint
 from bcnet_jax.run import config_utils
 from bcnet_jax.run import errors
 from bcnet_jax.run import files
 from bcnet_jax.run import identity as identity_lib
-from bcnet_jax.supernet import optim
-from bcnet_jax.supernet import state as state_lib
 
 JAX_EXPORT = 'model.jax_export'
 # model.jax_export runs on these, wherever it was trained.

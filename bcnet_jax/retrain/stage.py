@@ -19,6 +19,9 @@ import jax
 import numpy as np
 
 from bcnet_jax import models
+from bcnet_jax.learning import evaluation
+from bcnet_jax.learning import state as state_lib
+from bcnet_jax.learning import steps
 from bcnet_jax.models import layers
 from bcnet_jax.retrain import export
 from bcnet_jax.run import config_utils
@@ -30,9 +33,6 @@ from bcnet_jax.run import parallel
 from bcnet_jax.run import stages as run
 from bcnet_jax.space import search_space as space_lib
 from bcnet_jax.space.costs import CostModel
-from bcnet_jax.supernet import evaluator
-from bcnet_jax.supernet import state as state_lib
-from bcnet_jax.supernet import steps
 
 # Config fields that must agree between a checkpoint and the run resuming
 # it, besides the arch and its recipe (no supernet, no supernet optim).
@@ -101,7 +101,7 @@ class Setup(run.Fields):
       batches = (parallel.global_batch(b, self.mesh)
                  for b in self.data.eval_batches(split))
       name = config.input.eval_split if split == 'eval' else split
-      out[f'eval/{name}/accuracy'] = evaluator.accuracy(
+      out[f'eval/{name}/accuracy'] = evaluation.accuracy(
           self.model, {'params': state.params,
                        'batch_stats': state.batch_stats}, batches)
     return out
@@ -184,5 +184,5 @@ def table(summary: dict[str, Any], split_names: dict[str, str]) -> str:
           for split in [key.split('/')[1]]]
   console_table = console.table(['split', 'top-1'], rows)
   return (f'{summary["model"]} retrained at {summary["macs"] / 1e6:,.2f}M '
-          f'MACs, {summary["params"]:,} params, after {summary["steps"]} '
-          f'steps:\n{console_table}')
+          f'MACs, {summary["params"]:,} params, after '
+          f'{console.plural(summary["steps"], "step")}:\n{console_table}')

@@ -58,12 +58,20 @@ def duration(seconds: float) -> str:
   return f'{seconds / 3600:.1f} h'
 
 
-def plural(count: int, noun: str) -> str:
-  """'1 batch', '2 batches', '1 generation', '3 generations'."""
-  if count == 1:
+def plural(count: float, noun: str, nouns: str | None = None) -> str:
+  """'1 batch', '2 batches', '1 generation', '3 generations'; `nouns`
+  where the rule is wrong ('epoch', 'epochs'). A fraction keeps two
+  significant digits below 1 ('0.042 epochs', never '0.0 epochs') and one
+  decimal above ('2.5 epochs')."""
+  if float(count).is_integer():
+    figure = str(int(count))
+  else:
+    figure = f'{count:.2g}' if abs(count) < 1 else f'{count:.1f}'
+  if figure == '1':
     return f'1 {noun}'
-  return f'{count} {noun}es' if noun.endswith(('s', 'sh', 'ch', 'x')) else (
-      f'{count} {noun}s')
+  if nouns is None:
+    nouns = noun + ('es' if noun.endswith(('s', 'sh', 'ch', 'x')) else 's')
+  return f'{figure} {nouns}'
 
 
 class ScoringProgress:

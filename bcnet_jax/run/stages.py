@@ -1,11 +1,13 @@
 """What a training run is made of, whatever its stage (docs/design.md §6).
 
-A config's `stage` picks the run: 'supernet' (bcnet_jax/supernet/stage.py) trains
-the BCNet supernet, 'retrain' (bcnet_jax/retrain/stage.py) the compact network of
-a searched arch. Each stage has its own setup type; both are `Stage`s, the
-protocol the train program (bcnet_jax/run/training.py) runs, and both are built by
+A config's `stage` picks the run: 'supernet' (bcnet_jax/supernet/stage.py)
+trains the BCNet supernet, 'retrain' (bcnet_jax/retrain/stage.py) the
+compact network of a searched arch; bcnet_jax/training.py picks. Each stage
+has its own setup type; both are `Stage`s, the protocol the training
+program (bcnet_jax/run/program.py) runs, and both are built by
 `Basics.create` first: the config checked, the mesh, the data and the
-supernet of the config's model, before any file is written.
+supernet of the config's model, before any file is written. Also here:
+DATA_FIELDS, the part of every stage's identity that decides its examples.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ import jax.numpy as jnp
 import optax
 
 from bcnet_jax import models
+from bcnet_jax.learning import optim
 from bcnet_jax.run import checkpoint
 from bcnet_jax.run import config_utils
 from bcnet_jax.run import errors
 from bcnet_jax.run import parallel
 from bcnet_jax.run.data import pipeline
 from bcnet_jax.space import sampling
-from bcnet_jax.supernet import optim
-from bcnet_jax.supernet import steps
 
 STAGES = ('supernet', 'retrain')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -50,10 +51,6 @@ def check_config(config: Any) -> None:
       raise errors.InvalidInput(f'{field} must be one of {list(allowed)}, '
                                 f'got {value!r}')
   sampling.check_objective(config.supernet.objective)
-  if config.supernet.implementation not in steps.IMPLEMENTATIONS:
-    raise errors.InvalidInput(
-        f'supernet.implementation must be one of '
-        f'{list(steps.IMPLEMENTATIONS)}, got {config.supernet.implementation!r}')
   for field in ('log_every_steps', 'ckpt_every_steps'):
     if config[field] < 1:
       raise errors.InvalidInput(f'{field}={config[field]} must be >= 1')

@@ -36,17 +36,19 @@ def announce(search, workdir: str) -> None:
       f'  budget F = {search.budget / 1e6:,.2f}M MACs '
       f'({search.budget / full:.0%} of the full {full / 1e6:,.2f}M); '
       f'candidates in [{s.band_low:g} F, F]\n'
-      f'  evolution: population {s.population}, {s.generations} generations '
-      f'of {s.mutations} mutations + {s.crossovers} crossovers from the top '
+      f'  evolution: population {s.population}, '
+      f'{console.plural(s.generations, "generation")} of '
+      f'{console.plural(s.mutations, "mutation")} + '
+      f'{console.plural(s.crossovers, "crossover")} from the top '
       f'{s.top_k}; then uniform scaling and random search\n'
       f'  fitness: {supernet.score_definition(search.setup)} on '
       f'{run.EVAL_SPLITS[config.eval.split]}, BatchNorm recalibrated on '
-      f'{config.eval.bn_calib_batches} batches; '
-      f'{search.evaluator.call_size} candidates per call')
+      f'{console.plural(config.eval.bn_calib_batches, "batch")}; '
+      f'{console.plural(search.evaluator.call_size, "candidate")} per call')
   if search.state['units_done']:
+    scored = console.plural(len(search.state['records']), 'width vector')
     console.say(f'  resuming after {search.state["units_done"]} of '
-                f'{len(units)} units ({len(search.state["records"])} width '
-                'vectors scored)')
+                f'{len(units)} units ({scored} scored)')
 
 
 def table(search, summary: dict[str, Any]) -> str:
@@ -152,7 +154,10 @@ def write(search, summary: dict[str, Any]) -> None:
 
 def _plot(search, summary: dict[str, Any], path: str) -> None:
   """Score against MACs of every evaluated width vector; the legend beside
-  the axes, so that it covers no point."""
+  the axes, so that it covers no point. The candidates' band [band_low F,
+  F] is shaded and both its edges drawn, in a colour no point has, inside
+  x-limits set with a margin: left to autoscaling, an edge could sit on
+  the axes' border or under a point, and the band would not show."""
   fig = figure.Figure(figsize=(9, 4.5), dpi=120,  # no pyplot: no backend
                       layout='constrained')  # room for the outside legend
   ax = fig.subplots()
@@ -178,10 +183,18 @@ def _plot(search, summary: dict[str, Any], path: str) -> None:
     ax.scatter([r['macs'] / 1e6], [r['score']], marker=marker, s=size,
                c=colour, edgecolors='black', linewidths=0.8, zorder=4,
                label=f'{label} ± 1 s.e.')
-  ax.axvline(summary['macs_budget'] / 1e6, color='red', ls='--', lw=1,
-             label='budget F')
-  ax.axvline(summary['band'][0] / 1e6, color='red', ls=':', lw=1,
-             label=f'band low end ({search.config.search.band_low:g} F)')
+  low, budget = summary['band'][0] / 1e6, summary['macs_budget'] / 1e6
+  ax.axvspan(low, budget, color='tab:orange', alpha=0.12, lw=0, zorder=0,
+             label='the candidates\' band')
+  ax.axvline(budget, color='tab:orange', ls='--', lw=1.5, zorder=2.5,
+             label=f'budget F = {budget:,.2f}M')
+  ax.axvline(low, color='tab:orange', ls=':', lw=1.5, zorder=2.5,
+             label=f'band low end {search.config.search.band_low:g} F = '
+                   f'{low:,.2f}M')
+  shown = [low, budget] + [r['macs'] / 1e6 for r in randoms + evolved] + [
+      summary[phase]['macs'] / 1e6 for phase in METHODS]
+  margin = 0.05 * (max(shown) - min(shown))
+  ax.set_xlim(min(shown) - margin, max(shown) + margin)
   ax.set_xlabel('MACs (millions)')
   ax.set_ylabel('score')
   ax.set_title(f'{summary["model"]}: width vectors scored by the supernet\n'

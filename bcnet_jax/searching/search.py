@@ -208,8 +208,8 @@ class Search:
       children, counts = rules.next_population(scores, set(scores), rng)
       if not len(children):
         console.say(f'generation {index}: {self._none_left()}: evolution '
-                    f'ends after {len(scored)} evaluations; uniform scaling '
-                    'and random search follow')
+                    f'ends after {console.plural(len(scored), "evaluation")}; '
+                    'uniform scaling and random search follow')
     self.sources = {'wanted': wanted, **counts}
     if len(children):
       self._say_sources(f'generation {index}', wanted, counts)

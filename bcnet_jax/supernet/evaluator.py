@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 from bcnet_jax import models
+from bcnet_jax.learning import evaluation
 from bcnet_jax.models import layers
 from bcnet_jax.models import ops
 from bcnet_jax.models import slicing
@@ -337,27 +338,9 @@ def compact_accuracy(compact: layers.WidthModel, variables, *,
       jnp.zeros_like, variables['batch_stats'])}
   for batch in calibration():
     pooled = pool(pooled, moments(batch['image']), batch['image'].shape[0])
-  return accuracy(compact, {**variables, 'batch_stats': pooled_stats(pooled)},
-                  eval_batches())
-
-
-@functools.partial(jax.jit, static_argnames='model')
-def _compact_correct(variables, batch, *, model):
-  logits, _ = model.apply(variables, batch['image'], train=False)
-  hit = jnp.argmax(logits, axis=-1) == batch['label']
-  return jnp.sum(hit & batch['mask']), jnp.sum(batch['mask'])
-
-
-def accuracy(compact: layers.WidthModel, variables: Any,
-             batches: Iterable[dict[str, Any]]) -> float:
-  """Top-1 of a compact model with the BN statistics in `variables`."""
-  hits = total = 0
-  for batch in batches:
-    c, n = _compact_correct(variables, batch, model=compact)
-    hits, total = hits + int(c), total + int(n)
-  if not total:
-    raise errors.InvalidInput('the eval split has no examples to score on')
-  return hits / total
+  return evaluation.accuracy(
+      compact, {**variables, 'batch_stats': pooled_stats(pooled)},
+      eval_batches())
 
 
 def compact_scores(model: layers.WidthModel, variables, widths, *,

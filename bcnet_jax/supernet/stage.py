@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import jax
 
+from bcnet_jax.learning.state import TrainState
 from bcnet_jax.run import checkpoint
 from bcnet_jax.run import console
 from bcnet_jax.run import errors
@@ -34,7 +35,7 @@ from bcnet_jax.run import stages as run
 from bcnet_jax.space import sampling
 from bcnet_jax.space.costs import CostModel
 from bcnet_jax.supernet import evaluator as evaluator_lib
-from bcnet_jax.supernet import state as state_lib
+from bcnet_jax.supernet import state as supernet_state
 from bcnet_jax.supernet import steps
 
 # Host memory the search may fill with decoded scoring batches.
@@ -59,6 +60,11 @@ class Setup(run.Fields):
           f'stage={config.stage}: evaluate, search and rank read a supernet '
           '(stage=supernet); a retrained network is scored by training and '
           'used with bcnet_jax.predict / export')
+    if config.supernet.implementation not in steps.IMPLEMENTATIONS:
+      raise errors.InvalidInput(
+          f'supernet.implementation must be one of '
+          f'{list(steps.IMPLEMENTATIONS)}, got '
+          f'{config.supernet.implementation!r}')
     basics = run.Basics.create(config)
     return cls(config, basics.mesh, basics.data, basics.supernet,
                *run.schedule_steps(config, config, config.optim, '',
@@ -73,9 +79,9 @@ class Setup(run.Fields):
     return (f'{config.model.name} supernet, {space.num_groups} groups of '
             f'{space.min_bins}..{space.bins} bins, objective {objective}')
 
-  def initial_state(self) -> state_lib.TrainState:
+  def initial_state(self) -> TrainState:
     return self.state_on_mesh(functools.partial(
-        state_lib.supernet_state, self.model, self.tx,
+        supernet_state.supernet_state, self.model, self.tx,
         jax.random.key(self.config.seed),
         pool_size=self.config.supernet.pool_size))
 
@@ -218,7 +224,8 @@ def score_table(setup: Setup, scores: dict[str, float],
                 [f'{scores[f"eval/{name}/{k}"]:.3f}'
                  if f'eval/{name}/{k}' in scores else '-'
                  for k in ('left', 'right', 'score')])
-  after = '' if step is None else f' after {step} steps'
+  after = '' if step is None else (
+      f' after {console.plural(step, "step")}')
   chance = 1 / setup.data.num_classes
   return (f'Accuracy on {run.EVAL_SPLITS[setup.config.eval.split]}{after}, '
           f'BatchNorm recalibrated per path;\n{score_definition(setup)} '
@@ -235,7 +242,7 @@ def score_definition(setup: Setup) -> str:
           'only its left path)')
 
 
-def restore_trained(setup: Setup, workdir: str) -> state_lib.TrainState:
+def restore_trained(setup: Setup, workdir: str) -> TrainState:
   """The latest supernet checkpoint of `workdir`, read-only; none is an
   error saying to train first."""
   state = None

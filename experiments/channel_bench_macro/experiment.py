@@ -24,13 +24,13 @@ from typing import Any, Callable, Collection
 import jax
 import ml_collections
 
+from bcnet_jax import training as train
 from bcnet_jax.run import console
 from bcnet_jax.run import errors
 from bcnet_jax.run import files
 from bcnet_jax.run import identity as identity_lib
 from bcnet_jax.run import run_config
 from bcnet_jax.run import stages as run_lib
-from bcnet_jax.run import training as train
 from bcnet_jax.searching import ranking as rank
 from bcnet_jax.supernet import stage as supernet
 from experiments.channel_bench_macro import report

@@ -1,18 +1,13 @@
-"""Training: `python -m bcnet_jax.train --config=... --workdir=...`.
+"""The training program of any stage (a stages.Stage: the supernet or
+a retrained network), which bcnet_jax/training.py picks and hands over.
 
-config.stage picks what: the BCNet supernet (default), or the compact
-network of a searched arch from scratch (`--config.stage=retrain
---config.retrain.arch=PATH`, bcnet_jax/retrain/stage.py), by the same program.
-
-Rerunning the same command resumes from the last checkpoint in the workdir;
-rerunning a finished run says so and writes nothing; raising the step count
-continues it. The workdir gets `checkpoints/` (orbax), `metrics.jsonl`,
+Rerunning resumes from the last checkpoint in the workdir; rerunning a
+finished run says so and writes nothing; raising the step count continues
+it. The workdir gets `checkpoints/` (orbax), `metrics.jsonl`,
 `tensorboard/` event files, `config.json` (the run's config, which the
-later stages read: run/run_config.py) and, at the end, `summary.json`. In
-Python:
+later stages read: run/run_config.py) and, at the end, `summary.json`.
 
-  from bcnet_jax.run import training as train
-  summary = train.train_and_evaluate(config, workdir)
+  summary = program.run(setup, workdir, command='python -m ...')
 """
 
 from __future__ import annotations
@@ -26,7 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bcnet_jax.retrain import stage as retrain
+from bcnet_jax.learning import state as state_lib
 from bcnet_jax.run import checkpoint
 from bcnet_jax.run import console
 from bcnet_jax.run import errors
@@ -34,23 +29,12 @@ from bcnet_jax.run import files
 from bcnet_jax.run import metric_writer
 from bcnet_jax.run import parallel
 from bcnet_jax.run import run_config
-from bcnet_jax.run import stages as run
+from bcnet_jax.run import stages
 from bcnet_jax.run.data import pipeline
-from bcnet_jax.supernet import stage as supernet
-from bcnet_jax.supernet import state as state_lib
-
-SETUPS = {'supernet': supernet.Setup, 'retrain': retrain.Setup}
 
 
-def create_setup(config: Any) -> run.Stage:
-  """The setup of config.stage, checked; nothing is written."""
-  if config.stage not in SETUPS:
-    raise errors.InvalidInput(f'stage must be one of {list(SETUPS)}, got '
-                              f'{config.stage!r}')
-  return SETUPS[config.stage].create(config)
-
-
-def _report(setup: run.Stage, summary: dict[str, Any], workdir: str) -> None:
+def _report(setup: stages.Stage, summary: dict[str, Any], workdir: str
+            ) -> None:
   """The final table and the files written."""
   console.say()
   console.say(setup.table(summary))
@@ -65,7 +49,7 @@ def _report(setup: run.Stage, summary: dict[str, Any], workdir: str) -> None:
     console.say(f'  {os.path.join(workdir, name)}  ({what})')
 
 
-def _periodic_evals_ahead(setup: run.Stage, first_step: int) -> bool:
+def _periodic_evals_ahead(setup: stages.Stage, first_step: int) -> bool:
   """Whether a run from first_step evaluates before its last step."""
   every = setup.eval_every
   if not every:
@@ -74,7 +58,7 @@ def _periodic_evals_ahead(setup: run.Stage, first_step: int) -> bool:
   return next_eval < setup.total_steps
 
 
-def _announce(setup: run.Stage, workdir: str, first_step: int) -> None:
+def _announce(setup: stages.Stage, workdir: str, first_step: int) -> None:
   config, data = setup.config, setup.data
   res = config.input.resolution
   console.say(f'bcnet_jax.train: {setup.describe()}')
@@ -85,13 +69,13 @@ def _announce(setup: run.Stage, workdir: str, first_step: int) -> None:
               f'{len(data.eval_source):,} eval images')
   devices = jax.devices()
   epochs = setup.total_steps / data.steps_per_epoch
-  plural = 's' if len(devices) > 1 else ''
-  console.say(f'{len(devices)} {devices[0].platform.upper()} device{plural}; '
-              'global batch '
-              f'{config.input.batch_size}; {setup.total_steps} steps '
-              f'({epochs:.1f} epochs); evaluation on '
-              f'{run.EVAL_SPLITS[config.eval.split]}'
-              + (f' every {setup.eval_every} steps'
+  kind = f'{devices[0].platform.upper()} device'
+  console.say(f'{console.plural(len(devices), kind)}; global batch '
+              f'{config.input.batch_size}; '
+              f'{console.plural(setup.total_steps, "step")} '
+              f'({console.plural(epochs, "epoch", "epochs")}); evaluation on '
+              f'{stages.EVAL_SPLITS[config.eval.split]}'
+              + (f' every {console.plural(setup.eval_every, "step")}'
                  if _periodic_evals_ahead(setup, first_step) else '')
               + ' and at the end')
   resumed = f' (resuming at step {first_step})' if first_step else ''
@@ -112,28 +96,15 @@ def _finished_summary(path: str, total_steps: int,
   return None
 
 
-def train_and_evaluate(config: Any | None, workdir: str,
-                       command: str | None = None) -> dict[str, Any]:
-  """Trains the stage of `config` in `workdir`; returns the summary.
-
-  Args:
-    config: the run's config; None resumes the run of the workdir's
-      config.json.
-    workdir: the run's directory.
-    command: the command line that asked for it, kept in config.json.
-  """
+def run(setup: stages.Stage, workdir: str, command: str | None = None
+        ) -> dict[str, Any]:
+  """Trains `setup` (checked: nothing written yet) in `workdir` (checked
+  by stages.check_workdir); returns the summary. `command`, the command line
+  that asked for it, is kept in config.json."""
   start_time = time.time()
-  workdir = run.check_workdir(workdir, writable=True)
-  if config is None:
-    if not os.path.isfile(run_config.path(workdir)):
-      raise errors.MissingInput(
-          f'no --config given and {workdir} holds no {run_config.FILE} of a '
-          'run to resume: give --config=FILE, e.g. configs/cifar10.py')
-    config = run_config.read(run_config.path(workdir))
-  setup = create_setup(config)  # checked: now files may be made
   state = setup.initial_state()
   summary_path = os.path.join(workdir, 'summary.json')
-  ckpt = run.checkpoints(setup, workdir)
+  ckpt = stages.checkpoints(setup, workdir)
   try:  # also on errors: pending saves finish, the manager is closed
     restored = ckpt.restore_latest(state)
     state = state if restored is None else restored
@@ -152,7 +123,7 @@ def train_and_evaluate(config: Any | None, workdir: str,
         return finished
     _announce(setup, workdir, first_step)
     if jax.process_index() == 0:
-      run_config.write(workdir, config, command)
+      run_config.write(workdir, setup.config, command)
       setup.prepare(workdir)
     summary = _train(setup, state, ckpt, workdir, first_step)
   finally:
@@ -165,7 +136,7 @@ def train_and_evaluate(config: Any | None, workdir: str,
   return summary
 
 
-def _train(setup: run.Stage, state, ckpt: checkpoint.Checkpoints,
+def _train(setup: stages.Stage, state, ckpt: checkpoint.Checkpoints,
            workdir: str, first_step: int) -> dict[str, Any]:
   """Steps first_step..total_steps, evaluations, checkpoints: the summary."""
   config, data, mesh = setup.config, setup.data, setup.mesh
@@ -227,7 +198,7 @@ def _train(setup: run.Stage, state, ckpt: checkpoint.Checkpoints,
   }
 
 
-def _log(setup: run.Stage, writer: metric_writer.MetricWriter,
+def _log(setup: stages.Stage, writer: metric_writer.MetricWriter,
          bar: console.StepBar, metrics: dict[str, Any], done: int,
          last_log: tuple[int, float], checkpoints: str
          ) -> tuple[float, tuple[int, float]]:
