@@ -2,11 +2,14 @@
 a synthetic results file, bad input, and a run killed and resumed (tiny
 size, real MNIST digits through the benchmark's MobileNet)."""
 
+import contextlib
+import io
 import json
 import os
 import pathlib
 import subprocess
 from unittest import mock
+import warnings
 
 from absl.testing import absltest
 import numpy as np
@@ -22,6 +25,14 @@ from experiments.channel_bench_macro import sample
 from tests.programs import ROOT
 from tests.programs import snapshot
 from tests.programs import SUBPROCESS_ENV
+
+
+def scipy_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+  """The warnings among `caught` that scipy raised: an undefined
+  statistic is reported as null, never as a warning on stderr."""
+  return [f'{w.category.__name__}: {w.message}' for w in caught
+          if w.category.__module__.startswith('scipy') or
+          f'{os.sep}scipy{os.sep}' in w.filename]
 
 
 def mnist_config():
@@ -173,7 +184,9 @@ class ReportTest(absltest.TestCase):
         np.asarray([bcnet[k] for k in keys]), np.asarray(acc))['ci95'],
                      [low, high])
     self.assertEqual(gaps['bcnet/left - bcnet/score']['difference'], 0)
+    self.assertIsNone(figures['caveat'])  # figures of a full-size run
     table = report.table(figures)
+    self.assertNotIn('NOT MEANINGFUL', table)
     self.assertIn('91.00 (50%)', table)
     self.assertIn('50%: 93.00 of 4', table)
     path = os.path.join(self.create_tempdir().full_path, 'fig.png')
@@ -186,17 +199,20 @@ class ReportTest(absltest.TestCase):
     keys = sorted(self.band + self.low)
     truth = {k: 90.0 + i for i, k in enumerate(keys)}
     flat = {k: 0.5 for k in keys}
-    figures = report.build('mobilenet', keys, {'bcnet': self.details(flat)},
-                           truth)
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter('always')
+      figures = report.build('mobilenet', keys,
+                             {'bcnet': self.details(flat)}, truth)
+      # Three archs: resamples with one distinct arch have no τ, so no
+      # interval, rather than NaN (and no warning: scipy gives two).
+      few = report.tau_difference(np.asarray([1., 2., 3.]),
+                                  np.asarray([3., 1., 2.]),
+                                  np.asarray([1., 2., 3.]))
+    self.assertEqual(scipy_warnings(caught), [])
     r = figures['rankings']['bcnet/score']
     self.assertIsNone(r['kendall_tau'])
     self.assertIsNone(r['within_quintile_tau_mean'])
     json.dumps(figures, allow_nan=False)  # valid JSON: no NaN anywhere
-    # Three archs: resamples with one distinct arch have no τ, so no
-    # interval, rather than NaN.
-    few = report.tau_difference(np.asarray([1., 2., 3.]),
-                                np.asarray([3., 1., 2.]),
-                                np.asarray([1., 2., 3.]))
     self.assertIsNone(few['ci95'])
     self.assertAlmostEqual(few['difference'], 1 - (-1 / 3))
 
@@ -263,7 +279,8 @@ class ResumeTest(absltest.TestCase):
   def test_killed_in_training_and_in_scoring_ends_as_uninterrupted(self):
     tmp = self.create_tempdir().full_path
     whole, killed = os.path.join(tmp, 'whole'), os.path.join(tmp, 'killed')
-    experiment.run(mnist_config(), 'mobilenet', 'tiny', whole)
+    keys = sample.draw('mobilenet', 10, seed=0)
+    self.check_the_tiny_report_says_it_is_not_meaningful(whole, keys)
 
     save = checkpoint.Checkpoints.save
 
@@ -297,7 +314,6 @@ class ResumeTest(absltest.TestCase):
       experiment.run(mnist_config(), 'mobilenet', 'tiny', killed)
     # Only what was left: 10 ua archs - the 4 scored before, in 2 chunks.
     self.assertEqual(scored.call_count, 2)
-    keys = sample.draw('mobilenet', 10, seed=0)
     for name in experiment.SUPERNETS:
       path = f'scores_{name}_mobilenet.json'
       scores = json.loads(pathlib.Path(killed, path).read_text())
@@ -334,6 +350,31 @@ class ResumeTest(absltest.TestCase):
                      before)  # record.json included: nothing to record
     self.check_errors_leave_the_workdir_as_it_is(killed)
 
+  def check_the_tiny_report_says_it_is_not_meaningful(self, workdir, keys):
+    """The whole tiny run, reported against made-up accuracies: its table
+    and report.json say the figures mean nothing, and why; scipy's
+    warnings on its few archs (undefined statistics) stay off stderr."""
+    results = os.path.join(self.create_tempdir().full_path, 'results.json')
+    accuracy = np.random.default_rng(0).uniform(90, 94, len(keys))
+    pathlib.Path(results).write_text(json.dumps(
+        {k: {'mean': a} for k, a in zip(keys, accuracy)}))
+    printed = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, \
+        contextlib.redirect_stdout(printed):
+      warnings.simplefilter('always')
+      experiment.run(mnist_config(), 'mobilenet', 'tiny', workdir, results)
+    self.assertEqual(scipy_warnings(caught), [])
+    figures = json.loads(pathlib.Path(workdir, 'report.json').read_text())
+    self.assertEqual(figures['caveat'], experiment.SIZES['tiny'].caveat)
+    tiny = experiment.SIZES['tiny']
+    self.assertIn(f'NOT MEANINGFUL: --size=tiny trains each supernet '
+                  f'{tiny.steps} steps and ranks {tiny.sample} architectures',
+                  figures['caveat'])
+    self.assertIn(figures['caveat'] + '\nRankings of 10 sampled',
+                  printed.getvalue())
+    self.assertIn('NOT MEANINGFUL', experiment.SIZES['smoke'].caveat)
+    self.assertIsNone(experiment.SIZES['full'].caveat)
+
   def check_errors_leave_the_workdir_as_it_is(self, workdir):
     """Input that does not fit the workdir: an error naming what differs,
     and nothing written."""
@@ -353,11 +394,12 @@ class ResumeTest(absltest.TestCase):
     self.assertEqual(snapshot(workdir), before)
     state = pathlib.Path(workdir, 'scoring_ua_mobilenet.json')
     saved = json.loads(state.read_text())
-    saved['identity']['supernet_step'] = 3
+    saved['identity']['supernet.step'] = 3
     state.write_text(json.dumps(saved))
     before = snapshot(workdir)
     with self.assertRaisesRegex(ValueError, 'scores of another supernet or '
-                                'sample .supernet_step: 3 there, 4 now'):
+                                'sample .supernet.step: state 3, this run '
+                                '4'):
       experiment.run(mnist_config(), 'mobilenet', 'tiny', workdir)
     self.assertEqual(snapshot(workdir), before)
 

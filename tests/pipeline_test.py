@@ -269,8 +269,16 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual([h['generation'] for h in history],
                      list(range(c.search.generations + 1)))
     self.assertEqual(history[-1]['best_score'], arch['score'])
-    self.assertTrue(all(a['best_score'] <= b['best_score']
-                        for a, b in zip(history, history[1:])))
+    # Each line from state.json's records: the best of those scored up to
+    # its generation, the mean of its own, and how many were scored.
+    for h in history:
+      so_far = [r for r in evolved if r['generation'] <= h['generation']]
+      this = [r['score'] for r in so_far
+              if r['generation'] == h['generation']]
+      best = max(so_far, key=lambda r: r['score'])
+      self.assertEqual((h['best_score'], h['best_macs'], h['evaluations']),
+                       (best['score'], best['macs'], len(so_far)))
+      self.assertAlmostEqual(h['mean_score'], np.mean(this))
     self.assertEqual(pathlib.Path(self.searched, 'search', 'population.png'
                                   ).read_bytes()[:4], b'\x89PNG')
     on_disk = json.loads(self.read(self.searched, 'summary.json'))
@@ -577,6 +585,15 @@ class PipelineTest(absltest.TestCase):
                                 'retrain.widths'):
       train.train_and_evaluate(
           self.retrain_config(**{'retrain.arch': other_path}), workdir)
+    # An arch.json edited under the checkpoint: named group by group.
+    edited = os.path.join(self.tmp, 'edited_export')
+    shutil.copytree(workdir, edited)
+    pathlib.Path(edited, 'arch.json').write_text(json.dumps(other))
+    group = next(g for g, w in arch['widths'].items() if w != 1)
+    with self.assertRaisesRegex(
+        ValueError, f'arch.json widths.{group}: checkpoint '
+        f'{arch["widths"][group]}, file 1;'):
+      export.load(edited)
 
   def test_retrain_killed_and_rerun_ends_with_the_same_parameters(self):
     workdir = os.path.join(self.tmp, 'retrain_killed')

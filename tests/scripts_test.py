@@ -11,6 +11,7 @@ from absl.testing import absltest
 import numpy as np
 
 from bcnet_jax import models
+from bcnet_jax.space import sampling
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -49,6 +50,15 @@ class TrainStepBenchTest(absltest.TestCase):
     for value in fraction.values():
       self.assertTrue(0 < value <= 1)
 
+  def test_sub_networks_per_step_are_the_steps_table(self):
+    # subnet_images_per_s counts the sub-networks of the step's passes
+    # (step_shape); each mode's must be the ones its step trains.
+    space = models.get_space('resnet20_cifar')
+    for mode, kwargs in self.bench.MODES.items():
+      expected = 1 if mode == 'plain' else len(sampling.subnetwork_table(
+          kwargs['objective'], kwargs['complementary']))
+      self.assertEqual(self.bench.step_shape(mode, space)[1], expected, mode)
+
   def test_fused_line(self):
     # The pass-by-pass memory mode: its one trace over 52 width vectors is
     # checked here (the default mode's in steps_test).
@@ -56,7 +66,18 @@ class TrainStepBenchTest(absltest.TestCase):
                             batch_size=8, num_steps=1)
     self.assertEqual(line['mode'], 'fused_pass_by_pass')
     # 52 width vectors ran: a retrace would have raised (chex) by now.
-    self.assertEqual(line['subnet_images_per_s'], 4 * line['images_per_s'])
+    # Its rates from its own timing: the images of a step over its seconds,
+    # times the sub-networks the step trains (sampling's table, not the
+    # bench's count of the step's passes).
+    mode = self.bench.MODES['fused_pass_by_pass']
+    subnets = len(sampling.subnetwork_table(mode['objective'],
+                                            mode['complementary']))
+    self.assertAlmostEqual(line['images_per_s'],
+                           8 / line['seconds_per_step'],
+                           delta=1e-9 * line['images_per_s'])
+    self.assertAlmostEqual(line['subnet_images_per_s'],
+                           subnets * 8 / line['seconds_per_step'],
+                           delta=1e-9 * line['subnet_images_per_s'])
     self.assertGreater(line['images_per_s'], 0)
     self.assertGreater(line['temp_bytes'], 0)
     self.assertGreater(line['peak_bytes'], line['temp_bytes'])

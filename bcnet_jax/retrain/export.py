@@ -106,14 +106,19 @@ def _check_files_match(identity: dict[str, Any], arch: dict[str, Any],
                        info: dict[str, Any], workdir: str) -> None:
   """arch.json and input.json describe the network the checkpoint holds
   (`identity`: its flattened identity)."""
-  fields = {'arch.json widths': ('retrain.widths', arch['widths']),
-            'arch.json model': ('model.name', arch['model']),
-            'arch.json resolution': ('input.resolution', arch['resolution']),
-            'input.json channels': ('input.channels', info['channels']),
-            'input.json classes': ('num_classes', len(info['classes']))}
+  widths = 'retrain.widths.'
   identity_lib.check(
-      {name: identity.get(key) for name, (key, _) in fields.items()},
-      {name: value for name, (_, value) in fields.items()},
+      {'arch.json widths': {k[len(widths):]: v for k, v in identity.items()
+                            if k.startswith(widths)},
+       'arch.json model': identity.get('model.name'),
+       'arch.json resolution': identity.get('input.resolution'),
+       'input.json channels': identity.get('input.channels'),
+       'input.json classes': identity.get('num_classes')},
+      {'arch.json widths': arch['widths'],
+       'arch.json model': arch['model'],
+       'arch.json resolution': arch['resolution'],
+       'input.json channels': info['channels'],
+       'input.json classes': len(info['classes'])},
       saved_as='checkpoint', current_as='file',
       error=lambda details: errors.InvalidInput(
           f'{workdir}: the files do not describe the network its '

@@ -53,6 +53,9 @@ class Size:
     minival: training images held out to score on.
     calibration_batches: training batches BN statistics are recalibrated on.
     chunk: architectures scored between two saves of the scoring state.
+    caveat: why a report at this size does not measure the method, said
+      first in its table and kept in report.json (a newcomer took a smoke
+      run's figures for results); None: it does.
   """
   sample: int | None
   steps: int | None = None
@@ -60,15 +63,29 @@ class Size:
   minival: int | None = None
   calibration_batches: int | None = None
   chunk: int = 256
+  caveat: str | None = None
 
 
 SIZES = {
     # For tests: seconds on a CPU, meaningless figures.
     'tiny': Size(sample=10, steps=4, batch=8, minival=16,
-                 calibration_batches=1, chunk=4),
+                 calibration_batches=1, chunk=4, caveat=(
+                     'NOT MEANINGFUL: --size=tiny trains each supernet 4 '
+                     'steps and ranks 10 architectures (seconds on a CPU, '
+                     'for the tests): these figures are noise. Figures to '
+                     'read come from --size=full.')),
     # Sized for 2 CPU cores in about 90 minutes (experiments/README.md).
     'smoke': Size(sample=200, steps=160, batch=128, minival=1000,
-                  calibration_batches=2, chunk=10),
+                  calibration_batches=2, chunk=10, caveat=(
+                      'NOT MEANINGFUL as results: --size=smoke trains each '
+                      'supernet 160 steps (0.42 epochs of CIFAR-10: the '
+                      'recorded run\'s supernets reached about 40% '
+                      'accuracy) and scores 200 architectures on 1,000 '
+                      'images (a score\'s standard error there was more '
+                      'than a quarter of the scores\' spread): it checks '
+                      'that the experiment runs end to end, not how well a '
+                      'supernet ranks (experiments/README.md). Figures to '
+                      'read come from --size=full.')),
     # The benchmark's schedule (configs/cbm_<space>.py), for an accelerator.
     'full': Size(sample=None),
 }
@@ -259,7 +276,8 @@ class Experiment:
     out = {'record': self.record_path,
            'scores': {n: self.path('scores', n) for n in SUPERNETS}}
     if truth is not None:
-      figures = report.build(self.space, keys, details, truth)
+      figures = report.build(self.space, keys, details, truth,
+                             caveat=self.size.caveat)
       report_path = os.path.join(self.workdir, 'report.json')
       figure_path = os.path.join(self.workdir,
                                  f'scores_vs_benchmark_{self.space}.png')

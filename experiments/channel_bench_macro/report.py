@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+import warnings
 
 from matplotlib import figure
 import numpy as np
@@ -174,12 +175,18 @@ def tau_difference(a: np.ndarray, b: np.ndarray, accuracy: np.ndarray
     return (stats.kendalltau(a, accuracy).statistic -
             stats.kendalltau(b, accuracy).statistic)
 
-  interval = stats.bootstrap(
-      (a, b, accuracy), gap, paired=True, vectorized=False,
-      n_resamples=BOOTSTRAP_RESAMPLES, method='percentile',
-      random_state=np.random.default_rng(0)).confidence_interval
+  # A few archs make resamples that repeat one arch, whose τ is undefined
+  # (NaN): scipy warns (constant input, a degenerate distribution) and the
+  # interval is NaN. That is an answer, reported as None below, not a fault
+  # for stderr.
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', stats.ConstantInputWarning)
+    warnings.simplefilter('ignore', stats.DegenerateDataWarning)
+    interval = stats.bootstrap(
+        (a, b, accuracy), gap, paired=True, vectorized=False,
+        n_resamples=BOOTSTRAP_RESAMPLES, method='percentile',
+        random_state=np.random.default_rng(0)).confidence_interval
   ci95 = [float(interval.low), float(interval.high)]
-  # A few archs make resamples whose τ is undefined: no interval then.
   return {'difference': float(gap(a, b, accuracy)),
           'ci95': ci95 if np.all(np.isfinite(ci95)) else None}
 
@@ -199,8 +206,12 @@ def comparisons(values: dict[str, np.ndarray], accuracy: np.ndarray
 
 
 def build(space: str, keys: list[str], details: dict[str, Any],
-          truth: dict[str, float]) -> dict[str, Any]:
-  """report.json's figures over the sampled keys the results file holds."""
+          truth: dict[str, float], caveat: str | None = None
+          ) -> dict[str, Any]:
+  """report.json's figures over the sampled keys the results file holds;
+  `caveat`: why they do not measure the method (the run's size,
+  experiment.Size.caveat), kept with them so that no reader of the file
+  takes them for results; None: they do."""
   compared = compared_keys(keys, truth)
   costs = sample.benchmark_costs(space)
   widths = np.stack([sample.widths(k) for k in compared])
@@ -209,7 +220,8 @@ def build(space: str, keys: list[str], details: dict[str, Any],
   quintile = sample.quintiles(space)
   strata = np.asarray([quintile[k] for k in compared])
   full = float(costs.macs(costs.space.full()))
-  out = {'space': space, 'sample': len(keys), 'compared': len(compared),
+  out = {'caveat': caveat,
+         'space': space, 'sample': len(keys), 'compared': len(compared),
          'per_quintile': [int(np.sum(strata == q))
                           for q in range(sample.QUINTILES)],
          'full_macs': full, 'truth': 'mean stand-alone top-1 (%) of the '
@@ -228,7 +240,8 @@ def build(space: str, keys: list[str], details: dict[str, Any],
 
 
 def table(report: dict[str, Any]) -> str:
-  """The report as a table a reader understands."""
+  """The report as a table a reader understands, its caveat (if any)
+  first."""
   def fmt(x, spec='.3f'):
     return '-' if x is None else format(x, spec)
 
@@ -247,7 +260,9 @@ def table(report: dict[str, Any]) -> str:
                                    f'{p["best_in_band"]:.2f} of '
                                    f'{p["band_size"]}')
                    for b, p in zip(BUDGETS, bands))
-  return (f'Rankings of {report["compared"]} sampled {report["space"]} '
+  caveat = report['caveat']
+  return ((f'{caveat}\n' if caveat else '') +
+          f'Rankings of {report["compared"]} sampled {report["space"]} '
           f'architectures against the benchmark (per MACs quintile: '
           f'{report["per_quintile"]}); picks: accuracy (percentile in its '
           f'band [{BAND_LOW:g} F, F]):\n' + console.table(
