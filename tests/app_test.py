@@ -181,6 +181,21 @@ class RecipeTest(absltest.TestCase):
     self.assertIn('every 10', announced(20, eval_every_steps=10))
     self.assertNotIn('every', announced(21, eval_every_steps=10))
 
+  def test_announced_epochs_are_never_rounded_to_zero(self):
+    # A newcomer read '(0.0 epochs)' for 30 steps of 492 per epoch.
+    c = testing_config.get_config()
+    per_epoch = train.create_setup(c).data.steps_per_epoch
+    out = io.StringIO()
+    for steps in (30, per_epoch, 5 * per_epoch // 2):
+      c.total_steps = steps
+      with contextlib.redirect_stdout(out):
+        program._announce(train.create_setup(c), '/tmp/x', 0)
+    said = out.getvalue()
+    self.assertIn(f'30 steps ({30 / per_epoch:.2g} epochs)', said)
+    self.assertNotIn('0.0 epochs', said)
+    self.assertIn(f'{per_epoch} steps (1 epoch)', said)
+    self.assertIn('(2.5 epochs)', said)
+
 
 if __name__ == '__main__':
   absltest.main()

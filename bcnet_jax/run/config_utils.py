@@ -13,6 +13,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from bcnet_jax.run import console
 from bcnet_jax.run import errors
 
 placeholder = config_dict.placeholder
@@ -241,8 +242,9 @@ def optimizer_config(optim: Any, steps_per_epoch: int, total_steps: int,
   if not 0 <= out.warmup_steps < total_steps:
     raise errors.InvalidInput(
         f'{section}optim.warmup_epochs={optim.warmup_epochs} is '
-        f'{out.warmup_steps} steps ({steps_per_epoch} per epoch), not fewer '
-        f'than the run\'s {total_steps} steps: set {section}optim.'
+        f'{console.plural(out.warmup_steps, "step")} ({steps_per_epoch} per '
+        f'epoch), not fewer than the run\'s '
+        f'{console.plural(total_steps, "step")}: set {section}optim.'
         f'warmup_epochs below {total_steps / steps_per_epoch:.3g} (0 for no '
         'warm-up)')
   out.step_milestones = tuple(int(round(e * steps_per_epoch))

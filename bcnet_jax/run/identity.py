@@ -72,7 +72,8 @@ def describe(differing: list[str]) -> str:
   """The differences in one line, the first few of many."""
   more = len(differing) - _SHOWN
   return '; '.join(differing[:_SHOWN]) + (
-      f' (and {more} more fields)' if more > 0 else '')
+      f' (and {more} more field{"s" if more > 1 else ""})' if more > 0
+      else '')
 
 
 def check(saved: dict[str, Any], current: dict[str, Any], *, saved_as: str,
