@@ -3,8 +3,9 @@ r"""`python -m bcnet_jax.evaluate`: scores a trained supernet, writes nothing.
   python -m bcnet_jax.evaluate --workdir=DIR [--widths=4,8,...] \
       [--config.eval.split=eval]
 
-Prints the scores (bcnet_jax/supernet/evaluator.py) of the fixed width vectors of
-training's evaluation, or of `--widths`, as a table and one JSON line.
+Prints the scores (bcnet_jax/supernet/evaluator.py) of the fixed width
+vectors of training's evaluation, or of `--widths`, as a table and one JSON
+line. The config is DIR/config.json's, as training wrote it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def main(argv: list[str], widths_flag: flags.FlagHolder) -> None:
     space = models.get_space(config.model.name, config.model.bins,
                              config.model.min_bins)
     widths = {'given': space.parse_widths(widths_flag.value)}
-  app.print_result(supernet.evaluate_workdir(config, app.workdir(), widths))
+  app.print_result(supernet.evaluate_workdir(config, app.workdir(), widths,
+                                             app.overrides()))
 
 
 if __name__ == '__main__':

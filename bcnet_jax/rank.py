@@ -1,7 +1,8 @@
 """`python -m bcnet_jax.rank --workdir=DIR --archs=ARCHS.json
 [--truth=TRUTH.json] [--out=SCORES.json] [--config.eval...]`: scores given
-width vectors with the supernet in DIR (trained with DIR/config.json) and, with a truth, how its ranking agrees. The
-program: bcnet_jax/searching/ranking.py."""
+width vectors with the supernet in DIR (trained with DIR/config.json) and,
+with a truth, how its ranking agrees. The program:
+bcnet_jax/searching/ranking.py."""
 
 from __future__ import annotations
 

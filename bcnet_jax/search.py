@@ -1,6 +1,6 @@
 """`python -m bcnet_jax.search --workdir=DIR [--config.search...]`: searches
-the supernet trained in DIR (with DIR/config.json); rerun to resume. The program:
-bcnet_jax/searching/search.py."""
+the supernet trained in DIR (with DIR/config.json); rerun to resume. The
+program: bcnet_jax/searching/search.py."""
 
 from __future__ import annotations
 

@@ -10,9 +10,10 @@ ranking with fewer calibration batches (each ranked width vector costs
 eval.bn_calib_batches x input.batch_size calibration images and a pass over
 minival per path):
 
-  python -m bcnet_jax.train --config=configs/cbm_mobilenet.py --workdir=$WORKDIR \
-      --config.input.batch_size=64 --config.input.minival_size=1000 \
-      --config.total_steps=200 --config.eval.bn_calib_batches=2
+  python -m bcnet_jax.train --config=configs/cbm_mobilenet.py \
+      --workdir=$WORKDIR --config.input.batch_size=64 \
+      --config.input.minival_size=1000 --config.total_steps=200 \
+      --config.eval.bn_calib_batches=2
   python -m bcnet_jax.rank --workdir=$WORKDIR --archs=archs.json
 
 Retraining (--config.stage=retrain --config.retrain.arch=PATH): the same

@@ -145,8 +145,8 @@ class CommandLineOverridesTest(absltest.TestCase):
             section = section[parent]
           section[leaf] = 1
         config_utils.apply_command_line(c, {given}, set())
-        self.assertIsNotNone(eval(f'c.{given}'), given)  # pylint: disable=eval-used
-        self.assertIsNone(eval(f'c.{other}'), (given, other))  # pylint: disable=eval-used
+        self.assertIsNotNone(config_utils.field(c, given), given)
+        self.assertIsNone(config_utils.field(c, other), (given, other))
 
 
 class RecipeTest(absltest.TestCase):

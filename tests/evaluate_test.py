@@ -31,7 +31,8 @@ class RecalibrateTest(absltest.TestCase):
       pooled = evaluator.recalibrate(params, stats, candidates,
                                      [{'image': b} for b in batches])
       return traverse_util.flatten_dict(jax.tree.map(
-          lambda v: np.asarray(v)[0, right], evaluator_lib.pooled_stats(pooled)))
+          lambda v: np.asarray(v)[0, right],
+          evaluator_lib.pooled_stats(pooled)))
 
     a, b = images.mnist_batch(8)['image'], images.mnist_batch(8, offset=8)[
         'image']

@@ -37,8 +37,8 @@ NO_DROPOUT = {
 }
 HELPERS = {**paths.SIDES, 'pair': paths.pair}
 # These run XLA's native convolutions (the GPU/TPU forms, ops.py), the
-# others the CPU's. Native depthwise convolutions run 2-3x slower here; steps_test
-# meets them (MobileNetV2 blocks) instead.
+# others the CPU's. Native depthwise convolutions run 2-3x slower here;
+# steps_test meets them (MobileNetV2 blocks) instead.
 NATIVE = ('resnet56_cifar', 'vgg16_cifar', 'cbm_resnet')
 
 

@@ -307,17 +307,17 @@ class PipelineTest(absltest.TestCase):
 
   def test_the_table_gives_errors_a_verdict_and_the_next_command(self):
     table = search_report.table(search.Search(self.setup, self.state,
-                                              self.searched),
-                                self.summary, 'configs/testing.py')
+                                              self.searched), self.summary)
     evolution = next(l for l in table.splitlines() if 'evolution' in l)
     self.assertTrue(evolution.startswith('* '))
     r = self.summary['evolution']
     self.assertIn(f'{r["score"]:.3f} ± {r["score_se"]:.3f}', evolution)
     self.assertIn(search_report.verdict(self.summary), table)
+    # The retrain command reads the supernet's config from its workdir.
     self.assertTrue(table.endswith(
-        '--config.stage=retrain --config.retrain.arch=' + self.arch_path))
-    self.assertIn('python -m bcnet_jax.train --config=configs/testing.py',
-                  table)
+        f'python -m bcnet_jax.train --config={self.searched}/config.json '
+        f'--workdir={self.searched}/retrained --config.stage=retrain '
+        f'--config.retrain.arch={self.arch_path}'))
 
   def test_verdict_says_what_would_tell_scores_apart(self):
     def verdict(uniform, random):
@@ -377,10 +377,12 @@ class PipelineTest(absltest.TestCase):
     workdir = os.path.join(self.tmp, 'other_budget')
     shutil.copytree(self.searched, workdir)
     before = snapshot(workdir)
-    with self.assertRaisesRegex(ValueError, 'belongs to another search '
-                                r'\(macs_budget: \d+ there, \d+ now\)'):
+    with self.assertRaisesRegex(
+        ValueError, 'belongs to another search '
+        r'\(search.budget_macs: state \d+, this run \d+\)\. Rerun with '):
       search.run(config(**{'search.macs_fraction': 0.4}), workdir)
-    with self.assertRaisesRegex(ValueError, 'search.top_k: 3 there, 2 now'):
+    with self.assertRaisesRegex(ValueError,
+                                'search.top_k: state 3, this run 2'):
       search.run(config(**{'search.top_k': 2}), workdir)
     self.assertEqual(snapshot(workdir), before)
 

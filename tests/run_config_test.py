@@ -125,6 +125,30 @@ class RunConfigTest(absltest.TestCase):
           checkpoint.ForeignCheckpoint, expected):
         call()
 
+  def test_a_checkpoint_that_does_not_record_its_data_split_is_refused(self):
+    """As bcnet_jax 0.1 wrote them: which images it trained on is unknown."""
+    old = str(self.tmp / 'old_version')
+    shutil.copytree(self.legacy, old)
+    trained = config(**{'input.minival_size': TRAINED_MINIVAL})
+    setup = supernet.Setup.create(trained)
+    state = supernet.restore_trained(setup, old)
+    shutil.rmtree(os.path.join(old, 'checkpoints'))
+    saved = checkpoint.Checkpoints(old, {
+        k: v for k, v in setup.identity().items()
+        if k not in ('input.minival_size', 'input.train_examples')})
+    saved.save(5, state)
+    saved.wait()
+    saved.close()
+    for name, call in (
+        ('train', lambda: train.train_and_evaluate(trained, old)),
+        ('search', lambda: search.run(trained, old))):
+      with self.subTest(name), self.assertRaisesRegex(
+          checkpoint.ForeignCheckpoint,
+          r'\(step 5\) written by an older bcnet_jax, which did not record '
+          'input.minival_size; input.train_examples: .* the bcnet_jax '
+          'version that wrote it, or train anew'):
+        call()
+
   def archs(self) -> str:
     path = self.tmp / 'archs.json'
     path.write_text(json.dumps([[4] * 12, [8] * 12]))

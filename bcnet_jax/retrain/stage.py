@@ -28,7 +28,6 @@ from bcnet_jax.run import config_utils
 from bcnet_jax.run import console
 from bcnet_jax.run import errors
 from bcnet_jax.run import files
-from bcnet_jax.run import identity as identity_lib
 from bcnet_jax.run import parallel
 from bcnet_jax.run import stages as run
 from bcnet_jax.space import search_space as space_lib
@@ -83,10 +82,10 @@ class Setup(run.Fields):
 
   def identity(self) -> dict[str, Any]:
     """The arch and its recipe make the run."""
-    return identity_lib.of_config(
-        self.config, IDENTITY_FIELDS, num_classes=self.data.num_classes,
-        **{'retrain.widths': self.arch['widths'],
-           'retrain.optim': config_utils.retrain_optim(self.config)})
+    return self.identity_of(
+        IDENTITY_FIELDS, **{
+            'retrain.widths': self.arch['widths'],
+            'retrain.optim': config_utils.retrain_optim(self.config)})
 
   def evaluate(self, state, *, final: bool,
                status: Callable[[str], None] = lambda _: None

@@ -195,6 +195,15 @@ class Checkpoints:
         digest=ocp.args.JsonSave({'sha256': tree_sha256(state)})))
 
   def _check_identity(self, step: int, saved: dict[str, Any]) -> None:
+    missing = identity_lib.unrecorded(saved, self.identity)
+    if missing:
+      raise ForeignCheckpoint(
+          f'{self.directory} holds a checkpoint (step {step}) written by an '
+          'older bcnet_jax, which did not record '
+          f'{identity_lib.describe(missing)}: what it was trained on cannot '
+          'be checked against this run. Resume or search it with the '
+          'bcnet_jax version that wrote it, or train anew in another '
+          '--workdir.')
     identity_lib.check(
         saved, self.identity, saved_as='checkpoint',
         error=lambda details: ForeignCheckpoint(

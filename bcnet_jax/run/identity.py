@@ -68,6 +68,12 @@ def differences(saved: dict[str, Any], current: dict[str, Any], *,
           if saved.get(k, NOT_RECORDED) != current.get(k, NOT_RECORDED)]
 
 
+def unrecorded(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+  """The fields of `current` that `saved` does not record at all: it was
+  written by an older bcnet_jax, before they were part of the identity."""
+  return sorted(set(flatten(current)) - set(flatten(saved)))
+
+
 def describe(differing: list[str]) -> str:
   """The differences in one line, the first few of many."""
   more = len(differing) - _SHOWN

@@ -113,7 +113,7 @@ def get_config(json_path: str) -> ml_collections.ConfigDict:
 
 def for_later_stage(config: Any | None, workdir: str,
                     overridden: Collection[str] = (), *,
-                    stage: str = 'search') -> Any:
+                    stage: str = 'the search') -> Any:
   """The config a stage after training runs with in `workdir`.
 
   Args:
@@ -122,12 +122,12 @@ def for_later_stage(config: Any | None, workdir: str,
     workdir: the trained run's directory.
     overridden: the fields set on the command line: errors name them, and
       a MOVABLE_FIELDS one among them is taken from `config`.
-    stage: what runs, for messages ('search', 'rank', 'evaluate').
+    stage: what runs, for messages ('the search', 'rank', 'evaluate').
 
   Returns:
     The workdir's training fields with `config`'s fields of later stages.
-    A workdir without config.json (trained by bcnet_jax 0.1) gives
-    `config` as it is: the checkpoint's identity still guards it.
+    A workdir without config.json gives `config` as it is: the
+    checkpoint's identity still guards what it was trained on.
 
   Raises:
     errors.UserError: no config at all; or an override of a training field
@@ -155,8 +155,8 @@ def for_later_stage(config: Any | None, workdir: str,
     raise errors.InvalidInput(
         f'--config.{name}={given[name]!r}: {name} belongs to training; the '
         f'supernet in {workdir} was trained with {trained[name]!r} ({target}). '
-        f'A {stage} sets only {_later_stage_fields()}; to change training, '
-        'train anew in another --workdir')
+        f'{stage[0].upper()}{stage[1:]} sets only {_later_stage_fields()}; '
+        'to change training, train anew in another --workdir')
   if differing:
     console.say(f'note: the training fields are {target}\'s, not --config\'s: '
                 + identity.describe(identity.differences(

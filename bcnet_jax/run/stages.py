@@ -25,6 +25,7 @@ from bcnet_jax.learning import optim
 from bcnet_jax.run import checkpoint
 from bcnet_jax.run import config_utils
 from bcnet_jax.run import errors
+from bcnet_jax.run import identity as identity_lib
 from bcnet_jax.run import parallel
 from bcnet_jax.run.data import pipeline
 from bcnet_jax.space import sampling
@@ -109,6 +110,15 @@ class Fields:
   schedule: Callable[[int], Any]
   total_steps: int
   eval_every: int | None
+
+  def identity_of(self, fields: tuple[str, ...], **extra: Any
+                  ) -> dict[str, Any]:
+    """A stage's identity: config `fields`, what the data holds (its
+    classes; its training examples, which minival is carved from: another
+    count carves another minival) and `extra`."""
+    return identity_lib.of_config(
+        self.config, fields, num_classes=self.data.num_classes,
+        **{'input.train_examples': len(self.data.train_source)}, **extra)
 
   def state_on_mesh(self, create: Callable[[], Any]) -> Any:
     """The state `create` makes, created where it lives on the mesh."""

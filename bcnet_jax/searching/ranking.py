@@ -93,13 +93,24 @@ def read_truth(path: str) -> dict[str, float]:
   return out
 
 
-def agreement(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-  """Kendall τ, Spearman ρ and the overlap of the top 10% (rounded up)."""
+def defined(a: np.ndarray, b: np.ndarray) -> bool:
+  """Rank statistics need two values, neither side constant (scipy would
+  warn and give NaN)."""
+  return len(a) >= 2 and np.ptp(a) > 0 and np.ptp(b) > 0
+
+
+def agreement(predicted: np.ndarray, truth: np.ndarray
+              ) -> dict[str, float | None]:
+  """Kendall τ, Spearman ρ (None where undefined: a constant ranking) and
+  the overlap of the top 10% (rounded up)."""
   top = int(np.ceil(0.1 * len(truth)))
   best_predicted = set(np.argsort(-predicted, kind='stable')[:top])
   best_true = set(np.argsort(-truth, kind='stable')[:top])
-  return {'kendall_tau': float(stats.kendalltau(predicted, truth).statistic),
-          'spearman_rho': float(stats.spearmanr(predicted, truth).statistic),
+  ranked = defined(predicted, truth)
+  return {'kendall_tau': float(stats.kendalltau(predicted, truth).statistic)
+                         if ranked else None,
+          'spearman_rho': float(stats.spearmanr(predicted, truth).statistic)
+                          if ranked else None,
           'top10_overlap': len(best_predicted & best_true) / top}
 
 
@@ -138,11 +149,9 @@ def leader(setup: supernet.Setup, trained, archs: dict[str, np.ndarray],
 
 def scored_images(setup: supernet.Setup) -> str:
   """What the scores were measured on, e.g. '500 minival images'."""
-  data, split = setup.data, setup.config.eval.split
-  count = (len(data.minival_indices) if split == 'minival'
-           else len(data.eval_source))
+  split = setup.config.eval.split
   name = 'minival' if split == 'minival' else setup.config.input.eval_split
-  return f'{count:,} {name} images'
+  return f'{setup.scored_examples:,} {name} images'
 
 
 def _agreements(setup: supernet.Setup, archs: dict[str, np.ndarray],
@@ -161,9 +170,10 @@ def _agreements(setup: supernet.Setup, archs: dict[str, np.ndarray],
               'vectors:\n' + console.table(
                   ['ranking by', 'Kendall tau', 'Spearman rho',
                    'top-10% overlap'],
-                  [[name, f'{summary[k]["kendall_tau"]:.3f}',
-                    f'{summary[k]["spearman_rho"]:.3f}',
-                    f'{summary[k]["top10_overlap"]:.2f}']
+                  [[name] + ['-' if summary[k][s] is None
+                             else f'{summary[k][s]:.3f}'
+                             for s in ('kendall_tau', 'spearman_rho')] +
+                   [f'{summary[k]["top10_overlap"]:.2f}']
                    for k, name in (('supernet', 'supernet score'),
                                    ('macs_only', 'MACs only'))]))
   return summary
@@ -192,7 +202,8 @@ def run(config: Any | None, workdir: str, archs_path: str,
       workdir, 'rank',
       os.path.splitext(os.path.basename(archs_path))[0] + '.scores.json')
   trained = supernet.restore_trained(setup, workdir)
-  console.say(f'bcnet_jax.rank: {len(archs)} width vectors of {archs_path} on '
+  console.say(f'bcnet_jax.rank: {console.plural(len(archs), "width vector")} '
+              f'of {archs_path} on '
               f'the {config.model.name} supernet of step {int(trained.step)}')
   console.say(f'  {supernet.score_definition(setup)}, on '
               f'{scored_images(setup)}')

@@ -90,11 +90,11 @@ def retrain_command(search) -> str:
   overrides = []
   if os.path.exists(saved_path):
     saved = identity.flatten(run_config.read(saved_path))
-    overrides = [f'--config.{k}={v}' for k, v in sorted(
-        identity.flatten(search.config).items())
+    overrides = [f'--config.{k}={tuple(v) if isinstance(v, list) else v}'
+                 for k, v in sorted(identity.flatten(search.config).items())
                  if not k.startswith(('search.', 'eval.')) and
                  saved.get(k) != v]
-  else:  # trained by bcnet_jax 0.1, which wrote no config.json
+  else:  # config.json removed, or trained by bcnet_jax 0.1
     saved_path = 'THE_CONFIG_IT_WAS_TRAINED_WITH'
   return shlex.join(
       ['python', '-m', 'bcnet_jax.train', f'--config={saved_path}',

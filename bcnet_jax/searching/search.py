@@ -84,12 +84,18 @@ def _read_state(path: str, identity: dict[str, Any]) -> dict[str, Any] | None:
         f'{path} is not a search state of format '
         f'{STATE_FORMAT!r} (found {found!r}); move it away to '
         'start the search over')
-  identity_lib.check(
-      saved['identity'], identity, saved_as='state',
-      error=lambda details: errors.InvalidInput(
-          f'{path} belongs to another search ({details}). Rerun with the '
-          'search fields it was made with, or move the folder '
-          f'{os.path.dirname(path)} away to search anew'))
+  differing = identity_lib.differences(saved['identity'], identity,
+                                       saved_as='state')
+  if differing:
+    folder = os.path.dirname(path)
+    advice = (f'Rerun with the search fields it was made with, or move '
+              f'{folder} away to search anew' if all(
+                  d.startswith('search.') for d in differing) else
+              f'It scored another supernet or scoring: move {folder} away '
+              'to search this one')
+    raise errors.InvalidInput(f'{path} belongs to another search '
+                              f'({identity_lib.describe(differing)}). '
+                              f'{advice}')
   return saved
 
 
@@ -396,7 +402,7 @@ def run(config: Any | None, workdir: str, overridden: Collection[str] = ()
   the command line set)."""
   workdir = run_lib.check_workdir(workdir)
   config = run_config.for_later_stage(config, workdir, overridden,
-                                      stage='search')
+                                      stage='the search')
   setup = supernet.Setup.create(config)
   trained = supernet.restore_trained(setup, workdir)
   search = Search(setup, trained, workdir)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import jax
 
@@ -103,8 +103,7 @@ class Setup(run.Fields):
                                      step),)
 
   def identity(self) -> dict[str, Any]:
-    return identity_lib.of_config(self.config, IDENTITY_FIELDS,
-                                  num_classes=self.data.num_classes)
+    return self.identity_of(IDENTITY_FIELDS)
 
   def scoring_identity(self, trained) -> dict[str, Any]:
     """What a saved score of the `trained` supernet is valid for: this
@@ -160,8 +159,7 @@ class Setup(run.Fields):
     _CACHE_BYTES (ImageNet's are read again for every call)."""
     config, data, mesh = self.config, self.data, self.mesh
     examples = (config.eval.bn_calib_batches * config.input.batch_size +
-                (len(data.minival_indices) if config.eval.split == 'minival'
-                 else len(data.eval_source)))
+                self.scored_examples)
     cached = cached and examples * 4 * config.input.channels * (
         config.input.resolution ** 2) <= _CACHE_BYTES * jax.process_count()
 
@@ -176,6 +174,13 @@ class Setup(run.Fields):
       return lambda: (parallel.global_batch(b, mesh) for b in host())
 
     return on_mesh(calibration), on_mesh(eval_batches)
+
+  @property
+  def scored_examples(self) -> int:
+    """How many images a score is measured on (eval.split's)."""
+    if self.config.eval.split == 'minival':
+      return len(self.data.minival_indices)
+    return len(self.data.eval_source)
 
   def fixed_widths(self) -> dict[str, Any]:
     return evaluator_lib.fixed_widths(self.model.space,
@@ -260,7 +265,8 @@ def restore_trained(setup: Setup, workdir: str) -> TrainState:
 
 
 def evaluate_workdir(config: Any | None, workdir: str,
-                     widths: dict[str, Any] | None = None) -> dict[str, Any]:
+                     widths: dict[str, Any] | None = None,
+                     overridden: Collection[str] = ()) -> dict[str, Any]:
   """Scores of the latest supernet checkpoint in `workdir`; writes nothing.
 
   Args:
@@ -268,12 +274,14 @@ def evaluate_workdir(config: Any | None, workdir: str,
       workdir's config (run_config.for_later_stage).
     workdir: the run's directory.
     widths: {name: width vector}; default: the fixed width vectors.
+    overridden: the fields the command line set.
 
   Returns:
     {'step', 'split', 'widths', 'eval/<name>/<left|right|score>'...}.
   """
   workdir = run.check_workdir(workdir)
-  config = run_config.for_later_stage(config, workdir, stage='evaluate')
+  config = run_config.for_later_stage(config, workdir, overridden,
+                                      stage='evaluate')
   setup = Setup.create(config)
   state = restore_trained(setup, workdir)
   widths = setup.fixed_widths() if widths is None else widths

@@ -1,9 +1,10 @@
 """Pure step functions; the callers jit them (see parallel.jit_train_step).
 
 The BCNet supernet step (docs/design.md §3). Per step one width vector c,
-and for the `bcnet` objective with `complementary` its complement c̄, train four
-sub-networks L(c), R(c), L(c̄), R(c̄); the objective is ½ of the sum of their
-cross-entropies (every channel gets weight 1), the logged loss their mean.
+and for the `bcnet` objective with `complementary` its complement c̄, train
+four sub-networks L(c), R(c), L(c̄), R(c̄); the objective is ½ of the sum of
+their cross-entropies (every channel gets weight 1), the logged loss their
+mean.
 
 A step is a list of passes (`Pass`: typed paths and the sub-network each
 path is), built by one function per strategy:

@@ -134,15 +134,16 @@ class Experiment:
           f'--config=configs/{sample.SPACES[space]}.py or another --space')
     self.space, self.size_name, self.size = space, size, SIZES[size]
     self.workdir = run_lib.check_workdir(workdir)
+    self.record_path = os.path.join(self.workdir, 'record.json')
+    saved = self._read_record()
     self.configs = {
         s: run_config.for_later_stage(
             sized_config(config, self.size, s), self.supernet_dir(s),
-            overridden, stage='experiment')
+            overridden, stage='the experiment')
         for s in SUPERNETS}
-    self.record_path = os.path.join(self.workdir, 'record.json')
-    self.record = self._read_record()
-    self._saved = (json.dumps(self.record, sort_keys=True)
-                   if os.path.exists(self.record_path) else None)
+    self.record = saved or self._new_record()
+    self._saved = None if saved is None else json.dumps(saved,
+                                                        sort_keys=True)
     # Every config error before any file; kept for the stages.
     self.setups = {s: supernet.Setup.create(c)
                    for s, c in self.configs.items()}
@@ -154,16 +155,21 @@ class Experiment:
     return os.path.join(self.workdir,
                         f'{what}_{supernet_name}_{self.space}.json')
 
-  def _read_record(self) -> dict[str, Any]:
-    if os.path.exists(self.record_path):
-      record = files.read_json(self.record_path)
-      if (record.get('space'), record.get('size')) != (self.space,
-                                                       self.size_name):
-        raise errors.InvalidInput(
-            f'{self.record_path} records a run of --space='
-            f'{record.get("space")} --size={record.get("size")}: rerun with '
-            'those, or use another --workdir')
-      return record
+  def _read_record(self) -> dict[str, Any] | None:
+    """record.json of an earlier run, if any: of another space or size is
+    an error, before anything else is read."""
+    if not os.path.exists(self.record_path):
+      return None
+    record = files.read_json(self.record_path)
+    if (record.get('space'), record.get('size')) != (self.space,
+                                                     self.size_name):
+      raise errors.InvalidInput(
+          f'{self.record_path} records a run of --space='
+          f'{record.get("space")} --size={record.get("size")}: rerun with '
+          'those, or use another --workdir')
+    return record
+
+  def _new_record(self) -> dict[str, Any]:
     c = self.configs['bcnet']
     return {
         'space': self.space, 'size': self.size_name,

@@ -95,13 +95,9 @@ def rankings(details: dict[str, dict[str, dict[str, float]]],
   return out
 
 
-def _defined(a: np.ndarray, b: np.ndarray) -> bool:
-  """Rank statistics need two values, neither side constant."""
-  return len(a) >= 2 and np.ptp(a) > 0 and np.ptp(b) > 0
-
-
 def _tau(a: np.ndarray, b: np.ndarray) -> float | None:
-  return float(stats.kendalltau(a, b).statistic) if _defined(a, b) else None
+  return (float(stats.kendalltau(a, b).statistic) if rank.defined(a, b)
+          else None)
 
 
 def pick(values: np.ndarray, accuracy: np.ndarray, macs: np.ndarray,
@@ -126,7 +122,7 @@ def layer_sensitivity(values: np.ndarray, widths: np.ndarray
   much a ranking rewards that layer's width. Set beside the benchmark's,
   it shows which layers a supernet over- or under-values."""
   return [float(stats.spearmanr(widths[:, g], values).statistic)
-          if _defined(widths[:, g], values) else None
+          if rank.defined(widths[:, g], values) else None
           for g in range(widths.shape[1])]
 
 
@@ -140,7 +136,8 @@ def agreement(values: np.ndarray, accuracy: np.ndarray, macs: np.ndarray,
   within = [_tau(values[strata == q], accuracy[strata == q])
             for q in range(sample.QUINTILES)]
   known = [t for t in within if t is not None]
-  whole = (rank.agreement(values, accuracy) if _defined(values, accuracy)
+  whole = (rank.agreement(values, accuracy)
+           if rank.defined(values, accuracy)
            else dict.fromkeys(('kendall_tau', 'spearman_rho',
                                'top10_overlap')))
   return {**whole,
@@ -168,7 +165,7 @@ def tau_difference(a: np.ndarray, b: np.ndarray, accuracy: np.ndarray
   """τ(a) - τ(b) against `accuracy`, with a 95% interval from a paired
   bootstrap over architectures: is one ranking better than the other, or
   is the gap within what another sample of the same size could give?"""
-  if not (_defined(a, accuracy) and _defined(b, accuracy)):
+  if not (rank.defined(a, accuracy) and rank.defined(b, accuracy)):
     return None
 
   def gap(a, b, accuracy):

@@ -159,8 +159,9 @@ def cifar10_archive(path: str, split: str) -> ArraySource:
   else:
     raise errors.MissingInput(
         f'CIFAR-10 archive {path} does not exist; download '
-        'cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html'
-        ' and set input.data_dir to it')
+        'cifar-10-python.tar.gz from '
+        'https://www.cs.toronto.edu/~kriz/cifar.html and set input.data_dir '
+        'to it')
   images, labels = _cifar_from_members(members, split)
   return ArraySource(images, labels, CIFAR10_CLASSES)
 
