@@ -57,6 +57,33 @@ print(sorted(m for m in flags.FLAGS.flags_by_module_dict()
                                f'{path}:{inner.lineno}')
 
 
+  def test_the_ground_floor_imports_no_stage_and_no_stage_another(self):
+    forbidden = {'run': ('supernet', 'retrain', 'searching', 'training'),
+                 'learning': ('supernet', 'retrain', 'searching', 'training'),
+                 'supernet': ('retrain',), 'retrain': ('supernet',)}
+    for package, stages in forbidden.items():
+      for path in (ROOT / 'bcnet_jax' / package).rglob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text())):
+          if isinstance(node, ast.ImportFrom) and node.module:
+            for stage in stages:
+              self.assertFalse(
+                  node.module == f'bcnet_jax.{stage}' or
+                  node.module.startswith(f'bcnet_jax.{stage}.') or
+                  (node.module == 'bcnet_jax' and any(
+                      a.name == stage for a in node.names)),
+                  f'{path}:{node.lineno} imports {node.module}')
+
+  def test_the_experiment_lists_its_flags_and_says_what_overrides_need(self):
+    experiment = [sys.executable, '-m', 'experiments.channel_bench_macro']
+    out = run(experiment + ['--help'])
+    self.assertIn('--workdir:', out.stdout)
+    self.assertIn('--config:', out.stdout)
+    out = run(experiment + ['--workdir=/nonexistent', '--config.seed=1'])
+    self.assertEqual(out.returncode, 2)
+    self.assertRegex(out.stderr, '^error: --config.FIELD overrides need a '
+                     'config to override: give --config=FILE')
+
+
 class ExitStatusTest(absltest.TestCase):
 
   def app_run(self, error: str):

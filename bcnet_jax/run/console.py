@@ -76,30 +76,37 @@ def plural(count: float, noun: str, nouns: str | None = None) -> str:
 
 class ScoringProgress:
   """How far scoring `total` width vectors has come: a tqdm bar (unless
-  `bar` is False: the caller has its own) and, after the first scored set
-  (its time includes compiling: an upper bound) and again after the second
-  (the steady rate), a line with the time the rest will take and what to
-  lower to go faster (`faster`).
+  `bar` is False: the caller has its own) and two lines with the time the
+  rest will take and what to lower to go faster (`faster`): after the first
+  progress (its time includes compiling: an upper bound) and after the
+  third (the rate since the second: compiled by then).
 
   Pass it as the evaluator's `status`: it is called with (scored, n) of
-  each call, and counts the calls' width vectors towards `total`.
+  each call, `scored` fractional within a call where the evaluator reports
+  its batches, and counts the calls' width vectors towards `total`.
   """
 
   def __init__(self, total: int, faster: str, *, bar: bool = True):
     self.total, self.faster = total, faster
-    self._base = 0  # scored by the calls before this one
-    self._times = [(0, time.perf_counter())]
+    self._base = 0.0  # scored by the calls before this one
+    self._last = 0.0  # scored by this call so far
+    self._times = [(0.0, time.perf_counter())]
     self._bar = tqdm(total=total, unit='width vector', dynamic_ncols=True,
+                     bar_format='{l_bar}{bar}| {percentage:.0f}% '
+                     '[{elapsed}<{remaining}]',
                      disable=not bar or jax.process_index() != 0)
 
-  def __call__(self, done: int, n: int) -> None:
+  def __call__(self, done: float, n: int) -> None:
+    del n  # of this call; self.total is of the whole work
+    if done < self._last:  # a new call starts from 0
+      self._base += self._last
+    self._last = done
     scored = self._base + done
     self._bar.update(scored - self._bar.n)
-    if done == n:
-      self._base = scored
-    if scored > self._times[-1][0] and len(self._times) < 3:
+    if scored > self._times[-1][0] and len(self._times) < 4:
       self._times.append((scored, time.perf_counter()))
-      self._say_estimate()
+      if len(self._times) in (2, 4):
+        self._say_estimate()
 
   def _say_estimate(self) -> None:
     (first, start), (scored, now) = self._times[-2], self._times[-1]
@@ -108,11 +115,11 @@ class ScoringProgress:
       return
     upper = len(self._times) == 2
     seconds = (now - start) / (scored - first) * left
-    say(f'{scored}/{self.total} width vectors scored in '
-        f'{duration(now - self._times[0][1])}: '
+    say(f'Scoring {self.total} width vectors: {scored / self.total:.0%} done '
+        f'in {duration(now - self._times[0][1])}; '
         + ('at most ' if upper else '') + f'about {duration(seconds)} for '
-        f'the other {left}'
-        + (' (compiling included)' if upper else '') + f'. {self.faster}')
+        'the rest' + (' (compiling included)' if upper else '') +
+        f'. {self.faster}')
 
   def close(self) -> None:
     self._bar.close()

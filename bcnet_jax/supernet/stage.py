@@ -176,6 +176,13 @@ class Setup(run.Fields):
     return on_mesh(calibration), on_mesh(eval_batches)
 
   @property
+  def call_batches(self) -> tuple[int, int]:
+    """(calibration, eval) batches of one call of the evaluator: what its
+    progress within a call counts."""
+    return (self.config.eval.bn_calib_batches,
+            self.data.num_eval_batches(self.config.eval.split))
+
+  @property
   def scored_examples(self) -> int:
     """How many images a score is measured on (eval.split's)."""
     if self.config.eval.split == 'minival':

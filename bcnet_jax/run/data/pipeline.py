@@ -167,23 +167,32 @@ class Input:
                                 order[start:start + local], False)
       yield {'image': image, 'label': label}
 
-  def eval_batches(self, split: str) -> Iterator[Batch]:
-    """'minival' or 'eval', padded to full batches with a `mask`.
-
-    Each host reads a contiguous shard; all hosts yield the same number of
-    batches, so every example is counted exactly once globally.
-    """
+  def _eval_shards(self, split: str) -> tuple[Any, list[np.ndarray]]:
+    """The source of 'minival' or 'eval' and each host's indices of it."""
     if split == 'minival':
       source, indices = self.train_source, self.minival_indices
     elif split == 'eval':
       source, indices = self.eval_source, np.arange(len(self.eval_source))
     else:
       raise ValueError(f"split must be 'minival' or 'eval', got {split!r}")
+    return source, np.array_split(indices, jax.process_count())
+
+  def num_eval_batches(self, split: str) -> int:
+    """How many batches eval_batches(split) yields (on every host)."""
+    _, shards = self._eval_shards(split)
     local = self.eval_batch_size // jax.process_count()
-    shards = np.array_split(indices, jax.process_count())
-    num_batches = -(-max(len(s) for s in shards) // local)
+    return -(-max(len(s) for s in shards) // local)
+
+  def eval_batches(self, split: str) -> Iterator[Batch]:
+    """'minival' or 'eval', padded to full batches with a `mask`.
+
+    Each host reads a contiguous shard; all hosts yield the same number of
+    batches, so every example is counted exactly once globally.
+    """
+    source, shards = self._eval_shards(split)
+    local = self.eval_batch_size // jax.process_count()
     mine = shards[jax.process_index()]
-    for b in range(num_batches):
+    for b in range(self.num_eval_batches(split)):
       part = mine[b * local:(b + 1) * local]
       if len(part):
         image, label = self._load(source, part, False)
