@@ -144,11 +144,11 @@ def _config_argument(argv: list[str]) -> list[str]:
       joined.append(arg)
   argv = joined
   found = _flag_value(argv, 'config')
-  if found is not None:
+  if found is not None:  # first: ml_collections wants it before overrides
     i, value = found
     if value.endswith('.json'):
-      argv[i] = f'--config={_LOADER}:{value}'
-    return argv
+      value = f'{_LOADER}:{value}'
+    return argv[:1] + [f'--config={value}'] + argv[1:i] + argv[i + 1:]
   workdir = _flag_value(argv, 'workdir')
   if (_reads_workdir_config and workdir is not None and
       os.path.isfile(run_config.path(workdir[1]))):
