@@ -182,6 +182,18 @@ class PipelineTest(absltest.TestCase):
     other = pipeline.Input.create(self.config, seed=4).train_batch(7)
     self.assertFalse(np.array_equal(a['image'], other['image']))
 
+  def test_hosts_read_their_parts_of_the_one_process_batch(self):
+    """N processes see the global batches of one (README, Many hosts)."""
+    whole = self.data.train_batch(5)
+    parts = []
+    for index in range(2):
+      with mock.patch.object(pipeline.jax, 'process_count', lambda: 2), \
+          mock.patch.object(pipeline.jax, 'process_index', lambda i=index: i):
+        parts.append(self.data.train_batch(5))
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(
+          np.concatenate([p[key] for p in parts]), whole[key])
+
   def test_an_epoch_visits_every_training_example_once(self):
     n = len(self.data.train_indices)  # 160 = 10 steps of 16
     seen = np.concatenate([self.data._epoch_order(0)[

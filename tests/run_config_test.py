@@ -148,6 +148,20 @@ class RunConfigTest(absltest.TestCase):
           'input.minival_size; input.train_examples: .* the bcnet_jax '
           'version that wrote it, or train anew'):
         call()
+    # Another stage's fields are not an older version's: a retrain run in
+    # the supernet's workdir is another run, named by what differs.
+    supernet_identity = setup.identity()
+    retrain_identity = {
+        **{k: v for k, v in supernet_identity.items()
+           if not k.startswith(('supernet.', 'optim.'))},
+        'stage': 'retrain', 'retrain.label_smoothing': 0.0}
+    ckpt = checkpoint.Checkpoints(self.workdir, retrain_identity,
+                                  read_only=True)
+    with self.assertRaisesRegex(checkpoint.ForeignCheckpoint,
+                                r"another run: .*stage: checkpoint "
+                                r"'supernet', this run 'retrain'"):
+      ckpt._check_identity(5, supernet_identity)
+    ckpt.close()
 
   def archs(self) -> str:
     path = self.tmp / 'archs.json'

@@ -195,7 +195,18 @@ class Checkpoints:
         digest=ocp.args.JsonSave({'sha256': tree_sha256(state)})))
 
   def _check_identity(self, step: int, saved: dict[str, Any]) -> None:
+    """Another run's checkpoint is named by the fields it records that
+    differ; one that agrees on all it records but lacks some is of an
+    older bcnet_jax."""
     missing = identity_lib.unrecorded(saved, self.identity)
+    recorded = {k: v for k, v in identity_lib.flatten(self.identity).items()
+                if k not in missing}
+    identity_lib.check(
+        saved, recorded, saved_as='checkpoint',
+        error=lambda details: ForeignCheckpoint(
+            f'{self.directory} holds a checkpoint (step {step}) of another '
+            f'run: {details}. Use another --workdir, or the config that '
+            'wrote it.'))
     if missing:
       raise ForeignCheckpoint(
           f'{self.directory} holds a checkpoint (step {step}) written by an '
@@ -204,12 +215,6 @@ class Checkpoints:
           'be checked against this run. Resume or search it with the '
           'bcnet_jax version that wrote it, or train anew in another '
           '--workdir.')
-    identity_lib.check(
-        saved, self.identity, saved_as='checkpoint',
-        error=lambda details: ForeignCheckpoint(
-            f'{self.directory} holds a checkpoint (step {step}) of another '
-            f'run: {details}. Use another --workdir, or the config that '
-            'wrote it.'))
 
   def _check_layout(self, step: int, target: Any) -> None:
     metadata = self.manager.item_metadata(step)['state']

@@ -78,8 +78,8 @@ class ScoringProgress:
   """How far scoring `total` width vectors has come: a tqdm bar (unless
   `bar` is False: the caller has its own) and two lines with the time the
   rest will take and what to lower to go faster (`faster`): after the first
-  progress (its time includes compiling: an upper bound) and after the
-  third (the rate since the second: compiled by then).
+  progress (its time includes compiling and the first BN calibration: an
+  upper bound) and after the third (the rate since the second).
 
   Pass it as the evaluator's `status`: it is called with (scored, n) of
   each call, `scored` fractional within a call where the evaluator reports

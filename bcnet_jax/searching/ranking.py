@@ -120,15 +120,16 @@ def details_path(scores_path: str) -> str:
 
 
 def score_archs(setup: supernet.Setup, trained, archs: dict[str, np.ndarray],
-                status=lambda done, n: None) -> dict[str, dict[str, float]]:
+                status=None) -> dict[str, dict[str, float]]:
   """{key: {'score', 'score_se', side and 'loss_<side>' per scored side}}:
-  the archs scored by the batch evaluator on the setup's scoring data;
-  `status` hears of every batch (someone watches: rank, the experiment)."""
+  the archs scored by the batch evaluator on the setup's scoring data; a
+  `status` hears of every eval batch (someone watches)."""
   calibration, eval_batches = setup.scoring_data(cached=True)
   result = setup.evaluator().score(
       trained.params, trained.batch_stats, list(archs.values()),
-      calibration=calibration, eval_batches=eval_batches, status=status,
-      call_batches=setup.call_batches)
+      calibration=calibration, eval_batches=eval_batches,
+      **({} if status is None else
+         {'status': status, 'eval_batch_count': setup.eval_batch_count}))
   fields = ('score', 'score_se') + tuple(
       f'{prefix}{side}' for side in result['sides']
       for prefix in ('', 'loss_'))

@@ -220,7 +220,7 @@ class Evaluator:
             eval_batches: Batches,
             status: Callable[[float, int], None] = lambda done, total: None,
             per_example: bool = False,
-            call_batches: tuple[int, int] | None = None) -> dict[str, Any]:
+            eval_batch_count: int | None = None) -> dict[str, Any]:
     """Scores of n width vectors on the eval batches' E examples.
 
     Args:
@@ -230,14 +230,14 @@ class Evaluator:
       calibration: returns fresh device batches (image) for BN statistics.
       eval_batches: returns fresh device batches (image, label, mask).
       status: called with (scored, n) before each call's set and at the
-        end; with `call_batches`, also within a call, after the BN
-        calibration and after each eval batch, with a fractional `scored`
-        (the share of the call's batches done).
+        end; with `eval_batch_count`, also after each eval batch, with a
+        fractional `scored` (the share of the call's eval batches done; the
+        calibration's time goes with the first).
       per_example: also return 'hits' and 'loss' per example (for paired
         comparisons of a few width vectors).
-      call_batches: (calibration batches, eval batches) of one call, for
-        the progress within it (each waits for its batch to be computed:
-        only where someone watches, such as rank on a CPU).
+      eval_batch_count: the eval batches of one call, for the progress
+        within it (each then waits for its batch to be computed: only where
+        someone watches, such as rank on a CPU).
 
     Returns:
       'score', 'score_se': [n], the mean accuracy of `sides` and its
@@ -261,21 +261,15 @@ class Evaluator:
           'valid': self._sharded(np.arange(k) < len(chunk))}
       pooled = self.recalibrate(params, batch_stats, candidates,
                                 calibration())
-
-      def within(batches_done: int, start: int = start,
-                 size: int = len(chunk)) -> None:
-        if call_batches:
-          status(start + size * batches_done / sum(call_batches), n)
-
-      within(call_batches[0] if call_batches else 0)
       outputs = []
       for batch in eval_batches():
         outputs.append((score_batch(params, pooled, batch, candidates,
                                     model=self.model, sides=self.sides,
                                     mesh=self.mesh), batch['mask']))
-        if call_batches:
+        if eval_batch_count:
           jax.block_until_ready(outputs[-1][0])
-          within(call_batches[0] + len(outputs))
+          status(start + len(chunk) * min(len(outputs) / eval_batch_count,
+                                          1.0), n)
       outputs = jax.device_get(jax.device_put(
           outputs, parallel.replicated(self.mesh)))
       examples = {name: np.concatenate(
@@ -292,15 +286,14 @@ class Evaluator:
     return result
 
   def leads(self, params, batch_stats, widths, *, calibration: Batches,
-            eval_batches: Batches, status=lambda done, total: None,
-            call_batches: tuple[int, int] | None = None
+            eval_batches: Batches, status=lambda done, total: None
             ) -> tuple[int, list[tuple[float, float]]]:
     """(E, [(score of widths[0] - score of widths[i], its paired standard
     error) for i >= 1]): the first width vector against each other one,
     scored per example on the same E images."""
     result = self.score(params, batch_stats, widths, calibration=calibration,
                         eval_batches=eval_batches, status=status,
-                        per_example=True, call_batches=call_batches)
+                        per_example=True)
     per_example = per_example_score(result['hits'])
     return result['examples'], [paired_difference(per_example[0], other)
                                 for other in per_example[1:]]

@@ -176,11 +176,10 @@ class Setup(run.Fields):
     return on_mesh(calibration), on_mesh(eval_batches)
 
   @property
-  def call_batches(self) -> tuple[int, int]:
-    """(calibration, eval) batches of one call of the evaluator: what its
-    progress within a call counts."""
-    return (self.config.eval.bn_calib_batches,
-            self.data.num_eval_batches(self.config.eval.split))
+  def eval_batch_count(self) -> int:
+    """The eval batches of one call of the evaluator: what its progress
+    within a call counts."""
+    return self.data.num_eval_batches(self.config.eval.split)
 
   @property
   def scored_examples(self) -> int:
