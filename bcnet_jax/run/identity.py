@@ -55,17 +55,22 @@ def of_config(config: Any, fields: Sequence[str], **extra: Any
 
 def differences(saved: dict[str, Any], current: dict[str, Any], *,
                 saved_as: str, current_as: str = 'this run') -> list[str]:
-  """`field: <saved_as> A, <current_as> B` for every differing field."""
+  """`field: <saved_as> A, <current_as> B` for every differing field:
+  those both record first (the telling ones, such as `stage`), then those
+  only one of them records."""
   saved = {k: v for k, v in flatten(saved).items() if k not in RETIRED}
   current = flatten(current)
 
   def shown(values, key):
     return repr(values[key]) if key in values else NOT_RECORDED
 
+  differing = [k for k in set(saved) | set(current)
+               if saved.get(k, NOT_RECORDED) != current.get(k, NOT_RECORDED)]
   return [f'{k}: {saved_as} {shown(saved, k)}, {current_as} '
           f'{shown(current, k)}'
-          for k in sorted(set(saved) | set(current))
-          if saved.get(k, NOT_RECORDED) != current.get(k, NOT_RECORDED)]
+          for k in sorted(differing,
+                          key=lambda k: (k not in saved or k not in current,
+                                         k))]
 
 
 def unrecorded(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
