@@ -41,6 +41,8 @@ def _report(setup: stages.Stage, summary: dict[str, Any], workdir: str
   console.say()
   console.say('Wrote:')
   for name, what in (('summary.json', 'the numbers above and the run\'s'),
+                     ('config.json', 'the run\'s config, which the later '
+                      'stages read'),
                      ('metrics.jsonl', 'loss and evaluations per step'),
                      ('tensorboard', 'event files: tensorboard --logdir '
                       f'{workdir}'),
