@@ -196,9 +196,14 @@ class PipelineTest(absltest.TestCase):
 
   def test_an_epoch_visits_every_training_example_once(self):
     n = len(self.data.train_indices)  # 160 = 10 steps of 16
-    seen = np.concatenate([self.data._epoch_order(0)[
-        s * 16:(s + 1) * 16] for s in range(n // 16)])
-    np.testing.assert_array_equal(np.sort(seen), self.data.train_indices)
+    seen = np.concatenate([self.data.train_positions(s)
+                           for s in range(n // 16)])
+    np.testing.assert_array_equal(np.sort(seen), np.arange(n))
+    # The next epoch visits them in another order.
+    again = np.concatenate([self.data.train_positions(s)
+                            for s in range(n // 16, 2 * n // 16)])
+    np.testing.assert_array_equal(np.sort(again), np.arange(n))
+    self.assertFalse(np.array_equal(seen, again))
 
   def test_minival_is_carved_from_train(self):
     self.assertLen(self.data.minival_indices, 40)

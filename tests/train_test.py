@@ -30,10 +30,15 @@ from tests.programs import ROOT
 from tests.programs import snapshot
 from tests.programs import SUBPROCESS_ENV
 
+# These runs take the host feed (built by the host's threads, as large
+# datasets are); the testing config's default, the device feed, resumes in
+# feed_test and trains everywhere else.
+HOST_FEED = {'input.on_device_max_mb': 0}
+
 
 def config(**overrides):
   c = testing_config.get_config()
-  c.update_from_flattened_dict(overrides)
+  c.update_from_flattened_dict({**HOST_FEED, **overrides})
   return c
 
 
@@ -51,7 +56,8 @@ def metric_steps(workdir, prefix: str) -> list[int]:
 
 def train_command(workdir, *overrides):
   return command('train', '--config=configs/testing.py',
-                 f'--workdir={workdir}', *overrides)
+                 f'--workdir={workdir}', '--config.input.on_device_max_mb=0',
+                 *overrides)
 
 
 class TrainTest(absltest.TestCase):

@@ -70,11 +70,11 @@ class Setup(run.Fields):
   def jit_train_step(self) -> Callable[..., Any]:
     """The plain step of the compact model, jitted over the mesh."""
     c = self.config
-    return parallel.jit_train_step(functools.partial(
+    return self.feed.jit_step(functools.partial(
         steps.compact_step, model=self.model, tx=self.tx,
         label_smoothing=c.retrain.label_smoothing,
-        dtype=run.DTYPES[c.supernet.dtype], seed=c.seed), self.mesh,
-                                   num_replicated_args=0)
+        dtype=run.DTYPES[c.supernet.dtype], seed=c.seed),
+                              num_replicated_args=0)
 
   def step_args(self, step: int) -> tuple[Any, ...]:
     del step  # the widths are the model's

@@ -12,7 +12,7 @@ later stages read: run/run_config.py) and, at the end, `summary.json`.
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import json
 import os
 import time
@@ -80,6 +80,7 @@ def _announce(setup: stages.Stage, workdir: str, first_step: int) -> None:
               + (f' every {console.plural(setup.eval_every, "step")}'
                  if _periodic_evals_ahead(setup, first_step) else '')
               + ' and at the end')
+  console.say(f'training batches: {setup.feed.describe()}')
   resumed = f' (resuming at step {first_step})' if first_step else ''
   console.say(f'workdir: {workdir}{resumed}')
 
@@ -141,7 +142,7 @@ def run(setup: stages.Stage, workdir: str, command: str | None = None
 def _train(setup: stages.Stage, state, ckpt: checkpoint.Checkpoints,
            workdir: str, first_step: int) -> dict[str, Any]:
   """Steps first_step..total_steps, evaluations, checkpoints: the summary."""
-  config, data, mesh = setup.config, setup.data, setup.mesh
+  config, mesh = setup.config, setup.mesh
   total_steps, eval_every = setup.total_steps, setup.eval_every
 
   def periodic_eval_at(step: int) -> bool:
@@ -156,17 +157,16 @@ def _train(setup: stages.Stage, state, ckpt: checkpoint.Checkpoints,
       workdir, first_step, redone_at_start=('eval/',) if owed_eval else ())
   bar = console.StepBar(total_steps, first_step)
   last_log, last_loss = (first_step, time.time()), None
-  prefetch = concurrent.futures.ThreadPoolExecutor(1)  # the next batch
-  upcoming = prefetch.submit(data.train_batch, first_step)
+  feeding = contextlib.ExitStack()  # the feed's threads or processes
   try:
     if periodic_eval_at(first_step):
       writer.write(first_step, setup.evaluate(state, final=False,
                                               status=bar.status))
       bar.status('compiling')
-    for step in range(first_step, total_steps):
-      batch = parallel.global_batch(upcoming.result(), mesh)
-      if step + 1 < total_steps:
-        upcoming = prefetch.submit(data.train_batch, step + 1)
+    local_batches = feeding.enter_context(
+        setup.feed.batches(first_step, total_steps))
+    for step, local in zip(range(first_step, total_steps), local_batches):
+      batch = parallel.global_batch(local, mesh)
       state, metrics = train_step(state, batch, *setup.step_args(step))
       done = step + 1
       bar.step_done(done)
@@ -187,7 +187,7 @@ def _train(setup: stages.Stage, state, ckpt: checkpoint.Checkpoints,
       setup.finish(workdir, state, bar.status)
   finally:  # also on errors: files are closed (the caller closes ckpt)
     bar.close()
-    prefetch.shutdown(cancel_futures=True)
+    feeding.close()
     writer.close()
   if last_loss is None:  # resumed at the last step: the recorded loss
     last_loss = metric_writer.last_value(
@@ -195,6 +195,7 @@ def _train(setup: stages.Stage, state, ckpt: checkpoint.Checkpoints,
   return {
       'model': config.model.name, 'steps': total_steps,
       'first_step_this_run': first_step, 'final_loss': last_loss,
+      'input_feed': setup.feed.name,
       **final_eval, **setup.summary_fields(state),
       'params_sha256': checkpoint.tree_sha256(state.params),
   }

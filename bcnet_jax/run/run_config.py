@@ -40,9 +40,11 @@ from bcnet_jax.run import identity
 FILE = 'config.json'
 FORMAT = 'bcnet_jax.run_config/1'
 # What a stage after training may set (sections and fields); every other
-# field is training's.
+# field is training's. The input fields say how batches are built, not
+# which.
 LATER_STAGE_FIELDS = ('eval', 'search', 'retrain', 'input.eval_batch_size',
-                      'input.num_threads')
+                      'input.num_threads', 'input.on_device_max_mb',
+                      'input.workers')
 # Training's, but a later stage may override it on the command line: it
 # says where the data is, not which, and a copy of it may have moved.
 MOVABLE_FIELDS = ('input.data_dir',)

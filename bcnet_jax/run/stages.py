@@ -13,6 +13,7 @@ DATA_FIELDS, the part of every stage's identity that decides its examples.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Protocol
 
@@ -28,6 +29,7 @@ from bcnet_jax.run import errors
 from bcnet_jax.run import identity as identity_lib
 from bcnet_jax.run import parallel
 from bcnet_jax.run.data import pipeline
+from bcnet_jax.run.data import train_feed
 from bcnet_jax.space import sampling
 
 STAGES = ('supernet', 'retrain')
@@ -119,6 +121,13 @@ class Fields:
     return identity_lib.of_config(
         self.config, fields, num_classes=self.data.num_classes,
         **{'input.train_examples': len(self.data.train_source)}, **extra)
+
+  @functools.cached_property
+  def feed(self) -> train_feed.Feed:
+    """How training batches reach the step (the device feed decodes the
+    training split on its first use)."""
+    return train_feed.create(self.data, self.config.input, self.mesh,
+                             seed=self.config.seed)
 
   def state_on_mesh(self, create: Callable[[], Any]) -> Any:
     """The state `create` makes, created where it lives on the mesh."""

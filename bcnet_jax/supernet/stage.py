@@ -88,14 +88,15 @@ class Setup(run.Fields):
   def jit_train_step(self) -> Callable[..., Any]:
     """The supernet step of config.supernet, jitted over the mesh."""
     c = self.config
-    return parallel.jit_train_step(functools.partial(
+    return self.feed.jit_step(functools.partial(
         steps.supernet_step, model=self.model, tx=self.tx,
         objective=c.supernet.objective,
         complementary=c.supernet.complementary,
         implementation=c.supernet.implementation,
         pass_by_pass=c.supernet.pass_by_pass,
         label_smoothing=c.supernet.label_smoothing,
-        dtype=run.DTYPES[c.supernet.dtype], seed=c.seed), self.mesh)
+        dtype=run.DTYPES[c.supernet.dtype], seed=c.seed),
+                              num_replicated_args=1)
 
   def step_args(self, step: int) -> tuple[Any, ...]:
     """The width vector of `step`."""

@@ -18,7 +18,7 @@ from bcnet_jax.run import errors
 AUGMENTATIONS = ('cifar', 'imagenet', 'none')
 
 
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
   if image.shape[:2] == (height, width):
     return image
   mode = 'L' if image.shape[-1] == 1 else 'RGB'
@@ -33,7 +33,7 @@ def _flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def cifar_train(image: np.ndarray, resolution: int,
                 rng: np.random.Generator) -> np.ndarray:
-  image = _resize(image, resolution, resolution)
+  image = resize(image, resolution, resolution)
   padded = np.pad(image, ((4, 4), (4, 4), (0, 0)))
   y, x = rng.integers(0, 9, size=2)
   return _flip(padded[y:y + resolution, x:x + resolution], rng)
@@ -55,7 +55,7 @@ def inception_crop(image: np.ndarray, resolution: int,
   else:  # fall back to the central crop of the whole image
     h, w, y, x = height, width, 0, 0
   crop = image[y:y + h, x:x + w]
-  return _flip(_resize(crop, resolution, resolution), rng)
+  return _flip(resize(crop, resolution, resolution), rng)
 
 
 def center_crop(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -64,7 +64,7 @@ def center_crop(image: np.ndarray, resolution: int) -> np.ndarray:
   scale = short / min(height, width)
   h, w = max(resolution, round(height * scale)), max(resolution,
                                                       round(width * scale))
-  image = _resize(image, h, w)
+  image = resize(image, h, w)
   y, x = (h - resolution) // 2, (w - resolution) // 2
   return image[y:y + resolution, x:x + resolution]
 
@@ -83,5 +83,5 @@ def preprocess(image: np.ndarray, *, augment: str, train: bool,
   elif augment == 'cifar' and train:
     image = cifar_train(image, resolution, rng)
   else:
-    image = _resize(image, resolution, resolution)
+    image = resize(image, resolution, resolution)
   return (image.astype(np.float32) / 255.0 - mean) / std

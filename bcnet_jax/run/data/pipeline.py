@@ -120,8 +120,9 @@ class Input:
   # Keeps an Input alive while cached: one or two per run, on purpose.
   @functools.lru_cache(maxsize=2)  # noqa: B019
   def _epoch_order(self, epoch: int) -> np.ndarray:
+    """Positions in train_indices, in the order epoch `epoch` visits them."""
     rng = np.random.default_rng([self.seed, 0xDA7A, epoch])
-    return self.train_indices[rng.permutation(len(self.train_indices))]
+    return rng.permutation(len(self.train_indices))
 
   def _load(self, source, indices, train: bool, rngs=None) -> np.ndarray:
     def one(k):
@@ -134,18 +135,39 @@ class Input:
     return (np.stack([e[0] for e in examples]),
             np.asarray([e[1] for e in examples], np.int32))
 
+  def _local_batch(self) -> tuple[int, int]:
+    """(size, offset) of this host's part of a global training batch."""
+    local = self.batch_size // jax.process_count()
+    return local, jax.process_index() * local
+
+  def train_positions(self, step: int) -> np.ndarray:
+    """Which training examples this host's part of batch `step` holds, as
+    positions in train_indices (int32)."""
+    local, first = self._local_batch()
+    visits = step * self.batch_size + first + np.arange(local)
+    n = len(self.train_indices)
+    return np.asarray([self._epoch_order(int(v // n))[v % n]
+                       for v in visits], np.int32)
+
   def train_batch(self, step: int) -> Batch:
     """This host's part of the global training batch of `step`."""
-    local = self.batch_size // jax.process_count()
-    first = jax.process_index() * local
-    positions = step * self.batch_size + first + np.arange(local)
-    n = len(self.train_indices)
-    indices = np.asarray([self._epoch_order(int(p // n))[p % n]
-                          for p in positions])
+    local, first = self._local_batch()
+    indices = self.train_indices[self.train_positions(step)]
     rngs = [np.random.default_rng([self.seed, step, first + j])
             for j in range(local)]
     image, label = self._load(self.train_source, indices, True, rngs)
     return {'image': image, 'label': label}
+
+  def decoded_train_part(self) -> tuple[np.ndarray, np.ndarray]:
+    """Every training example (minival excluded) in train_indices order,
+    decoded and resized to the resolution, not augmented: (uint8 [n, R, R,
+    C], int32 [n]). What the device path holds on the devices."""
+    def one(index):
+      image, label = self.train_source[int(index)]
+      return augment_lib.resize(image, self.resolution, self.resolution), label
+    examples = list(self._pool.map(one, self.train_indices))
+    return (np.stack([e[0] for e in examples]),
+            np.asarray([e[1] for e in examples], np.int32))
 
   def check_calibration(self, count: int) -> None:
     if not 0 < count * self.batch_size <= len(self.train_indices):
