@@ -8,8 +8,6 @@ import os
 import shlex
 from typing import Any
 
-from matplotlib import figure
-
 from bcnet_jax.run import console
 from bcnet_jax.run import files
 from bcnet_jax.run import identity
@@ -158,6 +156,8 @@ def _plot(search, summary: dict[str, Any], path: str) -> None:
   F] is shaded and both its edges drawn, in a colour no point has, inside
   x-limits set with a margin: left to autoscaling, an edge could sit on
   the axes' border or under a point, and the band would not show."""
+  # Here, not at the top: only the search's end draws (light imports).
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
   fig = figure.Figure(figsize=(9, 4.5), dpi=120,  # no pyplot: no backend
                       layout='constrained')  # room for the outside legend
   ax = fig.subplots()

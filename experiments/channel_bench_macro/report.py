@@ -14,7 +14,6 @@ import os
 from typing import Any
 import warnings
 
-from matplotlib import figure
 import numpy as np
 from scipy import stats
 
@@ -280,6 +279,8 @@ def plot(space: str, keys: list[str], details: dict[str, Any],
          truth: dict[str, float], path: str) -> None:
   """Supernet score against benchmark accuracy, a panel per supernet,
   colored by MACs."""
+  # Here, not at the top: only the report's end draws (light imports).
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
   compared = [k for k in keys if k in truth]
   costs = sample.benchmark_costs(space)
   macs = costs.macs(np.stack([sample.widths(k) for k in compared])) / 1e6

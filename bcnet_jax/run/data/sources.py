@@ -191,7 +191,13 @@ class TfdsSource:
   """A tfds split prepared in array_record format, read without TensorFlow."""
 
   def __init__(self, name: str, split: str, data_dir: str | None):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    try:  # here, not at the top: only this source needs it
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise errors.MissingInput(
+          "input.source='tfds' needs tensorflow-datasets: pip install -e "
+          "'.[tfds]' (or pip install 'bcnet_jax[tfds]'); image folders "
+          "(input.source='image_folder') need none") from e
     try:
       builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
