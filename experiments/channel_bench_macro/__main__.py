@@ -24,6 +24,9 @@ _SPACE = flags.DEFINE_enum('space', 'mobilenet', list(sample.SPACES),
                            'the benchmark\'s search space')
 _SIZE = flags.DEFINE_enum('size', 'smoke', list(experiment.SIZES),
                           'steps, sample and scoring sizes (experiment.SIZES)')
+_STEPS = flags.DEFINE_integer(
+    'steps', None, 'training steps of each supernet, replacing the size\'s '
+    '(--size=device needs them)')
 _RESULTS = flags.DEFINE_string(
     'results', None, 'the benchmark\'s results file (Results_MobileNet.json '
     'or Results_ResNet.json); with it, report.json')
@@ -37,7 +40,8 @@ def main(argv):
         f'configs.{sample.SPACES[_SPACE.value]}').get_config()
   app.print_result(experiment.run(config, _SPACE.value, _SIZE.value,
                                   app.workdir(), _RESULTS.value,
-                                  overridden=app.overrides()))
+                                  overridden=app.overrides(),
+                                  steps=_STEPS.value))
 
 
 if __name__ == '__main__':

@@ -86,6 +86,17 @@ SIZES = {
                       'that the experiment runs end to end, not how well a '
                       'supernet ranks (experiments/README.md). Figures to '
                       'read come from --size=full.')),
+    # The device run's (bench/accelerator.py): the steps that fit its
+    # minutes, measured there, scored on 1,000 architectures.
+    'device': Size(sample=1000, batch=256, minival=2000,
+                   calibration_batches=2, chunk=100, caveat=(
+                       'Short of the benchmark\'s schedule: --size=device '
+                       'trains each supernet for the steps that fit the '
+                       'device run\'s minutes (record.json: steps, '
+                       'images), not 60 epochs, and scores on 2,000 minival '
+                       'images; supernets trained less rank less well. '
+                       'Figures at the benchmark\'s schedule come from '
+                       '--size=full.')),
     # The benchmark's schedule (configs/cbm_<space>.py), for an accelerator.
     'full': Size(sample=None),
 }
@@ -122,17 +133,24 @@ class Experiment:
   """One run of the experiment in `workdir`."""
 
   def __init__(self, config: Any, space: str, size: str, workdir: str,
-               overridden: Collection[str] = ()):
+               overridden: Collection[str] = (), steps: int | None = None):
     """`config` at `size`, over the training fields of the supernets
     trained before in `workdir` (run_config.for_later_stage; `overridden`:
-    the fields the command line set)."""
+    the fields the command line set); `steps`, if given, replaces the
+    size's training steps (the device run's, measured there)."""
     check_choices(space, size)
     if config.model.name != sample.SPACES[space]:
       raise errors.InvalidInput(
           f'--space={space} is the {sample.SPACES[space]} network, but the '
           f'config trains {config.model.name!r}: give '
           f'--config=configs/{sample.SPACES[space]}.py or another --space')
-    self.space, self.size_name, self.size = space, size, SIZES[size]
+    self.space, self.size_name = space, size
+    self.size = (SIZES[size] if steps is None else
+                 dataclasses.replace(SIZES[size], steps=steps))
+    if size == 'device' and steps is None:
+      raise errors.InvalidInput(
+          '--size=device trains the steps that fit a device run: give '
+          '--steps (bench/accelerator.py measures and passes them)')
     self.workdir = run_lib.check_workdir(workdir)
     self.record_path = os.path.join(self.workdir, 'record.json')
     saved = self._read_record()
@@ -307,14 +325,14 @@ def check_choices(space: str, size: str) -> None:
 
 
 def run(config: Any, space: str, size: str, workdir: str,
-        results_path: str | None = None, overridden: Collection[str] = ()
-        ) -> dict[str, Any]:
+        results_path: str | None = None, overridden: Collection[str] = (),
+        steps: int | None = None) -> dict[str, Any]:
   """The whole experiment (see the module docstring); input is checked,
   the results file first, before anything is written."""
   check_choices(space, size)
   truth = (None if results_path is None else
            report.read_results(results_path, space))
-  return Experiment(config, space, size, workdir, overridden).run(
+  return Experiment(config, space, size, workdir, overridden, steps).run(
       truth, results_path)
 
 
