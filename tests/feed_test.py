@@ -147,6 +147,21 @@ class ResumeTest(absltest.TestCase):
     self.assertEqual(again['params_sha256'], whole['params_sha256'])
 
 
+class WorkersTest(absltest.TestCase):
+
+  def test_grain_workers_train_as_the_host_threads(self):
+    tmp = self.create_tempdir().full_path
+    runs = {}
+    for workers in (0, 2):
+      c = config(**{'input.on_device_max_mb': 0, 'input.workers': workers,
+                    'total_steps': 4, 'eval.num_random': 0})
+      runs[workers] = train.train_and_evaluate(c, os.path.join(
+          tmp, str(workers)))
+    self.assertEqual([runs[w]['input_feed'] for w in (0, 2)],
+                     ['host', 'workers'])
+    self.assertEqual(runs[2]['params_sha256'], runs[0]['params_sha256'])
+
+
 if __name__ == '__main__':
   tempfile.tempdir = None
   absltest.main()

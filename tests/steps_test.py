@@ -276,6 +276,15 @@ class TrainStepTest(parameterized.TestCase):
                    objective='bcnet', complementary=True,
                    implementation='x')
 
+  def test_auto_is_each_platforms_measured_default(self):
+    for platform in ('cpu', 'gpu', 'tpu'):
+      self.assertIn(steps.implementation_for('auto', platform),
+                    steps.IMPLEMENTATIONS)
+    self.assertEqual(steps.implementation_for('reference', 'cpu'),
+                     'reference')
+    with self.assertRaisesRegex(ValueError, "'auto' or one of"):
+      steps.implementation_for('fast', 'cpu')
+
 
 class PassByPassMemoryTest(absltest.TestCase):
 

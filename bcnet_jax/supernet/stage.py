@@ -60,12 +60,9 @@ class Setup(run.Fields):
           f'stage={config.stage}: evaluate, search and rank read a supernet '
           '(stage=supernet); a retrained network is scored by training and '
           'used with bcnet_jax.predict / export')
-    if config.supernet.implementation not in steps.IMPLEMENTATIONS:
-      raise errors.InvalidInput(
-          f'supernet.implementation must be one of '
-          f'{list(steps.IMPLEMENTATIONS)}, got '
-          f'{config.supernet.implementation!r}')
     basics = run.Basics.create(config)
+    steps.implementation_for(config.supernet.implementation,
+                             basics.mesh.devices.flat[0].platform)
     return cls(config, basics.mesh, basics.data, basics.supernet,
                *run.schedule_steps(config, config, config.optim, '',
                                    basics.data.steps_per_epoch))
@@ -74,7 +71,7 @@ class Setup(run.Fields):
     config, space = self.config, self.model.space
     objective = config.supernet.objective
     if objective == 'bcnet':
-      objective += (' (complementary, fused passes)' if
+      objective += (f' (complementary, {self.implementation} passes)' if
                     config.supernet.complementary else ' (no complement)')
     return (f'{config.model.name} supernet, {space.num_groups} groups of '
             f'{space.min_bins}..{space.bins} bins, objective {objective}')
@@ -92,11 +89,17 @@ class Setup(run.Fields):
         steps.supernet_step, model=self.model, tx=self.tx,
         objective=c.supernet.objective,
         complementary=c.supernet.complementary,
-        implementation=c.supernet.implementation,
+        implementation=self.implementation,
         pass_by_pass=c.supernet.pass_by_pass,
         label_smoothing=c.supernet.label_smoothing,
         dtype=run.DTYPES[c.supernet.dtype], seed=c.seed),
                               num_replicated_args=1)
+
+  @property
+  def implementation(self) -> str:
+    """supernet.implementation, 'auto' resolved for this platform."""
+    return steps.implementation_for(self.config.supernet.implementation,
+                                    self.mesh.devices.flat[0].platform)
 
   def step_args(self, step: int) -> tuple[Any, ...]:
     """The width vector of `step`."""

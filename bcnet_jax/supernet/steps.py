@@ -52,6 +52,24 @@ from bcnet_jax.space import sampling
 from bcnet_jax.supernet import loss_pool
 
 IMPLEMENTATIONS = ('fused', 'reference')
+# supernet.implementation='auto': the fastest step measured on each platform
+# (bench/train_step.py; bench/accelerator.py prints its `step_winners`). On
+# 2 CPU cores `fused` took ResNet-20 at batch 128 1.54 s a step, the 4-pass
+# `reference` 2.42 s (experiments/step_speed.md). GPU and TPU are not
+# measured yet: `fused` (half the passes) until a device run says otherwise.
+PLATFORM_DEFAULTS = {'cpu': 'fused', 'gpu': 'fused', 'tpu': 'fused'}
+
+
+def implementation_for(name: str, platform: str) -> str:
+  """The implementation `name` ('auto', 'fused' or 'reference') means on
+  `platform` (jax's: 'cpu', 'gpu', 'tpu')."""
+  if name == 'auto':
+    return PLATFORM_DEFAULTS.get(platform, 'fused')
+  if name not in IMPLEMENTATIONS:
+    raise errors.InvalidInput(
+        f"supernet.implementation must be 'auto' or one of "
+        f'{list(IMPLEMENTATIONS)}, got {name!r}')
+  return name
 
 
 def fused_passes(space, c: jax.Array) -> list[Pass]:
