@@ -2,22 +2,14 @@
 
 import setuptools
 
-# jax by Python version, with environment markers rather than one plain bound:
-# jax 0.11 and later need Python 3.12, and CI (Python 3.11) tests jax 0.10.x.
-# A plain `jax>=0.10,<0.13` would resolve the same today only because jax
-# 0.11+ declares Requires-Python >=3.12; the markers say what each Python is
-# meant to get, and keep Python 3.11 on the tested jax whatever jax publishes.
-# Python 3.12 and later may take any jax through the current release (0.12).
-# jax pins its jaxlib (and the CUDA or TPU plugin) to its own version.
-JAX_PINS = (('>=0.10,<0.11', 'python_version < "3.12"'),
-            ('>=0.10,<0.13', 'python_version >= "3.12"'))
-JAX = [f'jax{pin}; {marker}' for pin, marker in JAX_PINS]
-
-
-def accelerated(extra: str) -> list[str]:
-  """jax[extra] (its jaxlib and plugin) within the pins above."""
-  return [f'jax[{extra}]{pin}; {marker}' for pin, marker in JAX_PINS]
-
+# jax through the current release (0.12), as one plain upper bound, not an
+# environment marker per Python: jax 0.11 and later declare Requires-Python
+# >= 3.12, so Python 3.11 (where this project is built and CI tests) still
+# resolves jax 0.10.x, while Python 3.12+ may take any jax up to 0.12. A
+# marker would also hide the newer jax from `pip ... --python-version 3.12`
+# run by an older Python (pip evaluates markers against the Python it runs
+# in). jax pins its jaxlib (and the CUDA or TPU plugin) to its own version.
+JAX_PIN = '>=0.10,<0.13'
 
 # Imported only where used (run/data/sources.py, run/data/workers.py), so
 # the package, its commands and training on the other sources run without.
@@ -40,7 +32,7 @@ setuptools.setup(
         # flax 0.12.8 is the last for Python 3.11 and jax 0.10; 0.12.9 and
         # later need Python 3.12 and jax 0.11.1: pip picks by the jax below.
         'flax>=0.12,<0.13',
-        *JAX,
+        f'jax{JAX_PIN}',
         'matplotlib>=3.8,<4',  # the search's population.png (imported there)
         'ml-collections>=1.1,<2',
         'numpy>=1.26,<3',
@@ -66,9 +58,9 @@ setuptools.setup(
         'tf': ['tensorflow>=2.18,<3'],  # only to build tfds datasets
         # The accelerator builds of the supported jax (a plain
         # `pip install jax[cuda12]` pulls whatever jax is newest).
-        'cuda12': accelerated('cuda12'),
-        'cuda13': accelerated('cuda13'),
-        'tpu': accelerated('tpu'),
+        'cuda12': [f'jax[cuda12]{JAX_PIN}'],
+        'cuda13': [f'jax[cuda13]{JAX_PIN}'],
+        'tpu': [f'jax[tpu]{JAX_PIN}'],
         'tensorboard': ['tensorboard>=2.18,<3'],  # to view the event files
     },
 )

@@ -26,9 +26,9 @@ Parts, the ones that size the rest first:
  3. evaluator: candidates/s of the batch evaluator on cbm_mobilenet, at the
     experiment's scoring sizes.
  4. channel_bench_macro: the Channel-Bench-Macro MobileNet experiment at
-    --size=device: both supernets trained for the steps that fit (whole
-    epochs where one fits; see `plan_steps`), 1,000 architectures scored on
-    each, the report against --results when given.
+    --size=device: both supernets trained for the steps that fit (see
+    `plan_steps`), 1,000 architectures scored on each, the report against
+    --results when given.
  5. input: bench/input_pipeline.py's device and host paths (CIFAR-10 feed).
  6. the rest of the step bench.
 
@@ -78,6 +78,7 @@ IMPLEMENTATIONS = ('fused', 'fused_pass_by_pass', 'reference')
 DTYPES = ('float32', 'bfloat16')
 EXPERIMENT_SHARE = 0.7  # of the budget: the experiment ends by then
 MARGIN_S = 15  # no work starts this close to the budget's end
+DECODE_S = 20  # decoding CIFAR-10's 50,000 JPEGs once, on a GPU host
 SIZING_MODES = ('fused', 'ua')  # the experiment's two supernets' steps
 
 
@@ -182,8 +183,7 @@ def winners(steps: dict[str, dict[str, Any]]) -> dict[str, str]:
 def plan_steps(results: dict[str, Any], spent_s: float, budget_s: float,
                steps_per_epoch: int) -> dict[str, Any]:
   """Training steps of each experiment supernet that fit before
-  EXPERIMENT_SHARE of the budget, `spent_s` already spent: whole epochs
-  where one fits, at least 20 steps."""
+  EXPERIMENT_SHARE of the budget, `spent_s` already spent (at least 20)."""
   step = results['step']
   batch = experiment.SIZES['device'].batch
   timed = [step[entry_key('cbm_mobilenet', batch, mode, 'float32')]
@@ -192,13 +192,12 @@ def plan_steps(results: dict[str, Any], spent_s: float, budget_s: float,
   sample = experiment.SIZES['device'].sample
   # bcnet scores two paths per architecture, ua one.
   scoring_s = 1.5 * sample / rate
-  # Each supernet compiles its step and evaluator and evaluates at the end.
-  overhead_s = sum(2 * line['compile_s'] + 10 for line in timed)
+  # Each supernet decodes the split, compiles its step and its evaluator
+  # and evaluates at the end.
+  overhead_s = sum(2 * line['compile_s'] + DECODE_S + 10 for line in timed)
   train_s = budget_s * EXPERIMENT_SHARE - spent_s - scoring_s - overhead_s
   per_step = 1.1 * sum(line['seconds_per_step'] for line in timed)
   steps = max(20, int(train_s / per_step))
-  if steps >= steps_per_epoch:
-    steps -= steps % steps_per_epoch
   return {'steps': steps, 'epochs': round(steps / steps_per_epoch, 3),
           'predicted_scoring_s': round(scoring_s, 1),
           'predicted_training_s': round(steps * per_step, 1),
@@ -227,6 +226,10 @@ class Run:
       self.results = files.read_json(self.json_path)
       before = (self.results.get('size'), self.results.get('device', {}).get(
           'kind'))
+      if self.results.get('format') != FORMAT:
+        raise errors.InvalidInput(
+            f'{self.json_path} is not a device run of format {FORMAT!r}: '
+            'give another --out')
       if before != (size_name, facts['kind']):
         raise errors.InvalidInput(
             f'{self.json_path} holds a --size={before[0]} run on {before[1]}; '
@@ -272,8 +275,19 @@ class Run:
       if not self.fits(self.estimate(model)):
         self.left.append(f'step {key}')
         continue
-      line = step_bench.rounded(step_bench.bench(
-          mode, model, batch, self.size.timed_steps, dtype=dtype))
+      try:
+        line = step_bench.rounded(step_bench.bench(
+            mode, model, batch, self.size.timed_steps, dtype=dtype))
+      except jax.errors.JaxRuntimeError as e:
+        if 'RESOURCE_EXHAUSTED' not in str(e):
+          raise
+        # Recorded, so that a rerun goes on to the next entry.
+        self.results['step'][key] = {
+            'bench': 'train_step', 'mode': mode, 'model': model,
+            'dtype': dtype, 'batch': batch,
+            'skipped': 'out of device memory at this batch'}
+        self.done('step', f'{key}: out of device memory')
+        continue
       self.results['step'][key] = line
       self.done('step', f'{key}: {line["seconds_per_step"]:.4g} s/step, '
                 f'{line["images_per_s"]:,.0f} images/s (compiled in '
@@ -291,7 +305,7 @@ class Run:
       return line['compile_s'] + (self.size.timed_steps + 1) * line.get(
           'seconds_per_step', 0)
     lines = [line for line in self.results['step'].values()
-             if 'compile_s' in line]
+             if 'seconds_per_step' in line]
     mine = [cost(line) for line in lines if line['model'] == model]
     if mine:
       return max(mine)
@@ -299,6 +313,9 @@ class Run:
 
   def peer(self, model: str, batch: int) -> None:
     """The PyTorch peer's step, once (or why it did not run)."""
+    if not self.fits(self.estimate(model)):
+      self.left.append(f'peer {model}')
+      return
     fused = self.results['step'].get(entry_key(model, batch, 'fused',
                                                'float32'), {})
     line = step_bench.peer(model, batch, self.size.timed_steps,
@@ -316,7 +333,7 @@ class Run:
 
   def evaluator(self) -> None:
     if self.results['evaluator'] is not None:
-      return
+      return  # (the experiment is sized by it: it runs whatever the budget)
     config = experiment.sized_config(
         self.config, experiment.SIZES[self.size.experiment], 'bcnet')
     line = evaluator_bench.measure(config, self.size.candidates,
@@ -328,8 +345,9 @@ class Run:
 
   def experiment(self) -> None:
     part = self.results['channel_bench_macro']
-    if part is not None and part.get('finished'):
-      return
+    if part is not None and part.get('finished') and (
+        self.results_path is None or 'report' in part):
+      return  # (a rerun given --results only adds the report)
     workdir = os.path.join(self.out, 'channel_bench_macro')
     if part is None:
       plan = None
@@ -357,6 +375,9 @@ class Run:
 
   def input(self) -> None:
     if self.results['input'] is not None:
+      return
+    if not self.fits(DECODE_S + 2 * self.estimate('cbm_mobilenet')):
+      self.left.append('input')
       return
     c = experiment.sized_config(
         self.config, experiment.SIZES[self.size.experiment], 'bcnet')

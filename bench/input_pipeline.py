@@ -13,12 +13,14 @@ Prints one JSON line per path (run/data/train_feed.py):
     `--steps` batches (read, decode, augment, normalize); for 'device',
     gathering, augmenting and normalizing them on the devices (its one-off
     decoding of the split is `setup_s`).
-  train_images_per_s: the jitted supernet step of the config fed by this
-    path, after one compiling step, the next batch built while a step runs
-    as training does it (the whole pipeline: what training gets).
-  per_core: both divided by the host's CPU cores (os.sched_getaffinity).
-  input_keeps_up: whether input_images_per_s >= the step's images/s alone
-    (the device path's step, which includes its augmentation).
+  step_images_per_s: the jitted supernet step of the config on one batch
+    again and again, after one compiling step: the step without its input
+    (the device path's includes gathering and augmenting).
+  train_images_per_s: the same step fed by this path, the next batch built
+    while a step runs as training does it (what training gets).
+  per_core: input and train divided by the host's CPU cores
+    (os.sched_getaffinity).
+  input_keeps_up: whether input_images_per_s >= step_images_per_s.
 Machines are noisy: compare paths within one run only.
 """
 
@@ -61,9 +63,10 @@ def measure(config: Any, steps: int, paths=PATHS) -> list[dict[str, Any]]:
       jax.block_until_ready(feed.examples)
     setup_s = time.perf_counter() - start
     input_s = _input_seconds(setup, feed, steps)
-    train_s = _train_seconds(setup, feed, steps)
+    step_s, train_s = _step_seconds(setup, feed, steps)
     batch = c.input.batch_size
     input_rate = batch * steps / input_s
+    step_rate = batch * steps / step_s
     train_rate = batch * steps / train_s
     lines.append({
         'bench': 'input_pipeline', 'path': feed.name,
@@ -72,11 +75,12 @@ def measure(config: Any, steps: int, paths=PATHS) -> list[dict[str, Any]]:
         'num_threads': c.input.num_threads, 'workers': c.input.workers,
         'setup_s': round(setup_s, 2),
         'input_images_per_s': round(input_rate, 1),
+        'step_images_per_s': round(step_rate, 1),
         'train_images_per_s': round(train_rate, 1),
         'cores': cores,
         'input_images_per_s_per_core': round(input_rate / cores, 1),
         'train_images_per_s_per_core': round(train_rate / cores, 1),
-        'input_keeps_up': input_rate >= train_rate,
+        'input_keeps_up': input_rate >= step_rate,
         'devices': jax.device_count(),
         'platform': jax.devices()[0].platform})
   return lines
@@ -106,20 +110,26 @@ def _input_seconds(setup, feed, steps: int) -> float:
   return time.perf_counter() - start
 
 
-def _train_seconds(setup, feed, steps: int) -> float:
-  """Seconds of supernet steps 1..steps fed as training feeds them."""
+def _step_seconds(setup, feed, steps: int) -> tuple[float, float]:
+  """Seconds of supernet steps 1..steps on batch 0 alone (the step without
+  its input), then of steps 1..steps fed as training feeds them."""
   step_fn = setup.jit_train_step()
   state = setup.initial_state()
+  seconds = []
   with feed.batches(0, steps + 1) as batches:
     batches = iter(batches)
-    for step, local in enumerate(batches):
-      if step == 1:
-        jax.block_until_ready(state)
-        start = time.perf_counter()
-      state, metrics = step_fn(state, parallel.global_batch(local, setup.mesh),
-                               *setup.step_args(step))
-    jax.block_until_ready((state, metrics))
-  return time.perf_counter() - start
+    first = parallel.global_batch(next(batches), setup.mesh)
+    state, metrics = step_fn(state, first, *setup.step_args(0))
+    for fed in (False, True):
+      jax.block_until_ready((state, metrics))
+      start = time.perf_counter()
+      for step in range(1, steps + 1):
+        batch = (parallel.global_batch(next(batches), setup.mesh) if fed
+                 else first)
+        state, metrics = step_fn(state, batch, *setup.step_args(step))
+      jax.block_until_ready((state, metrics))
+      seconds.append(time.perf_counter() - start)
+  return seconds[0], seconds[1]
 
 
 _STEPS = flags.DEFINE_integer('steps', 20, 'Batches to time.')

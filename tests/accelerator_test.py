@@ -2,6 +2,7 @@
 path end to end (real MNIST digits), killed and rerun: it continues without
 redoing what it finished, and writes its JSON and tables."""
 
+import importlib
 import json
 import pathlib
 import signal
@@ -28,6 +29,54 @@ def saved(out: pathlib.Path) -> dict:
     return json.loads((out / 'results.json').read_text())
   except (OSError, ValueError):  # not written yet
     return {}
+
+
+def accelerator_module():
+  """bench/accelerator.py, imported as its command runs it."""
+  sys.path.insert(0, str(ROOT / 'bench'))
+  try:
+    return importlib.import_module('accelerator')
+  finally:
+    sys.path.remove(str(ROOT / 'bench'))
+
+
+def step_line(model, mode, seconds, compile_s=30.0, dtype='float32'):
+  return {'bench': 'train_step', 'model': model, 'batch': 256, 'mode': mode,
+          'dtype': dtype, 'seconds_per_step': seconds, 'compile_s': compile_s}
+
+
+class PlanTest(absltest.TestCase):
+  """The device size's sizing, on figures of the kind a GPU gives."""
+
+  def setUp(self):
+    super().setUp()
+    self.acc = accelerator_module()
+    self.results = {
+        'step': {self.acc.entry_key('cbm_mobilenet', 256, mode, 'float32'):
+                 step_line('cbm_mobilenet', mode, seconds)
+                 for mode, seconds in (('fused', 0.04), ('ua', 0.01))},
+        'evaluator': {'candidates_per_s': 25.0}}
+
+  def test_the_experiment_trains_what_fits_before_its_share(self):
+    plan = self.acc.plan_steps(self.results, spent_s=60.0, budget_s=480.0,
+                               steps_per_epoch=187)
+    # 0.7 x 480 - 60 s spent - 60 s scoring (1.5 x 1,000 / 25) - 2 x (2 x
+    # 30 s compiles + 20 s decoding + 10 s) = 36 s, at 1.1 x 0.05 s a step.
+    self.assertEqual(plan['steps'], int(36 / 0.055))
+    self.assertAlmostEqual(plan['epochs'], plan['steps'] / 187, places=3)
+    self.assertEqual(plan['predicted_scoring_s'], 60.0)
+    late = self.acc.plan_steps(self.results, spent_s=400.0, budget_s=480.0,
+                               steps_per_epoch=187)
+    self.assertEqual(late['steps'], 20)  # the floor: it still runs
+
+  def test_the_fastest_bcnet_step_per_model_and_dtype(self):
+    steps = {str(i): step_line('resnet20_cifar', mode, seconds)
+             for i, (mode, seconds) in enumerate(
+                 (('plain', 0.01), ('fused', 0.05),
+                  ('fused_pass_by_pass', 0.04), ('reference', 0.09)))}
+    steps['ua only'] = step_line('cbm_mobilenet', 'ua', 0.01)
+    self.assertEqual(self.acc.winners(steps),
+                     {'resnet20_cifar/256/float32': 'fused_pass_by_pass'})
 
 
 class AcceleratorTest(absltest.TestCase):

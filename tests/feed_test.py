@@ -86,6 +86,12 @@ class AugmentationTest(absltest.TestCase):
       self.assertGreater(stats.binomtest(flips, DRAWS).pvalue, 1e-3,
                          f'{name}: {flips} flips of {DRAWS}')
 
+  def test_each_step_and_example_draws_its_own_augmentation(self):
+    keys = [jax.random.key_data(device_augment.example_keys(0, step, 4))
+            for step in (1, 2)]
+    rows = np.concatenate([np.asarray(k) for k in keys])
+    self.assertLen(np.unique(rows, axis=0), 8)
+
   def test_offsets_and_flips_are_independent_on_the_device(self):
     table = np.zeros((9, 2), int)
     for y, _, flipped in self.device:

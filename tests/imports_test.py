@@ -23,8 +23,10 @@ from tests.programs import ROOT
 from tests.programs import SUBPROCESS_ENV
 
 BLOCKED = ('tensorflow_datasets', 'grain', 'matplotlib', 'mlxtend')
+# The commands, and what the device run (bench/accelerator.py) imports.
 COMMANDS = ('bcnet_jax.search', 'bcnet_jax.evaluate', 'bcnet_jax.rank',
-            'bcnet_jax.predict', 'bcnet_jax.models.__main__')
+            'bcnet_jax.predict', 'bcnet_jax.models.__main__',
+            'experiments.channel_bench_macro.experiment')
 
 # Run as `python -c PROGRAM BLOCKED_JSON COMMANDS_JSON TRAIN_FLAG...`: the
 # finder first on sys.meta_path, the imports, then `python -m bcnet_jax.train

@@ -277,9 +277,8 @@ class TrainStepTest(parameterized.TestCase):
                    implementation='x')
 
   def test_auto_is_each_platforms_measured_default(self):
-    for platform in ('cpu', 'gpu', 'tpu'):
-      self.assertIn(steps.implementation_for('auto', platform),
-                    steps.IMPLEMENTATIONS)
+    # Measured on the CPU (experiments/step_speed.md): fused.
+    self.assertEqual(steps.implementation_for('auto', 'cpu'), 'fused')
     self.assertEqual(steps.implementation_for('reference', 'cpu'),
                      'reference')
     with self.assertRaisesRegex(ValueError, "'auto' or one of"):

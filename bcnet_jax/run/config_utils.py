@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.input.mean = (0.4914, 0.4822, 0.4465)
   c.input.std = (0.2470, 0.2435, 0.2616)
   c.input.num_threads = 8
-  # The device path (run/data/on_device.py): a training split whose decoded
+  # The device feed (run/data/train_feed.py): a training split whose decoded
   # images fit in this many MiB is held as uint8 on every device and
   # augmented inside the jitted step (augment 'cifar' or 'none'); 0: never,
   # every batch is built on the host.

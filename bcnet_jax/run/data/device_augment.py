@@ -4,9 +4,11 @@ devices: gathered, augmented, normalized (the device path, train_feed.py).
 The augmentation draws from the same distribution as the host's
 (augment.cifar_train: pad 4 with zeros, a crop offset uniform in 0..8 on
 each axis, a horizontal flip with probability ½), with jax.random keys
-instead of numpy Generators: example j of step s uses
-fold_in(fold_in(key(seed), s), j), so a batch is a pure function of (seed,
-step) and resuming replays it exactly.
+instead of numpy Generators: example j of step s uses fold_in(fold_in(
+fold_in(key(seed), AUGMENT_STREAM), s), j), so a batch is a pure function of
+(seed, step) and resuming replays it exactly. The step comes from the train
+state (`state.step`, which the training program keeps equal to the step it
+runs).
 
   batch = device_augment.training_batch(examples, positions, step,
                                         seed=0, augment='cifar',
@@ -34,9 +36,14 @@ def cifar_crop_flip(image: jax.Array, key: jax.Array) -> jax.Array:
   return jnp.where(jax.random.bernoulli(flip_key), crop[:, ::-1], crop)
 
 
+# A stream of its own: dropout folds the step and the pass into key(seed).
+AUGMENT_STREAM = 0xA06
+
+
 def example_keys(seed: int, step: jax.Array, count: int) -> jax.Array:
   """The keys of examples 0..count-1 of the global batch of `step`."""
-  key = jax.random.fold_in(jax.random.key(seed), step)
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed),
+                                              AUGMENT_STREAM), step)
   return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(count))
 
 

@@ -153,10 +153,12 @@ def train_batches(data: pipeline.Input, first_step: int, total_steps: int,
   grain's queues, in shared memory: /dev/shm), plus the one it builds.
   """
   grain = _import_grain(num_workers)
-  if not flags.FLAGS.is_parsed():  # the Python API, not an absl app
-    # grain 0.2.18 reads this flag of its own unguarded when it starts the
-    # workers: UnparsedFlagAccessError. Its default is what we want.
-    flags.FLAGS['grain_enable_multiprocess_worker_profiling'].present = True
+  profiling = 'grain_enable_multiprocess_worker_profiling'
+  if not flags.FLAGS.is_parsed() and profiling in flags.FLAGS:
+    # The Python API, not an absl app: grain 0.2.18 reads this flag of its
+    # own unguarded when it starts the workers (UnparsedFlagAccessError).
+    # Its default is what we want.
+    flags.FLAGS[profiling].present = True
   init = functools.partial(_init_worker, jax.process_index(),
                            jax.process_count(), os.getpid())
   steps = grain.MapDataset.range(first_step, total_steps).map(
