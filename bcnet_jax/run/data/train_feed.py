@@ -41,6 +41,7 @@ import numpy as np
 from bcnet_jax.run import parallel
 from bcnet_jax.run.data import device_augment
 from bcnet_jax.run.data import pipeline
+from bcnet_jax.run.data import workers
 
 HostBatch = dict[str, np.ndarray]
 
@@ -123,7 +124,6 @@ class WorkerFeed(HostFeed):
             '(input.workers)')
 
   def batches(self, first_step, total_steps):
-    from bcnet_jax.run.data import workers  # pylint: disable=g-import-not-at-top
     return workers.train_batches(self.data, first_step, total_steps,
                                  self.workers)
 
