@@ -64,8 +64,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.supernet = ml_collections.ConfigDict()
   c.supernet.objective = 'bcnet'       # 'bcnet' | 'ua'
   c.supernet.complementary = True
-  # 'fused' | 'reference' | 'auto': the platform's measured fastest
-  # (supernet/steps.py PLATFORM_DEFAULTS); all compute the same step.
+  # 'fused' | 'reference' | 'auto': by platform (supernet/steps.py
+  # PLATFORM_DEFAULTS: fused, measured on the CPU); all compute the same step.
   c.supernet.implementation = 'auto'
   # Each pass's gradients before the next pass's forward: the memory of one
   # pass's activations instead of all passes' (the same gradients; on 2 CPU
