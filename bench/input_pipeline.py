@@ -26,7 +26,6 @@ Machines are noisy: compare paths within one run only.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -37,7 +36,6 @@ import jax
 
 from bcnet_jax.run import app
 from bcnet_jax.run import parallel
-from bcnet_jax.run.data import device_augment
 from bcnet_jax.supernet import stage as supernet
 
 PATHS = ('device', 'host')
@@ -95,10 +93,7 @@ def _input_seconds(setup, feed, steps: int) -> float:
       for _ in batches:
         pass
       return time.perf_counter() - start
-  c = setup.config.input
-  build = jax.jit(functools.partial(
-      device_augment.training_batch, seed=setup.config.seed,
-      augment=c.augment, mean=tuple(c.mean), std=tuple(c.std)))
+  build = jax.jit(feed.build_batch)
   with feed.batches(0, steps + 1) as batches:
     positions = [parallel.global_batch(b, setup.mesh)['position']
                  for b in batches]

@@ -124,16 +124,22 @@ class Input:
     rng = np.random.default_rng([self.seed, 0xDA7A, epoch])
     return rng.permutation(len(self.train_indices))
 
-  def _load(self, source, indices, train: bool, rngs=None) -> np.ndarray:
+  def _read(self, source, indices, prepare) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of `indices` of `source`, each image
+    prepare(k, image) for the k-th, on the thread pool."""
     def one(k):
       image, label = source[int(indices[k])]
-      return augment_lib.preprocess(
-          image, augment=self.augment, train=train,
-          resolution=self.resolution, mean=self.mean, std=self.std,
-          rng=None if rngs is None else rngs[k]), label
+      return prepare(k, image), label
     examples = list(self._pool.map(one, range(len(indices))))
     return (np.stack([e[0] for e in examples]),
             np.asarray([e[1] for e in examples], np.int32))
+
+  def _load(self, source, indices, train: bool, rngs=None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    return self._read(source, indices, lambda k, image: augment_lib.preprocess(
+        image, augment=self.augment, train=train,
+        resolution=self.resolution, mean=self.mean, std=self.std,
+        rng=None if rngs is None else rngs[k]))
 
   def _local_batch(self) -> tuple[int, int]:
     """(size, offset) of this host's part of a global training batch."""
@@ -162,12 +168,9 @@ class Input:
     """Every training example (minival excluded) in train_indices order,
     decoded and resized to the resolution, not augmented: (uint8 [n, R, R,
     C], int32 [n]). What the device path holds on the devices."""
-    def one(index):
-      image, label = self.train_source[int(index)]
-      return augment_lib.resize(image, self.resolution, self.resolution), label
-    examples = list(self._pool.map(one, self.train_indices))
-    return (np.stack([e[0] for e in examples]),
-            np.asarray([e[1] for e in examples], np.int32))
+    return self._read(self.train_source, self.train_indices,
+                      lambda _, image: augment_lib.resize(
+                          image, self.resolution, self.resolution))
 
   def check_calibration(self, count: int) -> None:
     if not 0 < count * self.batch_size <= len(self.train_indices):

@@ -153,12 +153,16 @@ class DeviceFeed:
                                             lambda index, v=v: v[index])
             for k, v in (('image', images), ('label', labels))}
 
-  def jit_step(self, step, num_replicated_args):
+  def build_batch(self, examples, positions, step):
+    """The training batch at `positions` of `examples` for `step`, as the
+    jitted step builds it (device_augment.training_batch of this config)."""
     config = self.config
-    build = functools.partial(
-        device_augment.training_batch, seed=self.seed,
-        augment=config.augment, mean=tuple(config.mean),
-        std=tuple(config.std))
+    return device_augment.training_batch(
+        examples, positions, step, seed=self.seed, augment=config.augment,
+        mean=tuple(config.mean), std=tuple(config.std))
+
+  def jit_step(self, step, num_replicated_args):
+    build = self.build_batch
 
     def from_positions(state, batch, *args):
       *args, examples = args
