@@ -139,8 +139,10 @@ class DeviceFeed:
 
   def describe(self):
     size = device_bytes(self.data, self.config.channels) / 2 ** 20
+    done = ('augmented and normalized' if self.config.augment != 'none'
+            else 'normalized')
     return (f'held on each device ({size:,.0f} MiB of uint8 training '
-            'images, decoded once), augmented inside the step '
+            f'images, decoded once), {done} inside the step '
             '(input.on_device_max_mb)')
 
   @functools.cached_property
