@@ -1,0 +1,175 @@
+"""A user's Flax CNN as jaxprs: the programs the channel analysis reads.
+
+A linen or NNX module is called once per mode on a batch of zeros under
+`jax.make_jaxpr`, over its flattened variables, so every jaxpr input is one
+variable (its collection and path known) or the image, or the dropout key:
+
+  eval   (variables..., image)       -> (logits,)
+  train  (variables..., image, key)  -> (logits, new batch_stats...)
+
+Jaxprs carry the batch size (BatchNorm divides by the count as a literal),
+so a model is traced once per batch size it runs at (`Tracer.program`).
+
+How the model is told to train: a call argument (`train`, `training`, or
+the inverted `deterministic` / `use_running_average`, found in the call's
+signature or named by the user; '!name' inverts any other name) or, without
+one, whether `batch_stats` is mutable (linen) / `model.train()` (NNX).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from bcnet_jax.run import errors
+
+TRAIN_ARGS = ('train', 'training', 'deterministic', 'use_running_average')
+INVERTED = ('deterministic', 'use_running_average')
+STATS = 'batch_stats'
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+  """One variable of the model: collection, path within it, shape."""
+  collection: str
+  path: tuple[str, ...]
+  shape: tuple[int, ...]
+  dtype: Any
+
+  @property
+  def name(self) -> str:
+    return '/'.join(self.path)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Program:
+  """One mode's jaxpr; `stats` are the leaves its extra outputs update."""
+  jaxpr: Any  # jax.extend.core.ClosedJaxpr
+  stats: tuple[int, ...]  # leaf index of each output after the logits
+
+
+def _key_name(key: Any) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _train_kwargs(argument: str | None, train: bool) -> dict[str, bool]:
+  if argument is None:
+    return {}
+  if argument.startswith('!'):
+    return {argument[1:]: not train}
+  return {argument: not train if argument in INVERTED else train}
+
+
+def train_argument(module: Any, name: str | None) -> str | None:
+  """The call argument that switches training ('' or None: found in the
+  signature of the module's __call__, else switched by mutability)."""
+  if name:
+    return name
+  params = inspect.signature(type(module).__call__).parameters
+  return next((a for a in TRAIN_ARGS if a in params), None)
+
+
+class Tracer:
+  """Traces one user module (linen or NNX) at one input shape per batch."""
+
+  def __init__(self, module: Any, image_shape: tuple[int, int, int],
+               train_arg: str | None = None):
+    self.module = module
+    self.image_shape = tuple(image_shape)
+    self.nnx = _is_nnx(module)
+    self.argument = train_argument(module, train_arg)
+    variables = self.init(jax.random.key(0))
+    flat, self.treedef = jax.tree_util.tree_flatten_with_path(variables)
+    self.leaves = tuple(
+        Leaf(_key_name(path[0]), tuple(_key_name(k) for k in path[1:]),
+             tuple(value.shape), value.dtype) for path, value in flat)
+    bad = sorted({leaf.collection for leaf in self.leaves}
+                 - {'params', STATS})
+    if bad:
+      raise errors.InvalidInput(
+          f'{type(module).__name__} has variable collections {bad}; a '
+          "searchable model holds only 'params' and 'batch_stats'")
+
+  def image(self, batch: int) -> jax.Array:
+    return jnp.zeros((batch,) + self.image_shape, jnp.float32)
+
+  def init(self, key: jax.Array) -> dict[str, Any]:
+    """The module's own variables at its own widths ({'params', ...})."""
+    if self.nnx:
+      from flax import nnx  # pylint: disable=g-import-not-at-top
+      del key  # an NNX module holds its initialized variables
+      state = nnx.state(self.module)
+      return {'params': nnx.to_pure_dict(state.filter(nnx.Param)),
+              **({STATS: nnx.to_pure_dict(state.filter(nnx.BatchStat))}
+                 if state.filter(nnx.BatchStat) else {})}
+    variables = self.module.init(
+        {'params': key, 'dropout': key}, self.image(1),
+        **_train_kwargs(self.argument, False))
+    return {c: v for c, v in dict(variables).items()}
+
+  def call(self, variables: dict[str, Any], image: jax.Array, train: bool,
+           key: jax.Array | None) -> tuple[jax.Array, dict[str, Any]]:
+    """(logits, new batch_stats in train mode, else {})."""
+    if self.nnx:
+      return _nnx_call(self.module, variables, image, train, key)
+    kwargs = _train_kwargs(self.argument, train)
+    if not train:
+      return self.module.apply(variables, image, **kwargs), {}
+    logits, new = self.module.apply(variables, image, **kwargs,
+                                    mutable=[STATS], rngs={'dropout': key})
+    return logits, dict(new).get(STATS, {})
+
+  @functools.lru_cache(maxsize=16)
+  def program(self, batch: int, train: bool) -> Program:
+    """The jaxpr of one mode at one batch size."""
+    index = {(leaf.collection, leaf.path): i
+             for i, leaf in enumerate(self.leaves)}
+    stats_order = []
+
+    def fn(leaves, image, key):
+      variables = jax.tree_util.tree_unflatten(self.treedef, leaves)
+      logits, new = self.call(variables, image, train, key)
+      if not isinstance(logits, jax.Array) or logits.ndim != 2:
+        raise errors.InvalidInput(
+            f'{type(self.module).__name__} must return logits [batch, '
+            f'classes]; it returned {jax.tree.map(jnp.shape, logits)}')
+      flat = jax.tree_util.tree_flatten_with_path(new)[0]
+      stats_order[:] = [index[(STATS, tuple(_key_name(k) for k in p))]
+                        for p, _ in flat]
+      return [logits] + [v for _, v in flat]
+
+    leaves = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)
+              for leaf in self.leaves]
+    closed = jax.make_jaxpr(fn)(leaves, jax.ShapeDtypeStruct(
+        (batch,) + self.image_shape, jnp.float32), jax.random.key(0))
+    return Program(closed, tuple(stats_order))
+
+
+def _is_nnx(module: Any) -> bool:
+  try:
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  return isinstance(module, nnx.Module)
+
+
+def _nnx_call(module, variables, image, train, key):
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  graphdef, state = nnx.split(module)
+  nnx.replace_by_pure_dict(state, {**variables})
+  model = nnx.merge(graphdef, state)
+  model.train() if train else model.eval()
+  if train and key is not None:
+    nnx.reseed(model, dropout=key)
+  logits = model(image)
+  if not train:
+    return logits, {}
+  return logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
