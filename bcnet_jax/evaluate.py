@@ -14,6 +14,7 @@ from absl import flags
 
 from bcnet_jax import models
 from bcnet_jax.run import app
+from bcnet_jax.run import config_utils
 from bcnet_jax.run import run_config
 from bcnet_jax.supernet import stage as supernet
 
@@ -24,8 +25,10 @@ def main(argv: list[str], widths_flag: flags.FlagHolder) -> None:
                                       app.overrides(), stage='evaluate')
   widths = None
   if widths_flag.value:
-    space = models.get_space(config.model.name, config.model.bins,
-                             config.model.min_bins)
+    space = models.get_space(
+        config.model.name, config.model.bins, config.model.min_bins,
+        resolution=config.input.resolution, in_channels=config.input.channels,
+        **config_utils.model_options(config))
     widths = {'given': space.parse_widths(widths_flag.value)}
   app.print_result(supernet.evaluate_workdir(config, app.workdir(), widths,
                                              app.overrides()))

@@ -10,12 +10,19 @@ Synopsis:
   compact = models.compact_like(supernet, c)                # sliced kernels
   compact.apply(slicing.slice_params(supernet, variables, c, 'left'), x,
                 train=False)                                # == logits[0]
+
+Your own Flax CNN (linen or NNX) is a model too, its groups found by
+tracing (traced.py): by import path, `get_model('my_pkg.nets:MyCNN')`
+(a Module class built with the model's kwargs, or a function returning a
+module), or by a name given to `register('my_cnn', MyCNN)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+import functools
+import importlib
+from typing import Any, Callable, Sequence
 
 from bcnet_jax.models import cbm
 from bcnet_jax.models import efficientnet
@@ -23,6 +30,7 @@ from bcnet_jax.models import layers
 from bcnet_jax.models import mobilenet_v2
 from bcnet_jax.models import resnet
 from bcnet_jax.models import resnet_cifar
+from bcnet_jax.models import traced
 from bcnet_jax.models import vgg
 from bcnet_jax.run import errors
 from bcnet_jax.space import search_space as space_lib
@@ -67,16 +75,93 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+# Models of their users: name -> a Flax Module class or a function that
+# returns a module (register); import paths need no registering.
+USER_MODELS: dict[str, Callable[..., Any]] = {}
+
+
+def register(name: str, factory: Callable[..., Any]) -> None:
+  """Makes `factory` (a linen/NNX Module class, built with the model's
+  kwargs, or a function returning a module) the model `name`."""
+  if name in MODELS:
+    raise errors.InvalidInput(f'{name!r} is a built-in model')
+  USER_MODELS[name] = factory
+
+
+def is_traced(name: str) -> bool:
+  """Whether `name` is a user's model (registered or an import path)."""
+  return name not in MODELS and (name in USER_MODELS or ':' in str(name))
+
+
 def _spec(name: str) -> ModelSpec:
   if name not in MODELS:
-    raise errors.InvalidInput(f'unknown model {name!r}; choose one of '
-                              f'{", ".join(MODELS)}')
+    raise errors.InvalidInput(
+        f'unknown model {name!r}; choose one of {", ".join(MODELS)}, a '
+        'registered one (models.register) or your own Flax module as '
+        'PACKAGE.MODULE:ATTR')
   return MODELS[name]
 
 
+def _factory(name: str) -> Callable[..., Any]:
+  if name in USER_MODELS:
+    return USER_MODELS[name]
+  module_name, _, attr = str(name).partition(':')
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as e:
+    raise errors.InvalidInput(
+        f'model {name!r}: cannot import {module_name!r} ({e}); is its '
+        'package on PYTHONPATH?') from None
+  if not hasattr(module, attr):
+    raise errors.InvalidInput(f'model {name!r}: {module_name} has no {attr!r}')
+  return getattr(module, attr)
+
+
+def user_module(name: str, kwargs: dict[str, Any]) -> Any:
+  """The user's module of model `name`, built with `kwargs`."""
+  factory = _factory(name)
+  try:
+    module = factory(**kwargs)
+  except TypeError as e:
+    raise errors.InvalidInput(
+        f'model {name!r}: building it with kwargs {kwargs} failed: {e} '
+        '(set --config.model.kwargs to a JSON object of its arguments)'
+    ) from None
+  return module
+
+
+@functools.lru_cache(maxsize=32)
+def _structure(name: str, kwargs: tuple[tuple[str, Any], ...],
+               image_shape: tuple[int, int, int], train_arg: str,
+               fixed: tuple[str, ...]) -> traced.Structure:
+  return traced.Structure(user_module(name, dict(kwargs)), image_shape,
+                          train_arg=train_arg or None, fixed=fixed)
+
+
+def _traced(name, resolution, in_channels, train_arg, fixed, kwargs):
+  try:
+    key = tuple(sorted(kwargs.items()))
+    hash(key)
+  except TypeError:
+    key = tuple(sorted((k, repr(v)) for k, v in kwargs.items()))
+  return _structure(name, key, (resolution or 32, resolution or 32,
+                                in_channels), train_arg or '', tuple(fixed))
+
+
 def get_space(name: str, bins: int | None = None,
-              min_bins: int | None = None) -> space_lib.SearchSpace:
-  """The search space of model `name` (its default B and m unless given)."""
+              min_bins: int | None = None, *, resolution: int | None = None,
+              in_channels: int = 3, train_arg: str = '',
+              fixed: Sequence[str] = (), **kwargs: Any
+              ) -> space_lib.SearchSpace:
+  """The search space of model `name` (its default B and m unless given).
+
+  A user's model is traced at `resolution` (default 32) with
+  `in_channels`, built with `kwargs`; `train_arg` and `fixed` as in
+  traced.from_flax.
+  """
+  if is_traced(name):
+    return _traced(name, resolution, in_channels, train_arg, fixed,
+                   kwargs).space(name, bins, min_bins)
   spec = _spec(name)
   return space_lib.SearchSpace.build(
       name, spec.groups, spec.derived,
@@ -87,8 +172,9 @@ def get_space(name: str, bins: int | None = None,
 def get_model(name: str, *, widths: Any = None,
               space: space_lib.SearchSpace | None = None,
               num_classes: int | None = None, in_channels: int = 3,
-              resolution: int | None = None,
-              **kwargs: Any) -> layers.WidthModel:
+              resolution: int | None = None, train_arg: str = '',
+              fixed: Sequence[str] = (),
+              **kwargs: Any) -> layers.WidthModel | traced.TracedModel:
   """Builds model `name`: the supernet, or a compact model if `widths` given.
 
   Args:
@@ -98,8 +184,27 @@ def get_model(name: str, *, widths: Any = None,
     num_classes: classifier outputs (default: the dataset the model is for).
     in_channels: channels of the input image.
     resolution: input size (default: the model's standard resolution).
-    **kwargs: model-specific attributes (e.g. dropout_rate).
+    train_arg, fixed: a user's model's (traced.from_flax).
+    **kwargs: model-specific attributes (e.g. dropout_rate); a user's
+      model is built with them.
   """
+  if is_traced(name):
+    structure = _traced(name, resolution, in_channels, train_arg, fixed,
+                        kwargs)
+    model = traced.TracedModel(
+        structure, structure.space(name) if space is None else space,
+        num_classes=structure.num_classes, in_channels=in_channels,
+        resolution=resolution or 32)
+    if num_classes is not None and num_classes != model.num_classes:
+      raise errors.InvalidInput(
+          f'model {name!r} outputs {model.num_classes} classes; the data '
+          f'has {num_classes}')
+    if model.space.model != name:
+      raise ValueError(f'space is for {model.space.model!r}, not {name!r}')
+    if widths is not None:
+      model = model.clone(widths=tuple(
+          int(w) for w in model.space.validate_widths(widths)))
+    return model
   spec = _spec(name)
   space = get_space(name) if space is None else space
   if space.model != name:
@@ -114,7 +219,7 @@ def get_model(name: str, *, widths: Any = None,
       **{**dict(spec.kwargs), **kwargs})
 
 
-def compact_like(model: layers.WidthModel, widths: Any) -> layers.WidthModel:
+def compact_like(model: Any, widths: Any) -> Any:
   """The compact model of `widths` with every other attribute of `model`."""
   widths = tuple(int(w) for w in model.space.validate_widths(widths))
   return model.clone(widths=widths, parent=None)

@@ -40,7 +40,8 @@ convert_element_type copy copy_p cos cosh div eq erf erf_inv erfc exp exp2
 expm1 floor ge gt imag integer_pow is_finite le lgamma digamma log log1p
 logistic lt max min mul ne neg nextafter not or pow real reduce_precision
 rem round rsqrt select_n sign sin sinh sqrt square stop_gradient sub tan
-tanh xor optimization_barrier sharding_constraint mesh_cast
+tanh xor optimization_barrier sharding_constraint mesh_cast bitcast_convert_type
+shift_left shift_right_logical shift_right_arithmetic population_count clz
 '''.split())
 REDUCTIONS = frozenset('''reduce_sum reduce_max reduce_min reduce_prod
 reduce_and reduce_or argmax argmin'''.split())

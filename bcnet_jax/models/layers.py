@@ -274,6 +274,8 @@ class WidthModel(nn.Module):
   in_channels: int = 3
   resolution: int = 32
 
+  supports_pair = True  # paths.pair: the fused complementary pass
+
   def context(self, paths: paths_lib.Paths | None) -> Widths:
     if paths is not None and not isinstance(paths, paths_lib.Paths):
       raise TypeError('a supernet takes paths.left/right/pair(space, widths)'

@@ -37,6 +37,8 @@ def slice_params(model: layers.WidthModel, variables: Any, widths: Any,
   Returns:
     Variables of `models.compact_like(model, widths)`, same collections.
   """
+  if hasattr(model, 'slice_variables'):  # a traced model's, from its trace
+    return model.slice_variables(variables, widths, side)
   index = model.space.channel_indices(widths, side)
   by_path = {layer.path: layer for layer in layer_table(model)}
   flat = traverse_util.flatten_dict(dict(variables))

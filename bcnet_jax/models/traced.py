@@ -83,6 +83,17 @@ class Structure:
     self.nominal = [train.size[train.find(train.leaf_nodes[leaf][axis])]
                     for leaf, axis in (min(s) for s in self.members)]
     canonical = self._with_groups(train, tracing.Program(None, ()))
+    # Dims: the groups, then squeeze-excite hidden units (derived dims).
+    self.parent = _squeeze_excite(canonical)
+    dims = ([g for g in range(len(self.members)) if g not in self.parent] +
+            [g for g in range(len(self.members)) if g in self.parent])
+    self.members = [self.members[g] for g in dims]
+    self.names = [self.names[g] for g in dims]
+    self.nominal = [self.nominal[g] for g in dims]
+    self.parent = {dims.index(h): dims.index(g)
+                   for h, g in self.parent.items()}
+    self.num_groups = len(dims) - len(self.parent)
+    canonical = self._with_groups(train, tracing.Program(None, ()))
     self.leaf_pieces = [
         tuple(canonical.pieces(n) for n in nodes)
         for nodes in train.leaf_nodes]
@@ -93,6 +104,8 @@ class Structure:
     for a in analyses:
       self._check(self._with_groups(a, tracing.Program(None, ())))
     self._stats_factor = None
+    logits = self.tracer.program(CANONICAL_BATCH, False).jaxpr.out_avals[0]
+    self.num_classes = int(logits.shape[-1])
 
   # ---- analysis ----------------------------------------------------------------
 
@@ -146,8 +159,11 @@ class Structure:
 
   def space(self, model: str, bins: int | None = None,
             min_bins: int | None = None) -> space_lib.SearchSpace:
+    g = self.num_groups
     return space_lib.SearchSpace.build(
-        model, list(zip(self.names, self.nominal)),
+        model, list(zip(self.names[:g], self.nominal[:g])),
+        [(self.names[h], self.names[self.parent[h]], self.nominal[h])
+         for h in range(g, len(self.names))],
         bins=space_lib.DEFAULT_BINS if bins is None else bins,
         min_bins=space_lib.DEFAULT_MIN_BINS if min_bins is None else min_bins)
 
@@ -250,6 +266,43 @@ def _term(coef, ga, na, gb, nb, one):
   return (coef, ga, gb)
 
 
+def _squeeze_excite(a: Analysed) -> dict[int, int]:
+  """{hidden group: the group its bins come from} for squeeze-excite units.
+
+  A group H is an SE's hidden units when every layer writing it reads one
+  group G pooled to a single pixel and every layer reading it writes G
+  (the gate). As in EfficientNet, its width follows the block's input: the
+  group G's one 1x1 expansion reads, or G itself where nothing expands it.
+  """
+  writers, readers = collections.defaultdict(list), collections.defaultdict(
+      list)
+  for c in a.analysis.contractions:
+    ins = a.pieces(c.in_node)
+    outs = a.pieces(c.out_node) if c.out_node is not None else ()
+    for g, _ in outs:
+      if g is not None:
+        writers[g].append((c, ins))
+    for g, _ in ins:
+      if g is not None:
+        readers[g].append((c, outs))
+  derived = {}
+  for h in writers:
+    sources = {ins for c, ins in writers[h]}
+    targets = {outs for c, outs in readers.get(h, ())}
+    if (len(sources) != 1 or sources != targets or
+        len(next(iter(sources))) != 1 or
+        any(c.out_pixels != 1 for c, _ in writers[h] + readers.get(h, []))):
+      continue
+    (g, _), = next(iter(sources))
+    if g is None or g == h:
+      continue
+    expansions = [ins for c, ins in writers[g]
+                  if c.kind == 'conv' and c.kernel_size == 1 and
+                  len(ins) == 1 and ins[0][0] not in (None, h)]
+    derived[h] = expansions[0][0][0] if len(expansions) == 1 else g
+  return {h: g for h, g in derived.items() if g not in derived}
+
+
 def _network_order(a: channels.Analysis, sets: list[frozenset]) -> list[int]:
   """Groups in the order a contraction first writes (or reads) them."""
   root_of = [a.find(a.leaf_nodes[leaf][axis]) for leaf, axis in
@@ -314,12 +367,11 @@ class TracedModel:
     return dict(enumerate(self.structure.nominal))
 
   def _supernet(self) -> dict[int, int]:
-    return {g: d.supernet_channels
-            for g, d in enumerate(self.space.dims[:self.space.num_groups])}
+    return {g: d.supernet_channels for g, d in enumerate(self.space.dims)}
 
   def _compact(self) -> dict[int, int]:
     chans = self.space.channels(self.widths)
-    return {g: chans[name] for g, name in enumerate(self.space.groups)}
+    return {g: chans[d.name] for g, d in enumerate(self.space.dims)}
 
   # ---- variables ---------------------------------------------------------------
 
@@ -448,7 +500,7 @@ class TracedModel:
     widths = jnp.asarray(paths.widths, jnp.int32)
     masks = {}
     for g, n in nominal.items():
-      e = table[g, widths[g]]
+      e = table[g, widths[self.space.dims[g].group]]
       i = jnp.arange(n)
       masks[g] = i < e if paths.kind == 'left' else i >= n - e
     cropped = [self.structure.take(i, v, window, supernet)
@@ -483,7 +535,7 @@ class TracedModel:
     """The variables of path `side` of `widths` in the compact model's
     shapes (the user's tree, narrower arrays)."""
     index = self.space.channel_indices(widths, side)
-    picks = {g: index[name] for g, name in enumerate(self.space.groups)}
+    picks = {g: index[d.name] for g, d in enumerate(self.space.dims)}
     leaves = self._leaves(variables)
     return self._tree({
         i: self.structure.take(i, np.asarray(v), picks, self._supernet())
@@ -527,8 +579,7 @@ def from_flax(module: Any, image_shape: Sequence[int], *,
   if h != w:
     raise errors.InvalidInput(f'square images only, got {h}x{w}')
   structure = Structure(module, (h, w, c), train_arg=train_arg, fixed=fixed)
-  logits = structure.tracer.program(CANONICAL_BATCH, False).jaxpr.out_avals[0]
-  classes = logits.shape[-1]
+  classes = structure.num_classes
   if num_classes is not None and num_classes != classes:
     raise errors.InvalidInput(
         f'{type(module).__name__} outputs {classes} classes; the data has '

@@ -86,7 +86,8 @@ class Tracer:
     self.image_shape = tuple(image_shape)
     self.nnx = _is_nnx(module)
     self.argument = train_argument(module, train_arg)
-    variables = self.init(jax.random.key(0))
+    self.init = jax.jit(self._init)
+    variables = jax.eval_shape(self._init, jax.random.key(0))
     flat, self.treedef = jax.tree_util.tree_flatten_with_path(variables)
     self.leaves = tuple(
         Leaf(_key_name(path[0]), tuple(_key_name(k) for k in path[1:]),
@@ -101,8 +102,9 @@ class Tracer:
   def image(self, batch: int) -> jax.Array:
     return jnp.zeros((batch,) + self.image_shape, jnp.float32)
 
-  def init(self, key: jax.Array) -> dict[str, Any]:
-    """The module's own variables at its own widths ({'params', ...})."""
+  def _init(self, key: jax.Array) -> dict[str, Any]:
+    """The module's own variables at its own widths ({'params', ...});
+    jitted as `init`."""
     if self.nnx:
       from flax import nnx  # pylint: disable=g-import-not-at-top
       del key  # an NNX module holds its initialized variables

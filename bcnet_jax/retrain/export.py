@@ -59,23 +59,11 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
   arch = files.read_json(arch_path)
   input_path = os.path.join(workdir, 'input.json')
   info = files.read_json(input_path)
-  try:
-    if not isinstance(arch, dict):
-      raise ValueError('not an arch object')
-    space = models.get_space(arch.get('model'), arch.get('bins'),
-                             arch.get('min_bins'))
-    widths = space.widths_from_arch(arch)
-  except (ValueError, TypeError) as e:
-    raise errors.InvalidInput(f'{arch_path}: {e}') from None
   # Older exports also hold 'lowering', now chosen per platform (ops.py).
   fields = ('classes', 'channels', 'augment', 'mean', 'std')
   if not isinstance(info, dict) or set(fields) - set(info):
     raise errors.InvalidInput(
         f'{input_path} must be an object with {list(fields)}')
-  model = models.get_model(
-      arch['model'], widths=widths, space=space,
-      num_classes=len(info['classes']), in_channels=info['channels'],
-      resolution=arch['resolution'])
   ckpts = checkpoint.Checkpoints(workdir, {}, read_only=True)
   try:
     saved = ckpts.latest_identity()
@@ -83,6 +71,24 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
     if identity.get('stage') != 'retrain':
       raise errors.InvalidInput(
           f'{workdir} holds no checkpoint of a retrain run')
+    # A user's model is built as it was trained (config.model's options).
+    options = config_utils.model_options(ml_collections.ConfigDict({
+        'model': {f: identity.get(f'model.{f}', '')
+                  for f in ('kwargs', 'train_arg', 'fixed')}}))
+    try:
+      if not isinstance(arch, dict):
+        raise ValueError('not an arch object')
+      space = models.get_space(
+          arch.get('model'), arch.get('bins'), arch.get('min_bins'),
+          resolution=arch.get('resolution'), in_channels=info['channels'],
+          **options)
+      widths = space.widths_from_arch(arch)
+    except (ValueError, TypeError) as e:
+      raise errors.InvalidInput(f'{arch_path}: {e}') from None
+    model = models.get_model(
+        arch['model'], widths=widths, space=space,
+        num_classes=len(info['classes']), in_channels=info['channels'],
+        resolution=arch['resolution'], **options)
     _check_files_match(identity, arch, info, workdir)
     ckpts.identity = saved
     prefix = 'retrain.optim.'

@@ -8,6 +8,7 @@ converted once, here, with the steps per epoch of the data.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import ml_collections
@@ -35,6 +36,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.name = 'resnet20_cifar'
   c.model.bins = placeholder(int)      # default: the model's B
   c.model.min_bins = placeholder(int)  # default: the model's m
+  # Your own Flax CNN: model.name = 'PACKAGE.MODULE:ATTR' (a Module class
+  # or a function returning a module; README "Your own model"), built with
+  # these arguments (a JSON object; a built-in model takes them as
+  # attributes), told to train by the call argument `train_arg` (default:
+  # found in its signature, else by batch_stats being mutable), with the
+  # channels of the comma-separated module paths in `fixed` kept as they are.
+  c.model.kwargs = '{}'
+  c.model.train_arg = ''
+  c.model.fixed = ''
 
   c.input = ml_collections.ConfigDict()
   c.input.source = 'tfds'  # 'tfds' | 'image_folder' | 'cifar10_archive' |
@@ -332,3 +342,22 @@ def optional_fields() -> set[str]:
       elif value is None:
         yield prefix + key
   return set(walk(base_config(), ''))
+
+
+def model_options(config: Any) -> dict[str, Any]:
+  """The keyword arguments of models.get_space/get_model that config.model
+  gives beyond name, bins and min_bins."""
+  m = config.model
+  try:
+    kwargs = json.loads(m.get('kwargs', '{}') or '{}')
+  except json.JSONDecodeError as e:
+    raise errors.InvalidInput(
+        f'model.kwargs must be a JSON object, e.g. \'{{"depth": 20}}\': {e}'
+    ) from None
+  if not isinstance(kwargs, dict):
+    raise errors.InvalidInput(
+        f'model.kwargs must be a JSON object, got {m.kwargs!r}')
+  fixed = tuple(p.strip() for p in str(m.get('fixed', '') or '').split(',')
+                if p.strip())
+  return {'train_arg': m.get('train_arg', '') or '', 'fixed': fixed,
+          **kwargs}

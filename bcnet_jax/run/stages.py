@@ -92,12 +92,13 @@ class Basics:
     parallel.check_global_batch(config.input.eval_batch_size, mesh)
     data = pipeline.Input.create(config.input, seed=config.seed)
     data.check_calibration(config.eval.bn_calib_batches)
+    options = dict(config_utils.model_options(config),
+                   in_channels=config.input.channels,
+                   resolution=config.input.resolution)
     space = models.get_space(config.model.name, config.model.bins,
-                             config.model.min_bins)
-    model = models.get_model(
-        config.model.name, space=space, num_classes=data.num_classes,
-        in_channels=config.input.channels,
-        resolution=config.input.resolution)
+                             config.model.min_bins, **options)
+    model = models.get_model(config.model.name, space=space,
+                             num_classes=data.num_classes, **options)
     return cls(config, mesh, data, model)
 
 

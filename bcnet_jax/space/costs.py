@@ -31,26 +31,13 @@ class CostModel:
   def __init__(self, model: layers.WidthModel):
     self.space = model.space
     self.resolution = model.resolution
-    column = {d.name: i for i, d in enumerate(self.space.dims)}
-    one = len(column)
-    macs, params = [], []
-    for layer in layer_table(model):
-      a, coef_a = ((one, layer.in_channels) if layer.in_dim is None
-                   else (column[layer.in_dim], 1))
-      b, coef_b = ((one, layer.out_channels) if layer.out_dim is None
-                   else (column[layer.out_dim], 1))
-      if layer.kind == 'bn':
-        params.append((2, b, one))
-        continue
-      k2 = layer.kernel_size ** 2
-      if layer.kind == 'depthwise':
-        a, coef_a = one, 1
-      macs.append((k2 * layer.out_pixels * coef_a * coef_b, a, b))
-      params.append((k2 * coef_a * coef_b, a, b))
-      if layer.use_bias:
-        params.append((coef_b, b, one))
+    if hasattr(model, 'cost_terms'):  # a traced model's, from its trace
+      macs, params = model.cost_terms()
+    else:
+      macs, params = _layer_terms(model)
     self._macs = _terms(macs)
     self._params = _terms(params)
+
 
   def _evaluate(self, terms, widths: Any) -> np.ndarray | int:
     widths = self.space.validate_widths(widths)
@@ -83,6 +70,29 @@ class CostModel:
   def params(self, widths: Any) -> np.ndarray | int:
     """Params of one width vector ([G] -> int) or a batch ([K, G] -> [K])."""
     return self._evaluate(self._params, widths)
+
+
+def _layer_terms(model: layers.WidthModel) -> tuple[list, list]:
+  """A built-in model's terms, from its layer table."""
+  column = {d.name: i for i, d in enumerate(model.space.dims)}
+  one = len(column)
+  macs, params = [], []
+  for layer in layer_table(model):
+    a, coef_a = ((one, layer.in_channels) if layer.in_dim is None
+                 else (column[layer.in_dim], 1))
+    b, coef_b = ((one, layer.out_channels) if layer.out_dim is None
+                 else (column[layer.out_dim], 1))
+    if layer.kind == 'bn':
+      params.append((2, b, one))
+      continue
+    k2 = layer.kernel_size ** 2
+    if layer.kind == 'depthwise':
+      a, coef_a = one, 1
+    macs.append((k2 * layer.out_pixels * coef_a * coef_b, a, b))
+    params.append((k2 * coef_a * coef_b, a, b))
+    if layer.use_bias:
+      params.append((coef_b, b, one))
+  return macs, params
 
 
 def _terms(terms: list[tuple[int, int, int]]):

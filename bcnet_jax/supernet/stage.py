@@ -62,7 +62,8 @@ class Setup(run.Fields):
           'used with bcnet_jax.predict / export')
     basics = run.Basics.create(config)
     steps.implementation_for(config.supernet.implementation,
-                             basics.mesh.devices.flat[0].platform)
+                             basics.mesh.devices.flat[0].platform,
+                             basics.supernet.supports_pair)
     return cls(config, basics.mesh, basics.data, basics.supernet,
                *run.schedule_steps(config, config, config.optim, '',
                                    basics.data.steps_per_epoch))
@@ -99,7 +100,8 @@ class Setup(run.Fields):
   def implementation(self) -> str:
     """supernet.implementation, 'auto' resolved for this platform."""
     return steps.implementation_for(self.config.supernet.implementation,
-                                    self.mesh.devices.flat[0].platform)
+                                    self.mesh.devices.flat[0].platform,
+                                    self.model.supports_pair)
 
   def step_args(self, step: int) -> tuple[Any, ...]:
     """The width vector of `step`."""

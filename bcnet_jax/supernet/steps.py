@@ -60,15 +60,20 @@ IMPLEMENTATIONS = ('fused', 'reference')
 PLATFORM_DEFAULTS = {'cpu': 'fused', 'gpu': 'fused', 'tpu': 'fused'}
 
 
-def implementation_for(name: str, platform: str) -> str:
+def implementation_for(name: str, platform: str, pair: bool = True) -> str:
   """The implementation `name` ('auto', 'fused' or 'reference') means on
-  `platform` (jax's: 'cpu', 'gpu', 'tpu')."""
+  `platform` (jax's: 'cpu', 'gpu', 'tpu') for a model that runs paired
+  paths (`pair`; a traced model runs single paths: 'reference')."""
   if name == 'auto':
-    return PLATFORM_DEFAULTS.get(platform, 'fused')
+    return PLATFORM_DEFAULTS.get(platform, 'fused') if pair else 'reference'
   if name not in IMPLEMENTATIONS:
     raise errors.InvalidInput(
         f"supernet.implementation must be 'auto' or one of "
         f'{list(IMPLEMENTATIONS)}, got {name!r}')
+  if name == 'fused' and not pair:
+    raise errors.InvalidInput(
+        "supernet.implementation='fused' runs the built-in models' paired "
+        "paths; a traced model trains with 'reference' (or 'auto')")
   return name
 
 
