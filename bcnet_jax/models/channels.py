@@ -65,6 +65,7 @@ class Contraction:
   kernel_size: int  # product of the kernel's spatial sizes
   out_pixels: int  # product of the output's other per-example sizes
   module: str
+  weight_nodes: tuple[int, ...] = ()  # the weight operand's axes
 
 
 class Analysis:
@@ -81,6 +82,7 @@ class Analysis:
     self.unknown: list[tuple[str, str, str, tuple[int, ...]]] = []
     self.reasons: dict[int, str] = {}
     self.activations: set[tuple[tuple[int, ...], Any]] = set()
+    self.scope_module: dict[tuple[int, ...], str] = {}
     jaxpr, consts = jaxpr.jaxpr, jaxpr.consts
     self.leaf_nodes = []
     for i, var in enumerate(jaxpr.invars):
@@ -102,6 +104,20 @@ class Analysis:
     for var in jaxpr.outvars[:1]:
       for n in self.of((), var):
         self.fix(n, 'the logits')
+    self._fix_through_unknown()
+
+  def _fix_through_unknown(self) -> None:
+    """An unknown op is safe only where every channel axis it touches is
+    fixed: fixing one of them (the user's `fixed`) fixes the rest."""
+    changed = True
+    while changed:
+      changed = False
+      for name, _, _, nodes in self.unknown:
+        roots = {r for n in nodes for r in self.pieces(n)}
+        if roots & self.fixed and not roots <= self.fixed:
+          for r in roots - self.fixed:
+            self.fix(r, f'next to {name}')
+          changed = True
 
   # ---- union-find ------------------------------------------------------------
 
@@ -196,6 +212,7 @@ class Analysis:
       if sub is not None:
         inner, consts = sub
         inner_scope = scope + (index,)
+        self.scope_module[inner_scope] = self.module(eqn, scope)
         for var, nodes, act in zip(inner.invars, ins, active):
           self.nodes[(inner_scope, var)] = nodes
           if act:
@@ -225,7 +242,7 @@ class Analysis:
       dims = params['broadcast_dimensions']
       self._link(ins[0], [out[d] for d in dims])
     elif name == 'reshape':
-      self._reshape(eqn, ins[0], out)
+      self._reshape(eqn, ins[0], out, scope)
     elif name == 'squeeze':
       kept = [n for i, n in enumerate(ins[0]) if i not in params['dimensions']]
       self._link(kept, out)
@@ -264,11 +281,15 @@ class Analysis:
                   if self.size[n] > 1)
     shapes = ', '.join(str(tuple(getattr(v.aval, 'shape', ())))
                        for v in list(eqn.invars) + list(eqn.outvars))
-    self.unknown.append((eqn.primitive.name + detail, module_of(eqn), shapes,
-                         nodes))
-    del scope
+    self.unknown.append((eqn.primitive.name + detail,
+                         self.module(eqn, scope), shapes, nodes))
 
-  def _reshape(self, eqn, a: tuple[int, ...], b: tuple[int, ...]) -> None:
+  def module(self, eqn, scope) -> str:
+    """The module path of an equation (of its caller's, inside a jit)."""
+    return module_of(eqn) or self.scope_module.get(scope, '(top level)')
+
+  def _reshape(self, eqn, a: tuple[int, ...], b: tuple[int, ...],
+               scope) -> None:
     """Axes mapped one to one, size-1 axes dropped or added, and flattens
     of [..., C] (C fastest) into one axis; anything else is unknown."""
     ia = [i for i, n in enumerate(a) if self.size[n] > 1]
@@ -296,7 +317,7 @@ class Analysis:
         self.composite(b[run_b[0]], [(a[run_a[-1]], outer)])
       else:
         self._unknown(eqn, [[a[k] for k in run_a], [b[k] for k in run_b]],
-                      (), ' (an axis split)')
+                      scope, ' (an axis split)')
 
   def _windowed(self, eqn, ins, out, scope) -> None:
     """Pads, slices and windows: axes they leave alone are linked."""
@@ -357,7 +378,8 @@ class Analysis:
     self.contractions.append(Contraction(
         scope, index, kind, groups, 1, r_i, lhs[l_c], out[o_c],
         int(np.prod([self.size[rhs[a]] for a in r_sp])),
-        int(np.prod([self.size[out[a]] for a in o_sp])), module_of(eqn)))
+        int(np.prod([self.size[out[a]] for a in o_sp])),
+        self.module(eqn, scope), rhs))
 
   def _dot(self, eqn, ins, out, scope, index, active) -> None:
     (lc, rc), (lb, rb) = eqn.params['dimension_numbers']
@@ -382,7 +404,7 @@ class Analysis:
     pixels = int(np.prod([self.size[n] for n in x_free[1:]]))
     self.contractions.append(Contraction(
         scope, index, 'dense', 1, weight, w_axis, x_nodes[x_axis], out_node, 1,
-        pixels, module_of(eqn)))
+        pixels, self.module(eqn, scope), ins[weight]))
 
   # ---- results ---------------------------------------------------------------
 
@@ -420,4 +442,4 @@ def module_of(eqn) -> str:
   """The module path of an equation (linen records it in the name stack)."""
   stack = getattr(eqn.source_info, 'name_stack', None)
   text = str(stack) if stack is not None else ''
-  return text.split('/', 1)[-1] if '/' in text else text or '(unknown)'
+  return text.split('/', 1)[-1] if '/' in text else text

@@ -88,7 +88,8 @@ class Interpreter:
         if (contraction is not None and self.masks is not None and
             contraction.kind in ('conv', 'dense')):
           invals = self._masked(contraction, invals)
-        params = self._params(eqn, scope) if self.sizes else eqn.params
+        params = (self._params(eqn, scope, index) if self.sizes
+                  else eqn.params)
         outvals = eqn.primitive.bind(*invals, **params)
         if not eqn.primitive.multiple_results:
           outvals = [outvals]
@@ -113,7 +114,7 @@ class Interpreter:
     invals[contraction.weight] = weight * mask.reshape(shape)
     return invals
 
-  def _params(self, eqn, scope) -> dict[str, Any]:
+  def _params(self, eqn, scope, index) -> dict[str, Any]:
     """eqn.params with shape-carrying entries rewritten to `sizes`."""
     params = dict(eqn.params)
     name = eqn.primitive.name
@@ -122,7 +123,8 @@ class Interpreter:
       params['shape'] = out
     elif name == 'reshape':
       params['new_sizes'] = out
-    elif name == 'conv_general_dilated' and params['feature_group_count'] > 1:
+    elif (name == 'conv_general_dilated' and
+          self.contractions[(scope, index)].kind == 'depthwise'):
       lhs = self.shape(scope, eqn.invars[0])
       spec = params['dimension_numbers'].lhs_spec
       params['feature_group_count'] = lhs[spec[1]]

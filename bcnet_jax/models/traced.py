@@ -140,12 +140,16 @@ class Structure:
                     if g is not None})
       if hit:
         groups = ', '.join(repr(self.names[g]) for g in hit)
+        path = next((self.names[g] for g in hit
+                     if not self.names[g].endswith('_in')), self.names[hit[0]])
         raise errors.InvalidInput(
             f'{name} in {module} (shapes {shapes}) touches the channels of '
-            f'group {groups}, and the channel analysis does not know it. '
-            'Declare the group fixed (--config.model.fixed=PATH, the module '
-            'path of a layer in it, or models.from_flax(..., fixed=[...])) '
-            'or write the operation with known primitives')
+            f'group {groups}, and the channel analysis does not know this '
+            'operation. Keep those channels as they are: '
+            f'--config.model.fixed={path} (models.from_flax(..., '
+            f"fixed=['{path}'])), which fixes every group next to it; or "
+            'write the operation with primitives the analysis knows '
+            '(README "Your own model")')
 
   @functools.lru_cache(maxsize=16)
   def program(self, batch: int, train: bool) -> Analysed:
@@ -319,16 +323,20 @@ def _network_order(a: channels.Analysis, sets: list[frozenset]) -> list[int]:
 
 
 def _names(a: channels.Analysis, sets, leaves) -> list[str]:
-  """A group is named after the layer that first writes it."""
+  """A group is named after the layer that first writes it: its kernel's
+  module path (else the writing equation's), or its first reader's + _in."""
+  kernel_of = {nodes: '/'.join(leaves[i].path[:-1])
+               for i, nodes in enumerate(a.leaf_nodes)}
   names = []
   for s in sets:
     roots = {a.find(a.leaf_nodes[leaf][axis]) for leaf, axis in s}
-    writer = next((c.module for c in a.contractions
-                   if c.out_node is not None and
-                   a.find(c.out_node) in roots), None)
-    if writer is None:
+    writer = next((kernel_of.get(c.weight_nodes) or c.module
+                   for c in a.contractions
+                   if c.out_node is not None and a.find(c.out_node) in roots),
+                  None)
+    if not writer:
       leaf, _ = min(s)
-      writer = '/'.join(leaves[leaf].path[:-1])
+      writer = '/'.join(leaves[leaf].path[:-1]) + '_in'
     name, k = writer, 2
     while name in names:
       name, k = f'{writer}#{k}', k + 1
@@ -402,6 +410,9 @@ class TracedModel:
     tracer = self.structure.tracer
     draws = [jax.tree_util.tree_leaves(tracer.init(jax.random.fold_in(key, k)))
              for k in range(4)]
+    if tracer.permuted:
+      draws = [self._permuted(draws[0], jax.random.fold_in(key, k))
+               if k else draws[0] for k in range(4)]
     nominal = self._nominal()
     if self.widths is not None:
       picks = {g: np.arange(n) for g, n in self._compact().items()}
@@ -437,6 +448,18 @@ class TracedModel:
       out[i] = (candidates[0] if not gathers else jnp.choose(
           np.broadcast_to(choice, candidates[0].shape), candidates))
     return self._tree(out)
+
+  def _permuted(self, leaves: list[jax.Array], key: jax.Array
+                ) -> list[jax.Array]:
+    """Another draw of `leaves`: each group's channels permuted, the same
+    permutation wherever the group appears (the initializer's distribution
+    is kept; used where the module cannot be initialized again)."""
+    perms = {g: np.asarray(jax.random.permutation(jax.random.fold_in(key, g),
+                                                   n))
+             for g, n in self._nominal().items()}
+    nominal = self._nominal()
+    return [self.structure.take(i, v, perms, nominal)
+            for i, v in enumerate(leaves)]
 
   # ---- apply -------------------------------------------------------------------
 

@@ -104,18 +104,24 @@ class Tracer:
 
   def _init(self, key: jax.Array) -> dict[str, Any]:
     """The module's own variables at its own widths ({'params', ...});
-    jitted as `init`."""
+    jitted as `init`. An NNX module holds its variables already: `key`
+    permutes their channels instead (see `permuted`)."""
     if self.nnx:
       from flax import nnx  # pylint: disable=g-import-not-at-top
-      del key  # an NNX module holds its initialized variables
-      state = nnx.state(self.module)
-      return {'params': nnx.to_pure_dict(state.filter(nnx.Param)),
-              **({STATS: nnx.to_pure_dict(state.filter(nnx.BatchStat))}
-                 if state.filter(nnx.BatchStat) else {})}
+      _, params, stats, _ = nnx.split(self.module, nnx.Param, nnx.BatchStat,
+                                      ...)
+      return {'params': nnx.to_pure_dict(params),
+              **({STATS: nnx.to_pure_dict(stats)} if stats else {})}
     variables = self.module.init(
         {'params': key, 'dropout': key}, self.image(1),
         **_train_kwargs(self.argument, False))
     return {c: v for c, v in dict(variables).items()}
+
+  @property
+  def permuted(self) -> bool:
+    """Whether `init` returns the same values for every key, to be
+    drawn again by permuting channels (NNX: no constructor to call)."""
+    return self.nnx
 
   def call(self, variables: dict[str, Any], image: jax.Array, train: bool,
            key: jax.Array | None) -> tuple[jax.Array, dict[str, Any]]:
@@ -165,12 +171,17 @@ def _is_nnx(module: Any) -> bool:
 
 def _nnx_call(module, variables, image, train, key):
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  graphdef, state = nnx.split(module)
-  nnx.replace_by_pure_dict(state, {**variables})
-  model = nnx.merge(graphdef, state)
-  model.train() if train else model.eval()
-  if train and key is not None:
+  graphdef, params, stats, rest = nnx.split(module, nnx.Param, nnx.BatchStat,
+                                            ...)
+  nnx.replace_by_pure_dict(params, variables['params'])
+  if stats:
+    nnx.replace_by_pure_dict(stats, variables[STATS])
+  model = nnx.merge(graphdef, params, stats, rest)
+  if train:
+    model.train()
     nnx.reseed(model, dropout=key)
+  else:
+    model.eval()
   logits = model(image)
   if not train:
     return logits, {}
