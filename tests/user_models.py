@@ -72,6 +72,7 @@ def inverted_residual(x, in_ch, t, out, strides, name, train, act, kernel=3,
 class MobileNetV2CifarTwin(nn.Module):
   """mobilenetv2_cifar: CIFAR strides, stem stride 1."""
   num_classes: int = 10
+  dropout_rate: float = 0.2
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -85,8 +86,12 @@ class MobileNetV2CifarTwin(nn.Module):
         in_ch = c
     x = conv_bn(x, 1280, 'head', train, kernel=1, act=nn.relu6)
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dropout(0.2, deterministic=not train)(x)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return nn.Dense(self.num_classes, name='classifier')(x)
+
+
+def mobilenet_v2_cifar_without_dropout() -> MobileNetV2CifarTwin:
+  return MobileNetV2CifarTwin(dropout_rate=0.0)
 
 
 class SqueezeExcite(nn.Module):
@@ -267,3 +272,31 @@ class NnxNet(nnx.Module):
 def nnx_net(num_classes: int = 10) -> NnxNet:
   return NnxNet(nnx.Rngs(0), num_classes)
 
+
+
+class ShapeBranchNet(nn.Module):
+  """A projection shortcut taken only where the shapes differ (a channel
+  change at stride 1): re-running this code at equal narrower widths
+  would skip it."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = conv_bn(x, 8, 'stem', train, act=nn.relu)
+    y = conv_bn(x, 12, 'body', train)
+    if x.shape != y.shape:
+      x = conv_bn(x, 12, 'projection', train, kernel=1)
+    x = nn.relu(x + y)
+    return nn.Dense(10, name='head')(jnp.mean(x, axis=(1, 2)))
+
+
+class SqueezeExciteNet(nn.Module):
+  """Two inverted residual blocks with squeeze-excite (EfficientNet's)."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = conv_bn(x, 8, 'stem', train, act=nn.swish)
+    x = inverted_residual(x, 8, 3, 8, 1, 'block1', train, nn.swish,
+                          se=SqueezeExcite(2, name='block1_se'))
+    x = inverted_residual(x, 8, 3, 12, 2, 'block2', train, nn.swish,
+                          se=SqueezeExcite(2, name='block2_se'))
+    return nn.Dense(10, name='head')(jnp.mean(x, axis=(1, 2)))

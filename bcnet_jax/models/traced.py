@@ -235,13 +235,13 @@ class Structure:
     base = jax.tree_util.tree_leaves(self.tracer.init(jax.random.key(0)))
     image = jax.random.normal(jax.random.key(1), self.tracer.image(
         CANONICAL_BATCH).shape)
+    run = jax.jit(jcore.jaxpr_as_fun(program.program.jaxpr))
     outs = []
     for old in (0.0, 1.0, 2.0):
       args = [jnp.full(leaf.shape, old, leaf.dtype)
               if leaf.collection == tracing.STATS else value
               for leaf, value in zip(leaves, base)]
-      outs.append(jcore.jaxpr_as_fun(program.program.jaxpr)(
-          *args, image, jax.random.key(0))[1:])
+      outs.append(run(*args, image, jax.random.key(0))[1:])
     factor = {}
     for i, leaf in enumerate(program.program.stats):
       o0, o1, o2 = (np.asarray(o[i]) for o in outs)
