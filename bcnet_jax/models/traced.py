@@ -446,7 +446,8 @@ class TracedModel:
           v = jnp.take(v, index, axis=axis)
         candidates.append(v)
       out[i] = (candidates[0] if not gathers else jnp.choose(
-          np.broadcast_to(choice, candidates[0].shape), candidates))
+          np.broadcast_to(choice, candidates[0].shape), candidates,
+          mode='clip'))
     return self._tree(out)
 
   def _permuted(self, leaves: list[jax.Array], key: jax.Array
@@ -476,6 +477,8 @@ class TracedModel:
     key = (rngs or {}).get('dropout') if train else None
     key = jax.random.key(0) if key is None else key
     x = x.astype(jnp.float32)  # as traced: the module keeps its own dtypes
+    if not isinstance(x.shape[0], int):  # a symbolic batch (jax.export)
+      return self._per_example(variables, x, paths, run_train, mutable)
     analysed = self.structure.program(int(x.shape[0]), run_train)
     leaves = self._leaves(variables)
     if (paths is None) == (self.widths is None):
@@ -490,6 +493,19 @@ class TracedModel:
     collection = BATCH_MOMENTS if moments else tracing.STATS
     return (logits, {}), {collection: self._tree(new)[tracing.STATS]
                           if new else {}}
+
+  def _per_example(self, variables, x, paths, train, mutable):
+    """Inference at a batch size unknown when traced: the batch-1 program
+    mapped over the examples (equal to the batch's: no batch statistics)."""
+    if train or mutable:
+      raise errors.InvalidInput(
+          'a traced model trains at a fixed batch size; only inference '
+          'takes a symbolic one')
+    logits = jax.vmap(lambda image: self.apply(
+        variables, image[None], paths, train=False)[0])(x)
+    logits = logits[:, 0] if paths is None else jnp.moveaxis(
+        logits[:, :, 0], 0, 1)
+    return logits, {}
 
   def _compact_run(self, analysed, leaves, x, key, moments):
     sizes = self._compact()
