@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 from bcnet_jax.models import cbm
 from bcnet_jax.models import efficientnet
 from bcnet_jax.models import layers
+from bcnet_jax.models import layout
 from bcnet_jax.models import mobilenet_v2
 from bcnet_jax.models import resnet
 from bcnet_jax.models import resnet_cifar
@@ -138,12 +139,21 @@ def _structure(name: str, kwargs: tuple[tuple[str, Any], ...],
                           train_arg=train_arg or None, fixed=fixed)
 
 
+def _hashable(value: Any) -> Any:
+  """JSON lists as tuples (Flax module attributes are hashable)."""
+  if isinstance(value, (list, tuple)):
+    return tuple(_hashable(v) for v in value)
+  return value
+
+
 def _traced(name, resolution, in_channels, train_arg, fixed, kwargs):
+  key = tuple(sorted((k, _hashable(v)) for k, v in kwargs.items()))
   try:
-    key = tuple(sorted(kwargs.items()))
     hash(key)
   except TypeError:
-    key = tuple(sorted((k, repr(v)) for k, v in kwargs.items()))
+    raise errors.InvalidInput(
+        f'model {name!r}: its kwargs must be numbers, strings, booleans or '
+        f'lists of them, got {kwargs}') from None
   return _structure(name, key, (resolution or 32, resolution or 32,
                                 in_channels), train_arg or '', tuple(fixed))
 
@@ -151,7 +161,7 @@ def _traced(name, resolution, in_channels, train_arg, fixed, kwargs):
 def get_space(name: str, bins: int | None = None,
               min_bins: int | None = None, *, resolution: int | None = None,
               in_channels: int = 3, train_arg: str = '',
-              fixed: Sequence[str] = (), **kwargs: Any
+              fixed: Sequence[str] = (), kwargs: dict[str, Any] | None = None
               ) -> space_lib.SearchSpace:
   """The search space of model `name` (its default B and m unless given).
 
@@ -161,7 +171,7 @@ def get_space(name: str, bins: int | None = None,
   """
   if is_traced(name):
     return _traced(name, resolution, in_channels, train_arg, fixed,
-                   kwargs).space(name, bins, min_bins)
+                   kwargs or {}).space(name, bins, min_bins)
   spec = _spec(name)
   return space_lib.SearchSpace.build(
       name, spec.groups, spec.derived,
@@ -173,8 +183,8 @@ def get_model(name: str, *, widths: Any = None,
               space: space_lib.SearchSpace | None = None,
               num_classes: int | None = None, in_channels: int = 3,
               resolution: int | None = None, train_arg: str = '',
-              fixed: Sequence[str] = (),
-              **kwargs: Any) -> layers.WidthModel | traced.TracedModel:
+              fixed: Sequence[str] = (), kwargs: dict[str, Any] | None = None,
+              **attributes: Any) -> layers.WidthModel | traced.TracedModel:
   """Builds model `name`: the supernet, or a compact model if `widths` given.
 
   Args:
@@ -185,9 +195,11 @@ def get_model(name: str, *, widths: Any = None,
     in_channels: channels of the input image.
     resolution: input size (default: the model's standard resolution).
     train_arg, fixed: a user's model's (traced.from_flax).
-    **kwargs: model-specific attributes (e.g. dropout_rate); a user's
-      model is built with them.
+    kwargs: config.model.kwargs: a user's model is built with them, a
+      built-in model takes them as attributes.
+    **attributes: a built-in model's attributes (e.g. dropout_rate).
   """
+  kwargs = {**(kwargs or {}), **attributes}
   if is_traced(name):
     structure = _traced(name, resolution, in_channels, train_arg, fixed,
                         kwargs)
@@ -223,3 +235,20 @@ def compact_like(model: Any, widths: Any) -> Any:
   """The compact model of `widths` with every other attribute of `model`."""
   widths = tuple(int(w) for w in model.space.validate_widths(widths))
   return model.clone(widths=widths, parent=None)
+
+
+def members(model: Any) -> dict[str, list[str]]:
+  """Dim -> the layers (built-in) or parameters (traced) its channels run
+  along, a kernel's input axis marked '(in)'."""
+  if hasattr(model, 'members'):
+    return model.members()
+  out = {d.name: [] for d in model.space.dims}
+  for layer in layout.layer_table(model):
+    path = '/'.join(layer.path)
+    if layer.out_dim is not None:
+      out[layer.out_dim].append(path)
+    if layer.in_dim is not None and layer.kind == 'conv':
+      out[layer.in_dim].append(path + ' (in)')
+    if layer.in_dim is not None and layer.kind == 'dense':
+      out[layer.in_dim].append(path + ' (in)')
+  return out

@@ -5,6 +5,11 @@
   python -m bcnet_jax.models --model resnet20_cifar --widths=4,3,2,...
   python -m bcnet_jax.models --arch workdir/search/arch.json
   python -m bcnet_jax.models --model mobilenetv2 --resolution 160
+  python -m bcnet_jax.models --model my_package.nets:MyCNN \
+      --kwargs='{"num_classes": 10}' --channels 1 --resolution 28
+
+Before it, a table of the groups: nominal channels and the layers (or, for
+your own model, the parameters) each group's channels run along.
 
 The last line of stdout is one JSON object (model, groups, bins, min_bins,
 resolution, widths, channels, macs, params); logs go to stderr. Bad input
@@ -18,7 +23,10 @@ import json
 import logging
 import sys
 
+import ml_collections
+
 from bcnet_jax import models
+from bcnet_jax.run import config_utils
 from bcnet_jax.run import errors
 from bcnet_jax.space import search_space as space_lib
 from bcnet_jax.space.costs import CostModel
@@ -38,6 +46,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help='input size (default: the model\'s, or the arch\'s)')
   parser.add_argument('--bins', type=int, help='B (default: the model\'s)')
   parser.add_argument('--min-bins', type=int, help='m (default: the model\'s)')
+  parser.add_argument('--kwargs', default='{}',
+                      help='your own model: its arguments, a JSON object')
+  parser.add_argument('--channels', type=int, default=3,
+                      help='your own model: input image channels')
+  parser.add_argument('--train-arg', default='',
+                      help='your own model: the call argument that switches '
+                      'training (default: found)')
+  parser.add_argument('--fixed', default='',
+                      help='your own model: comma-separated module paths '
+                      'whose channels stay fixed')
   return parser.parse_args(argv)
 
 
@@ -58,7 +76,13 @@ def describe(args: argparse.Namespace) -> dict:
     raise errors.InvalidInput('give --model NAME (see --list) or --arch PATH')
   bins = args.bins if arch is None else arch.get('bins')
   min_bins = args.min_bins if arch is None else arch.get('min_bins')
-  space = models.get_space(name, bins=bins, min_bins=min_bins)
+  options = config_utils.model_options(ml_collections.ConfigDict({'model': {
+      'kwargs': args.kwargs, 'train_arg': args.train_arg,
+      'fixed': args.fixed}}))
+  if models.is_traced(name):
+    options.update(in_channels=args.channels, resolution=args.resolution or (
+        arch and arch['resolution']))
+  space = models.get_space(name, bins=bins, min_bins=min_bins, **options)
   if arch is not None:
     widths = space.widths_from_arch(arch)
   elif args.widths:
@@ -70,13 +94,36 @@ def describe(args: argparse.Namespace) -> dict:
     resolution = arch['resolution']
   if resolution is not None and resolution < 1:
     raise errors.InvalidInput(f'--resolution must be >= 1, got {resolution}')
-  costs = CostModel(models.get_model(name, space=space, resolution=resolution))
+  options['resolution'] = resolution
+  model = models.get_model(name, space=space, **options)
+  costs = CostModel(model)
   arch_out = space.arch(widths, resolution=costs.resolution,
                         macs=costs.macs(widths), params=costs.params(widths))
   return {'model': name, 'groups': space.num_groups, 'bins': space.bins,
           'min_bins': space.min_bins, 'resolution': costs.resolution,
           'widths': arch_out['widths'], 'channels': arch_out['channels'],
-          'macs': arch_out['macs'], 'params': arch_out['params']}
+          'macs': arch_out['macs'], 'params': arch_out['params'],
+          'smallest': {'macs': costs.macs(space.smallest()),
+                       'params': costs.params(space.smallest())},
+          'full': {'macs': costs.macs(space.full()),
+                   'params': costs.params(space.full())},
+          'members': models.members(model),
+          'nominal': {d.name: d.nominal for d in space.dims}}
+
+
+def group_table(result: dict) -> str:
+  """The groups (derived dims after them), nominal channels, members."""
+  lines = [f'{result["model"]}: {result["groups"]} groups']
+  nominal = {d: n for d, n in result['nominal'].items()}
+  for dim, members in result['members'].items():
+    kind = '' if dim in result['channels'] else ' (derived)'
+    lines.append(f'  {dim}{kind}: {nominal[dim]} channels: '
+                 + ', '.join(members))
+  lines.append(f'smallest: {result["smallest"]["macs"]:,} MACs, '
+               f'{result["smallest"]["params"]:,} params; full: '
+               f'{result["full"]["macs"]:,} MACs, '
+               f'{result["full"]["params"]:,} params')
+  return '\n'.join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
   except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  print(group_table(result))
   logging.info('%s at %dx%d: %s MACs, %s params', result['model'],
                result['resolution'], result['resolution'],
                f'{result["macs"]:,}', f'{result["params"]:,}')

@@ -583,6 +583,21 @@ class TracedModel:
   def cost_terms(self):
     return self.structure.cost_terms(len(self.space.dims))
 
+  def members(self) -> dict[str, list[str]]:
+    """Dim -> the parameters its channels run along (a kernel's input
+    axis marked '(in)'), by path."""
+    s = self.structure
+    out = {}
+    for name, members in zip(s.names, s.members):
+      found = []
+      for leaf, axis in sorted(members):
+        leaf = s.tracer.leaves[leaf]
+        if leaf.collection == 'params':
+          inward = len(leaf.shape) > 1 and axis != len(leaf.shape) - 1
+          found.append(leaf.name + (' (in)' if inward else ''))
+      out[name] = found
+    return out
+
 
 def _lookup(variables, leaf: tracing.Leaf):
   node = variables[leaf.collection]

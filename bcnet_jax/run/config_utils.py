@@ -360,4 +360,4 @@ def model_options(config: Any) -> dict[str, Any]:
   fixed = tuple(p.strip() for p in str(m.get('fixed', '') or '').split(',')
                 if p.strip())
   return {'train_arg': m.get('train_arg', '') or '', 'fixed': fixed,
-          **kwargs}
+          'kwargs': kwargs}
