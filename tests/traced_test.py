@@ -11,16 +11,20 @@ import functools
 
 from absl.testing import absltest
 from absl.testing import parameterized
+from flax import traverse_util
+import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bcnet_jax import models
+from bcnet_jax.models import layers
 from bcnet_jax.models import layout
 from bcnet_jax.models import slicing
 from bcnet_jax.models import traced
 from bcnet_jax.run import errors
 from bcnet_jax.space import paths
+from bcnet_jax.space import search_space as space_lib
 from bcnet_jax.space.costs import CostModel
 from tests import images
 from tests import user_models as um
@@ -269,6 +273,46 @@ class SupernetEqualsCompactTest(parameterized.TestCase):
     # logits differ by design; eval mode must agree.
     model = trace('DeterministicNet')
     compare(self, model, widths(model), train_modes=(False,))
+
+
+class _PlainConvInside(layers.WidthModel):
+  """A built-in-style model with a plain nn.Conv the layer table misses."""
+
+  @flax_nn.compact
+  def __call__(self, x, paths=None, *, train):
+    ctx = self.context(paths)
+    x = layers.conv_bn(x, ctx, None, 'a', name='a', train=train)
+    x = flax_nn.Conv(x.shape[-1], (1, 1), name='plain')(x)
+    return layers.classify(x, ctx, 'a', self.num_classes, train=train)
+
+
+class CoverageTest(parameterized.TestCase):
+  """Every variable of every model is in its layer table (or trace)."""
+
+  @parameterized.parameters(*models.MODELS)
+  def test_builtin_layer_tables_cover_every_variable(self, name):
+    model = models.get_model(name)
+    covered = {layer.path for layer in layout.layer_table(model)}
+    variables = jax.eval_shape(lambda: model.init(
+        jax.random.key(0), model.dummy_input(1),
+        paths.pair(model.space, jnp.asarray(model.space.full())),
+        train=False))
+    for key in traverse_util.flatten_dict(dict(variables)):
+      self.assertIn(key[1:-1], covered, key)
+
+  def test_a_plain_layer_in_a_builtin_style_model_is_refused(self):
+    space = space_lib.SearchSpace.build('plain', [('a', 8)])
+    with self.assertRaisesRegex(errors.InvalidInput,
+                                'variable params/plain/kernel belongs to no'):
+      layout.layer_table(_PlainConvInside(space=space, resolution=8))
+
+  def test_traced_costs_count_every_parameter_of_the_compact_network(self):
+    model = trace('SqueezeExciteNet')
+    for c in widths(model, 3):
+      compact = models.compact_like(model, c)
+      variables = compact.init(jax.random.key(0))
+      self.assertEqual(CostModel(model).params(c), sum(
+          v.size for v in jax.tree.leaves(variables['params'])))
 
 
 class MomentsTest(absltest.TestCase):

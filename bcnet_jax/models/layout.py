@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from bcnet_jax.models import layers
+from bcnet_jax.run import errors
 from bcnet_jax.space import paths
 
 
@@ -80,5 +82,14 @@ def layer_table(model: layers.WidthModel) -> tuple[Layer, ...]:
     return supernet.init(rng, supernet.dummy_input(1), ids, train=False)
 
   with nn.intercept_methods(interceptor):
-    jax.eval_shape(init, jax.random.key(0))
+    variables = jax.eval_shape(init, jax.random.key(0))
+  covered = {r.path for r in records}
+  for key in traverse_util.flatten_dict(dict(variables)):
+    if key[1:-1] not in covered:
+      raise errors.InvalidInput(
+          f'{type(model).__name__}: variable {"/".join(key)} belongs to no '
+          'width-aware layer (layers.Conv, BatchNorm, Classifier): its '
+          'channels would be costed and sliced by nobody. Write the layer '
+          'with the width-aware layers, or trace the model instead '
+          '(models.from_flax)')
   return tuple(records)
