@@ -303,7 +303,7 @@ class CoverageTest(parameterized.TestCase):
   def test_a_plain_layer_in_a_builtin_style_model_is_refused(self):
     space = space_lib.SearchSpace.build('plain', [('a', 8)])
     with self.assertRaisesRegex(errors.InvalidInput,
-                                'variable params/plain/kernel belongs to no'):
+                                'variable params/plain/bias belongs to no'):
       layout.layer_table(_PlainConvInside(space=space, resolution=8))
 
   def test_traced_costs_count_every_parameter_of_the_compact_network(self):
