@@ -1,6 +1,7 @@
 """Search space: channel edges, complements, width vectors and arch JSON."""
 
 import json
+import math
 import os
 
 from absl.testing import absltest
@@ -58,6 +59,26 @@ class EdgesTest(parameterized.TestCase):
     # B' = 6 even and N + e[m] = 9 odd: both grow by one, e[B'/2] = C'/2.
     self.assertEqual(space_lib.channel_edges(6, 4, 2),
                      (0, 2, 4, 5, 6, 8, 10))
+
+  @parameterized.parameters((8, 1), (8, 2), (128, 1), (16, 3))
+  def test_rounded_edges_keep_the_mirror_and_the_nominal(self, round_to,
+                                                        min_bins):
+    for nominal in (16, 24, 96, 144, 1280, 3, 320):
+      e = space_lib.channel_edges(nominal, 20, min_bins, 'g', round_to)
+      r = math.gcd(round_to, nominal)
+      self.assertEqual(e[20], nominal)
+      self.assertTrue(all(v % r == 0 for v in e), (nominal, e))
+      top = 20 + min_bins
+      self.assertTrue(all(e[top - k] == e[top] - e[k]
+                          for k in range(top + 1)))  # L(c) ⊔ R(c̄) = C'
+      self.assertEqual(list(e), sorted(e))
+
+  def test_round_to_one_is_the_unrounded_space(self):
+    for nominal in (16, 24, 96, 144, 1280, 3, 320):
+      for min_bins in (1, 2, 5):
+        self.assertEqual(
+            space_lib.channel_edges(nominal, 20, min_bins, 'g', 1),
+            space_lib.channel_edges(nominal, 20, min_bins, 'g'))
 
   def test_unbuildable_edges_name_the_group(self):
     with self.assertRaisesRegex(ValueError, "group 'tiny'.*min_bins=7"):

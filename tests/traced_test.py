@@ -260,8 +260,9 @@ class SupernetEqualsCompactTest(parameterized.TestCase):
 
   def test_squeeze_excite_units_are_derived(self):
     space = trace('SqueezeExciteNet').space
-    self.assertEqual(space.groups, ('stem_conv', 'block1_expand_conv',
-                                    'block2_expand_conv', 'block2_project_conv'))
+    self.assertEqual(space.groups, (
+        'stem_conv', 'block1_expand_conv', 'block2_expand_conv',
+        'block2_project_conv'))
     derived = {d.name: space.groups[d.group]
                for d in space.dims[space.num_groups:]}
     # Each SE's hidden units follow its block's input (EfficientNet's rule).

@@ -7,12 +7,12 @@ exercise one rule of the channel analysis each.
 
 from __future__ import annotations
 
-import flax.linen as nn
 from flax import nnx
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# ---- twins of the built-ins ---------------------------------------------------
+# ---- twins of the built-ins ------------------------------------------------
 
 
 def conv_bn(x, features, name, train, kernel=3, strides=1, groups=1,
@@ -143,7 +143,7 @@ class EfficientNetB0Twin(nn.Module):
     return nn.Dense(self.num_classes, name='classifier')(x)
 
 
-# ---- one rule each ------------------------------------------------------------
+# ---- one rule each ----------------------------------------------------------
 
 
 class DenseBlockNet(nn.Module):

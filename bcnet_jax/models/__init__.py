@@ -161,22 +161,24 @@ def _traced(name, resolution, in_channels, train_arg, fixed, kwargs):
 def get_space(name: str, bins: int | None = None,
               min_bins: int | None = None, *, resolution: int | None = None,
               in_channels: int = 3, train_arg: str = '',
-              fixed: Sequence[str] = (), kwargs: dict[str, Any] | None = None
-              ) -> space_lib.SearchSpace:
+              fixed: Sequence[str] = (), kwargs: dict[str, Any] | None = None,
+              round_to: int = 1) -> space_lib.SearchSpace:
   """The search space of model `name` (its default B and m unless given).
 
   A user's model is traced at `resolution` (default 32) with
   `in_channels`, built with `kwargs`; `train_arg` and `fixed` as in
-  traced.from_flax.
+  traced.from_flax; channel counts rounded to multiples of `round_to`
+  (search_space.channel_edges).
   """
   if is_traced(name):
     return _traced(name, resolution, in_channels, train_arg, fixed,
-                   kwargs or {}).space(name, bins, min_bins)
+                   kwargs or {}).space(name, bins, min_bins, round_to)
   spec = _spec(name)
   return space_lib.SearchSpace.build(
       name, spec.groups, spec.derived,
       bins=spec.bins if bins is None else bins,
-      min_bins=spec.min_bins if min_bins is None else min_bins)
+      min_bins=spec.min_bins if min_bins is None else min_bins,
+      round_to=round_to)
 
 
 def get_model(name: str, *, widths: Any = None,
@@ -184,6 +186,7 @@ def get_model(name: str, *, widths: Any = None,
               num_classes: int | None = None, in_channels: int = 3,
               resolution: int | None = None, train_arg: str = '',
               fixed: Sequence[str] = (), kwargs: dict[str, Any] | None = None,
+              round_to: int = 1,
               **attributes: Any) -> layers.WidthModel | traced.TracedModel:
   """Builds model `name`: the supernet, or a compact model if `widths` given.
 
@@ -204,7 +207,8 @@ def get_model(name: str, *, widths: Any = None,
     structure = _traced(name, resolution, in_channels, train_arg, fixed,
                         kwargs)
     model = traced.TracedModel(
-        structure, structure.space(name) if space is None else space,
+        structure,
+        structure.space(name, round_to=round_to) if space is None else space,
         num_classes=structure.num_classes, in_channels=in_channels,
         resolution=resolution or 32)
     if num_classes is not None and num_classes != model.num_classes:
@@ -218,7 +222,7 @@ def get_model(name: str, *, widths: Any = None,
           int(w) for w in model.space.validate_widths(widths)))
     return model
   spec = _spec(name)
-  space = get_space(name) if space is None else space
+  space = get_space(name, round_to=round_to) if space is None else space
   if space.model != name:
     raise ValueError(f'space is for {space.model!r}, not {name!r}')
   if widths is not None:

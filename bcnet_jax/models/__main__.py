@@ -53,6 +53,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument('--train-arg', default='',
                       help='your own model: the call argument that switches '
                       'training (default: found)')
+  parser.add_argument('--round-to', type=int, default=1,
+                      help='channel counts rounded to multiples of this')
   parser.add_argument('--fixed', default='',
                       help='your own model: comma-separated module paths '
                       'whose channels stay fixed')
@@ -78,7 +80,7 @@ def describe(args: argparse.Namespace) -> dict:
   min_bins = args.min_bins if arch is None else arch.get('min_bins')
   options = config_utils.model_options(ml_collections.ConfigDict({'model': {
       'kwargs': args.kwargs, 'train_arg': args.train_arg,
-      'fixed': args.fixed}}))
+      'fixed': args.fixed, 'round_to': args.round_to}}))
   if models.is_traced(name):
     options.update(in_channels=args.channels, resolution=args.resolution or (
         arch and arch['resolution']))

@@ -46,6 +46,10 @@ shift_left shift_right_logical shift_right_arithmetic population_count clz
 REDUCTIONS = frozenset('''reduce_sum reduce_max reduce_min reduce_prod
 reduce_and reduce_or argmax argmin'''.split())
 CALLS = ('jaxpr', 'call_jaxpr', 'fun_jaxpr')
+# Ops over some axes: those they leave alone are linked, others unknown.
+WINDOWED = frozenset('''pad slice reduce_window_sum reduce_window_max
+reduce_window_min reduce_window cumsum cumlogsumexp cummax cummin cumprod
+rev'''.split())
 # Ops that create arrays from a shape: new, unlinked axes.
 CREATORS = frozenset('iota random_bits random_seed random_wrap random_unwrap '
                      'random_fold_in random_split threefry2x32'.split())
@@ -262,9 +266,7 @@ class Analysis:
         self._link([n for i, n in enumerate(nodes) if i != d],
                    [n for i, n in enumerate(out) if i != d])
       self.composite(out[d], [(nodes[d], 1) for nodes in ins])
-    elif name in ('pad', 'slice', 'reduce_window_sum', 'reduce_window_max',
-                  'reduce_window_min', 'reduce_window', 'cumsum', 'cumlogsumexp',
-                  'cummax', 'cummin', 'cumprod', 'rev'):
+    elif name in WINDOWED:
       self._windowed(eqn, ins, out, scope)
     elif name == 'conv_general_dilated':
       self._conv(eqn, ins, out, scope, index, active)
@@ -351,7 +353,7 @@ class Analysis:
                     'the image)')
       return
     dn = params['dimension_numbers']
-    (l_n, l_c, *l_sp), (r_o, r_i, *r_sp), (o_n, o_c, *o_sp) = (
+    (l_n, l_c, *_), (r_o, r_i, *r_sp), (o_n, o_c, *o_sp) = (
         dn.lhs_spec, dn.rhs_spec, dn.out_spec)
     self._link([lhs[l_n]], [out[o_n]])
     for a in o_sp:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import itertools
 from typing import Any, Sequence
 
@@ -69,6 +68,7 @@ class Structure:
       raise errors.InvalidInput(
           f'model.fixed names {unknown}, which hold no variable; variable '
           f'paths: {sorted({"/".join(l.path[:-1]) for l in leaves})}')
+    self._analyses, self._programs = {}, {}
     self._fixed_leaves = frozenset(
         i for i, leaf in enumerate(leaves)
         if any(_under(leaf, f) for f in self.fixed))
@@ -107,13 +107,14 @@ class Structure:
     logits = self.tracer.program(CANONICAL_BATCH, False).jaxpr.out_avals[0]
     self.num_classes = int(logits.shape[-1])
 
-  # ---- analysis ----------------------------------------------------------------
+  # ---- analysis -------------------------------------------------------------
 
-  @functools.lru_cache(maxsize=16)
   def _analysis(self, batch: int, train: bool) -> channels.Analysis:
-    program = self.tracer.program(batch, train)
-    return channels.Analysis(program.jaxpr, len(self.tracer.leaves),
-                             self._fixed_leaves)
+    if (batch, train) not in self._analyses:
+      program = self.tracer.program(batch, train)
+      self._analyses[batch, train] = channels.Analysis(
+          program.jaxpr, len(self.tracer.leaves), self._fixed_leaves)
+    return self._analyses[batch, train]
 
   def _group_sets(self, a: channels.Analysis) -> list[frozenset]:
     by_root = collections.defaultdict(set)
@@ -151,25 +152,28 @@ class Structure:
             'write the operation with primitives the analysis knows '
             '(README "Your own model")')
 
-  @functools.lru_cache(maxsize=16)
   def program(self, batch: int, train: bool) -> Analysed:
     """The analysed program of one mode at one batch size."""
-    analysed = self._with_groups(self._analysis(batch, train),
-                                 self.tracer.program(batch, train))
-    self._check(analysed)
-    return analysed
+    if (batch, train) not in self._programs:
+      analysed = self._with_groups(self._analysis(batch, train),
+                                   self.tracer.program(batch, train))
+      self._check(analysed)
+      self._programs[batch, train] = analysed
+    return self._programs[batch, train]
 
-  # ---- the search space and costs ------------------------------------------
+  # ---- the search space and costs -------------------------------------------
 
   def space(self, model: str, bins: int | None = None,
-            min_bins: int | None = None) -> space_lib.SearchSpace:
+            min_bins: int | None = None, round_to: int = 1
+            ) -> space_lib.SearchSpace:
     g = self.num_groups
     return space_lib.SearchSpace.build(
         model, list(zip(self.names[:g], self.nominal[:g])),
         [(self.names[h], self.names[self.parent[h]], self.nominal[h])
          for h in range(g, len(self.names))],
         bins=space_lib.DEFAULT_BINS if bins is None else bins,
-        min_bins=space_lib.DEFAULT_MIN_BINS if min_bins is None else min_bins)
+        min_bins=space_lib.DEFAULT_MIN_BINS if min_bins is None else min_bins,
+        round_to=round_to)
 
   def cost_terms(self, one: int) -> tuple[list, list]:
     """(macs, params) terms (coef, a, b): Σ coef·channels(a)·channels(b),
@@ -198,7 +202,7 @@ class Structure:
     return ([(coef * k, a, b) for (coef, a, b), k in macs.items()],
             [(coef * k, a, b) for (coef, a, b), k in params.items()])
 
-  # ---- indices along leaf axes ---------------------------------------------
+  # ---- indices along leaf axes ----------------------------------------------
 
   def leaf_index(self, leaf: int, axis: int,
                  picks: dict[int, np.ndarray], base: dict[int, int]
@@ -369,7 +373,7 @@ class TracedModel:
     return jnp.zeros((batch, self.resolution, self.resolution,
                       self.in_channels), jnp.float32)
 
-  # ---- sizes -------------------------------------------------------------------
+  # ---- sizes ----------------------------------------------------------------
 
   def _nominal(self) -> dict[int, int]:
     return dict(enumerate(self.structure.nominal))
@@ -381,7 +385,7 @@ class TracedModel:
     chans = self.space.channels(self.widths)
     return {g: chans[d.name] for g, d in enumerate(self.space.dims)}
 
-  # ---- variables ---------------------------------------------------------------
+  # ---- variables ------------------------------------------------------------
 
   def _leaves(self, variables) -> list[jax.Array]:
     try:
@@ -462,7 +466,7 @@ class TracedModel:
     return [self.structure.take(i, v, perms, nominal)
             for i, v in enumerate(leaves)]
 
-  # ---- apply -------------------------------------------------------------------
+  # ---- apply ----------------------------------------------------------------
 
   def apply(self, variables, x: jax.Array, paths: Any = None, *,
             train: bool, mutable: Any = False, rngs: Any = None,
@@ -568,7 +572,7 @@ class TracedModel:
           for a in range(value.ndim)])
     return outs[0][None], new
 
-  # ---- slicing and costs -------------------------------------------------------
+  # ---- slicing and costs ----------------------------------------------------
 
   def slice_variables(self, variables, widths, side: str) -> dict[str, Any]:
     """The variables of path `side` of `widths` in the compact model's

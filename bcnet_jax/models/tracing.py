@@ -19,7 +19,6 @@ one, whether `batch_stats` is mutable (linen) / `model.train()` (NNX).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 from typing import Any
 
@@ -86,6 +85,7 @@ class Tracer:
     self.image_shape = tuple(image_shape)
     self.nnx = _is_nnx(module)
     self.argument = train_argument(module, train_arg)
+    self._programs: dict[tuple[int, bool], Program] = {}
     self.init = jax.jit(self._init)
     variables = jax.eval_shape(self._init, jax.random.key(0))
     flat, self.treedef = jax.tree_util.tree_flatten_with_path(variables)
@@ -135,9 +135,13 @@ class Tracer:
                                     mutable=[STATS], rngs={'dropout': key})
     return logits, dict(new).get(STATS, {})
 
-  @functools.lru_cache(maxsize=16)
   def program(self, batch: int, train: bool) -> Program:
-    """The jaxpr of one mode at one batch size."""
+    """The jaxpr of one mode at one batch size (traced once)."""
+    if (batch, train) not in self._programs:
+      self._programs[batch, train] = self._trace(batch, train)
+    return self._programs[batch, train]
+
+  def _trace(self, batch: int, train: bool) -> Program:
     index = {(leaf.collection, leaf.path): i
              for i, leaf in enumerate(self.leaves)}
     stats_order = []

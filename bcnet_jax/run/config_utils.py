@@ -45,6 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.kwargs = '{}'
   c.model.train_arg = ''
   c.model.fixed = ''
+  # Every channel count a multiple of gcd(round_to, nominal): 8 for GPU
+  # tensor cores, 128 for TPU lanes (search_space.channel_edges).
+  c.model.round_to = 1
 
   c.input = ml_collections.ConfigDict()
   c.input.source = 'tfds'  # 'tfds' | 'image_folder' | 'cifar10_archive' |
@@ -360,4 +363,4 @@ def model_options(config: Any) -> dict[str, Any]:
   fixed = tuple(p.strip() for p in str(m.get('fixed', '') or '').split(',')
                 if p.strip())
   return {'train_arg': m.get('train_arg', '') or '', 'fixed': fixed,
-          'kwargs': kwargs}
+          'kwargs': kwargs, 'round_to': int(m.get('round_to', 1) or 1)}

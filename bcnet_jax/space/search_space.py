@@ -37,7 +37,7 @@ def _round_half_up(x: float) -> int:
 
 
 def channel_edges(nominal: int, bins: int, min_bins: int,
-                  name: str = '?') -> tuple[int, ...]:
+                  name: str = '?', round_to: int = 1) -> tuple[int, ...]:
   """Edges e[0..B+m] of one dim (docs/design.md §2): width c is e[c] channels.
 
   Args:
@@ -45,6 +45,8 @@ def channel_edges(nominal: int, bins: int, min_bins: int,
     bins: B.
     min_bins: m, the smallest width.
     name: the dim's name, for error messages.
+    round_to: every edge a multiple of gcd(round_to, N) (8 for GPU tensor
+      cores, 128 for TPU lanes; the gcd keeps e[B] = N and so the mirror).
 
   Returns:
     The B + m + 1 edges; the last is the supernet channels C' = N + e[m].
@@ -58,17 +60,28 @@ def channel_edges(nominal: int, bins: int, min_bins: int,
         f'group {name!r}: nominal channels must be an integer '
         f'>= 1, got {nominal!r}')
   _check_bins(bins, min_bins)
+  if not isinstance(round_to, (int, np.integer)) or round_to < 1:
+    raise errors.InvalidInput(
+        f'round_to must be an integer >= 1, got {round_to!r}')
+  r = math.gcd(int(round_to), int(nominal))
+
+  def rounded(x: float) -> int:
+    return r * _round_half_up(x / r)
+
   top = bins + min_bins
-  e_m = max(1, _round_half_up(min_bins * nominal / bins))
+  e_m = max(r, rounded(min_bins * nominal / bins))
   total = nominal + e_m
-  if top % 2 == 0 and total % 2 == 1:
-    total += 1
-    e_m += 1
+  if top % 2 == 0 and (total // r) % 2 == 1:  # a whole, rounded middle
+    total += r
+    e_m += r
+  # Rounded, an edge below the middle could pass it: held at the last
+  # multiple before (unrounded edges are left to _check_edges, as ever).
+  half = r * (total // (2 * r)) if r > 1 else total
   e = [0] * (top + 1)
   for k in range(1, min_bins):
-    e[k] = min(e_m, _round_half_up(k * nominal / bins))
+    e[k] = min(e_m, rounded(k * nominal / bins))
   for k in range(min_bins, top // 2 + 1):
-    e[k] = max(e_m, _round_half_up(k * nominal / bins))
+    e[k] = min(half, max(e_m, rounded(k * nominal / bins)))
   e[min_bins] = e_m
   if top % 2 == 0:
     e[top // 2] = total // 2
@@ -130,12 +143,14 @@ class SearchSpace:
   min_bins: int
   dims: tuple[Dim, ...]  # the groups first, in order, then derived dims
   num_groups: int
+  round_to: int = 1  # channel counts rounded to multiples (channel_edges)
 
   @classmethod
   def build(cls, model: str, groups: Sequence[tuple[str, int]],
             derived: Sequence[tuple[str, str, int]] = (),
             bins: int = DEFAULT_BINS,
-            min_bins: int = DEFAULT_MIN_BINS) -> SearchSpace:
+            min_bins: int = DEFAULT_MIN_BINS,
+            round_to: int = 1) -> SearchSpace:
     """Builds a space from (name, nominal) groups and (name, group, nominal).
 
     Raises:
@@ -147,17 +162,17 @@ class SearchSpace:
     for name, nominal in groups:
       index[name] = len(dims)
       dims.append(Dim(name, len(dims), nominal,
-                      channel_edges(nominal, bins, min_bins, name)))
+                      channel_edges(nominal, bins, min_bins, name, round_to)))
     for name, group, nominal in derived:
       if group not in index:
         raise ValueError(f'derived dim {name!r} refers to unknown group '
                          f'{group!r}')
       dims.append(Dim(name, index[group], nominal,
-                      channel_edges(nominal, bins, min_bins, name)))
+                      channel_edges(nominal, bins, min_bins, name, round_to)))
     names = [d.name for d in dims]
     if len(set(names)) != len(names):
       raise ValueError(f'{model}: duplicate dim names in {names}')
-    return cls(model, bins, min_bins, tuple(dims), len(groups))
+    return cls(model, bins, min_bins, tuple(dims), len(groups), round_to)
 
   # ---- structure -------------------------------------------------------------
 
