@@ -160,7 +160,7 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual(summary['eval/full/score'], summary['eval/full/left'])
     self.assertIn("the left path's accuracy", summary['eval_score'])
     searched = search.run(ua, workdir)
-    for method in ('evolution', 'uniform', 'random'):
+    for method in ('evolution',) + search.BASELINES:
       self.assertIsNone(searched[method]['right'])
       self.assertEqual(searched[method]['score'], searched[method]['left'])
     table = search_report.table(search.Search(
@@ -289,7 +289,7 @@ class PipelineTest(absltest.TestCase):
     self.assertLessEqual(summary['uniform']['macs'], summary['macs_budget'])
     self.assertGreater(costs.macs(np.asarray(uniform) + 1),
                        summary['macs_budget'])
-    for method in ('evolution', 'uniform', 'random'):
+    for method in ('evolution',) + search.BASELINES:
       self.assertEqual(
           summary[method]['score'],
           (summary[method]['left'] + summary[method]['right']) / 2)
@@ -297,7 +297,9 @@ class PipelineTest(absltest.TestCase):
     # The comparison rescored the three best on the same images: the
     # paired difference is the difference of their scores.
     self.assertEqual(summary['examples'], c.input.minival_size)
-    for baseline in ('uniform', 'random'):
+    self.assertLessEqual(summary['magnitude']['macs'],
+                         summary['macs_budget'])
+    for baseline in search.BASELINES:
       versus = summary[baseline]['winner_minus_this']
       self.assertAlmostEqual(versus['difference'], summary['evolution'][
           'score'] - summary[baseline]['score'])
@@ -369,7 +371,7 @@ class PipelineTest(absltest.TestCase):
                      self.read(self.searched, 'arch.json'))
     self.assertEqual(self.read(workdir, 'history.jsonl').count('\n'),
                      self.read(self.searched, 'history.jsonl').count('\n'))
-    for method in ('evolution', 'uniform', 'random'):
+    for method in ('evolution',) + search.BASELINES:
       self.assertEqual(resumed[method]['widths'],
                        self.summary[method]['widths'])
 

@@ -218,6 +218,17 @@ class RunConfigTest(absltest.TestCase):
     self.assertEqual(differences, [
         'b.c: state [1, 2], this run [1, 3]',
         'd: state (not recorded), this run 0'])
+    # Fields added since read as their old meaning: a checkpoint written
+    # before model.round_to resumes at round_to 1, and is another run's
+    # at 8.
+    older = {'model': {'name': 'resnet20_cifar'}}
+    current = {'model': {'name': 'resnet20_cifar', 'kwargs': '{}',
+                         'train_arg': '', 'fixed': '', 'round_to': 1}}
+    self.assertEqual(identity.differences(older, current, saved_as='c'), [])
+    self.assertEqual(identity.unrecorded(older, current), [])
+    current['model']['round_to'] = 8
+    self.assertEqual(identity.differences(older, current, saved_as='c'),
+                     ['model.round_to: c 1, this run 8'])
 
 
 if __name__ == '__main__':

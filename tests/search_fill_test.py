@@ -30,8 +30,9 @@ from tests.programs import SUBPROCESS_ENV
 
 # The 'tiny' size of experiments/channel_bench_macro, and a search whose
 # band (MACs in [0.95 F, F]) two parents seldom breed into, with mutations
-# (probability 0.05 per gene) redrawn from a peaked prior. 7 units:
-# generations 0-2, uniform scaling, 2 chunks of random search, comparison.
+# (probability 0.05 per gene) redrawn from a peaked prior. 8 units:
+# generations 0-2, uniform scaling, 2 chunks of random search, magnitude,
+# comparison.
 OVERRIDES = {
     'total_steps': 4, 'total_epochs': None, 'eval_every_steps': None,
     'eval_every_epochs': None, 'log_every_steps': 1, 'ckpt_every_steps': 1,
@@ -151,12 +152,12 @@ class SearchFillTest(absltest.TestCase):
     self.assertEqual(process.wait(), -signal.SIGKILL,
                      'the search ended before it could be killed')
     done = json.loads(state_path.read_text())['units_done']
-    self.assertBetween(done, 2, 6)  # generations 0 and 1 done, of 7 units
+    self.assertBetween(done, 2, 7)  # generations 0 and 1 done, of 8 units
     resumed = search.run(config(), workdir)
     self.assertEqual(self.read(workdir, 'arch.json'),
                      self.read(self.searched, 'arch.json'))
     self.assertEqual(self.history(workdir), self.history(self.searched))
-    for method in ('evolution', 'uniform', 'random'):
+    for method in ('evolution',) + search.BASELINES:
       self.assertEqual(resumed[method]['widths'],
                        self.summary[method]['widths'])
 

@@ -22,6 +22,11 @@ from typing import Any, Callable, Sequence
 # Config fields removed since identities recorded them: ignored in a saved
 # identity, so what was saved with them still resumes.
 RETIRED = ('model.lowering',)
+# Config fields added since, each with the value that does what the code
+# before it did: a saved identity without one is read as holding it, so
+# what was saved before still resumes where the run leaves it so.
+ADDED = {'model.kwargs': '{}', 'model.train_arg': '', 'model.fixed': '',
+         'model.round_to': 1}
 NOT_RECORDED = '(not recorded)'
 _SHOWN = 6  # differing fields named in one message
 
@@ -58,8 +63,8 @@ def differences(saved: dict[str, Any], current: dict[str, Any], *,
   """`field: <saved_as> A, <current_as> B` for every differing field:
   those both record first (the telling ones, such as `stage`), then those
   only one of them records."""
-  saved = {k: v for k, v in flatten(saved).items() if k not in RETIRED}
   current = flatten(current)
+  saved = _completed(saved, current)
 
   def shown(values, key):
     return repr(values[key]) if key in values else NOT_RECORDED
@@ -76,7 +81,16 @@ def differences(saved: dict[str, Any], current: dict[str, Any], *,
 def unrecorded(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
   """The fields of `current` that `saved` does not record at all: it was
   written by an older bcnet_jax, before they were part of the identity."""
-  return sorted(set(flatten(current)) - set(flatten(saved)))
+  current = flatten(current)
+  return sorted(set(current) - set(_completed(saved, current)))
+
+
+def _completed(saved: dict[str, Any], current: dict[str, Any]
+               ) -> dict[str, Any]:
+  """`saved` flattened, less RETIRED fields, with the ADDED fields that
+  `current` records and it does not."""
+  saved = {k: v for k, v in flatten(saved).items() if k not in RETIRED}
+  return {**{k: v for k, v in ADDED.items() if k in current}, **saved}
 
 
 def describe(differing: list[str]) -> str:

@@ -17,7 +17,8 @@ from bcnet_jax.supernet import stage as supernet
 
 METHODS = {'evolution': 'evolution (prior-seeded)',
            'uniform': 'uniform scaling',
-           'random': 'random search'}
+           'random': 'random search',
+           'magnitude': 'BN magnitude ranking'}
 # A difference counts as real when it exceeds this many paired standard
 # errors (about 95% two-sided confidence).
 DISTINGUISHABLE_SE = 2.0
@@ -38,7 +39,7 @@ def announce(search, workdir: str) -> None:
       f'{console.plural(s.generations, "generation")} of '
       f'{console.plural(s.mutations, "mutation")} + '
       f'{console.plural(s.crossovers, "crossover")} from the top '
-      f'{s.top_k}; then uniform scaling and random search\n'
+      f'{s.top_k}; then uniform scaling, random search and magnitude\n'
       f'  fitness: {supernet.score_definition(search.setup)} on '
       f'{run.EVAL_SPLITS[config.eval.split]}, BatchNorm recalibrated on '
       f'{console.plural(config.eval.bn_calib_batches, "batch")}; '
@@ -110,7 +111,7 @@ def verdict(summary: dict[str, Any]) -> str:
   real, and one beyond it is real on this supernet only if it is large."""
   lines, unclear = [], []
   examples = summary['examples']
-  for phase in ('uniform', 'random'):
+  for phase in list(METHODS)[1:]:
     versus = summary[phase]['winner_minus_this']
     diff, se = versus['difference'], versus['se']
     if versus['same_width_vector']:
@@ -174,6 +175,7 @@ def _plot(search, summary: dict[str, Any], path: str) -> None:
                ticks=range(search.generations + 1))
   for phase, marker, colour, size in (('uniform', 'D', 'black', 70),
                                       ('random', 's', 'tab:blue', 70),
+                                      ('magnitude', 'P', 'tab:green', 90),
                                       ('evolution', '*', 'red', 300)):
     r = summary[phase]
     ax.errorbar([r['macs'] / 1e6], [r['score']], yerr=[r['score_se']],

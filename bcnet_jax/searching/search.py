@@ -6,8 +6,10 @@ Fits the prior to the supernet's loss-record pool, evolves width vectors
 whose MACs lie in the band [band_low·F, F], and scores every candidate once
 with the batch evaluator (evaluator.Evaluator, the fitness of §4). Two
 baselines at the same budget and with the same evaluator follow: uniform
-scaling (the largest all-b width vector within F) and random search
-(uniform width vectors in the band, as many as the evolution evaluated).
+scaling (the largest all-b width vector within F), random search (uniform
+width vectors in the band, as many as the evolution evaluated) and the
+magnitude baseline (the widths a global BatchNorm |γ| ranking keeps,
+magnitude.py).
 
 The work is a fixed list of units: generation 0 (the prior's initial
 population), generations 1..G, the uniform baseline, the random search in
@@ -44,13 +46,16 @@ from bcnet_jax.run import identity as identity_lib
 from bcnet_jax.run import run_config
 from bcnet_jax.run import stages as run_lib
 from bcnet_jax.searching import evolution
+from bcnet_jax.searching import magnitude
 from bcnet_jax.searching import prior
 from bcnet_jax.searching import report as search_report
 from bcnet_jax.space import search_space as space_lib
 from bcnet_jax.space.costs import CostModel
 from bcnet_jax.supernet import stage as supernet
 
-STATE_FORMAT = 'bcnet_jax.search_state/3'
+STATE_FORMAT = 'bcnet_jax.search_state/4'  # 4: the magnitude baseline
+# The baselines scored beside the evolution, in the order they run.
+BASELINES = ('uniform', 'random', 'magnitude')
 # What a scored record keeps ('right' is None for a unilateral supernet).
 SCORE_FIELDS = ('left', 'right', 'score', 'score_se')
 
@@ -130,7 +135,7 @@ class Search:
         'format': STATE_FORMAT, 'identity': identity, 'probs': None,
         'units_done': 0, 'records': [], 'history': [],
         'wall_time_s': {'prior': 0.0, 'evolution': 0.0, 'uniform': 0.0,
-                        'random': 0.0, 'compare': 0.0}}
+                        'random': 0.0, 'magnitude': 0.0, 'compare': 0.0}}
     self.evaluator = setup.evaluator()
     self.calibration, self.eval_batches = setup.scoring_data(cached=True)
     # Where the last generation's candidates came from, for its history.
@@ -142,17 +147,18 @@ class Search:
 
   def units(self) -> list[tuple[str, int]]:
     """(phase, index) of the whole search, in order: generation 0..G,
-    the uniform baseline, the random search's chunks, the comparison."""
+    the uniform baseline, the random search's chunks, the magnitude
+    baseline, the comparison."""
     s = self.config.search
     evaluations = s.population + self.generations * (s.mutations +
                                                       s.crossovers)
     chunks = -(-evaluations // s.population)
     return ([('evolution', g) for g in range(self.generations + 1)] +
             [('uniform', 0)] + [('random', r) for r in range(chunks)] +
-            [('compare', 0)])
+            [('magnitude', 0), ('compare', 0)])
 
   def records(self, phase: str) -> list[dict[str, Any]]:
-    """Scored width vectors of 'evolution', 'uniform' or 'random'."""
+    """Scored width vectors of 'evolution' or a baseline (BASELINES)."""
     return [r for r in self.state['records'] if r['phase'] == phase]
 
   @property
@@ -186,6 +192,9 @@ class Search:
     s = self.config.search
     if phase == 'uniform':
       return self.costs.uniform_within(self.budget)[None]
+    if phase == 'magnitude':
+      return magnitude.widths_within(self.setup.model, self.trained.params,
+                                     self.costs, self.budget)[None]
     if phase == 'random':
       wanted = max(0, min(s.population, len(self.records('evolution')) -
                           len(self.records('random'))))
@@ -278,7 +287,7 @@ class Search:
     """The best of each method scored again, per image: each score's
     standard error, and evolution's winner minus each baseline with the
     paired standard error of that difference (the same images)."""
-    phases = ('evolution', 'uniform', 'random')
+    phases = ('evolution',) + BASELINES
     widths = [self.winner(p)['widths'] for p in phases]
     examples, leads = self.evaluator.leads(
         self.trained.params, self.trained.batch_stats, widths,
@@ -300,7 +309,8 @@ class Search:
     s = self.config.search
     evolved = s.population + self.generations * (s.mutations + s.crossovers)
     progress = console.ScoringProgress(
-        max(0, 2 * evolved + 1 + 3 - len(self.state['records'])),
+        # evolution and random search, uniform, magnitude, the comparison
+        max(0, 2 * evolved + 2 + 4 - len(self.state['records'])),
         'To go faster: a smaller --config.search.population, generations, '
         'mutations or crossovers, or fewer BatchNorm calibration batches '
         f'(--config.eval.bn_calib_batches, now '
@@ -312,6 +322,7 @@ class Search:
         label = {'evolution': f'generation {index}/{self.generations}',
                  'uniform': 'uniform scaling',
                  'random': f'random search {index + 1}',
+                 'magnitude': 'magnitude baseline',
                  'compare': 'comparing the best of each'}[phase]
         bar.set_description_str(label)
 
@@ -373,7 +384,7 @@ class Search:
     times, comparison = self.state['wall_time_s'], self.state['comparison']
     methods = {
         'evolution': times['prior'] + times['evolution'],
-        'uniform': times['uniform'], 'random': times['random']}
+        **{phase: times[phase] for phase in BASELINES}}
     out = {'model': self.config.model.name, 'macs_budget': int(self.budget),
            'band': [float(b) for b in self.band],
            'full_macs': int(self.costs.macs(self.space.full())),
