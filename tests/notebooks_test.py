@@ -79,5 +79,29 @@ class NotebooksTest(absltest.TestCase):
     self.assertLen(images_of(inspected), 3)
 
 
+  def test_your_own_model_top_to_bottom(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      notebook = execute(
+          'your_own_model.ipynb', os.path.join(tmp, 'own.ipynb'), tmp,
+          TRAIN_STEPS=20, RETRAIN_STEPS=10, BATCH_SIZE=32, POPULATION=4,
+          GENERATIONS=1, WORKDIR='run')
+      with open(os.path.join(tmp, 'run', 'supernet', 'search',
+                             'arch.json')) as f:
+        arch = json.load(f)
+    printed = ''.join(''.join(out.get('text', ''))
+                      for cell in notebook['cells']
+                      for out in cell.get('outputs', []))
+    # The traced groups: conv2 and conv4 tied by the residual add.
+    self.assertRegex(printed, r'conv2 \(32 channels\): .*conv4/kernel')
+    self.assertEqual(list(arch['widths']),
+                     ['conv1', 'conv2', 'conv3', 'conv5'])
+    self.assertLessEqual(arch['macs'], arch['macs_budget'])
+    self.assertLen(images_of(notebook), 1)  # the population picture
+    difference = float(re.search(
+        r'max difference, your module vs the retrained network: (\S+)',
+        printed).group(1))
+    self.assertLess(difference, 1e-5)
+
+
 if __name__ == '__main__':
   absltest.main()

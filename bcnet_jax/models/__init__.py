@@ -37,6 +37,8 @@ from bcnet_jax.run import errors
 from bcnet_jax.space import search_space as space_lib
 
 WidthModel = layers.WidthModel
+TracedModel = traced.TracedModel
+from_flax = traced.from_flax
 
 
 @dataclasses.dataclass(frozen=True)

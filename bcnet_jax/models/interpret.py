@@ -129,3 +129,4 @@ class Interpreter:
       spec = params['dimension_numbers'].lhs_spec
       params['feature_group_count'] = lhs[spec[1]]
     return params
+

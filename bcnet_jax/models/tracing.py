@@ -160,8 +160,11 @@ class Tracer:
 
     leaves = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)
               for leaf in self.leaves]
-    closed = jax.make_jaxpr(fn)(leaves, jax.ShapeDtypeStruct(
-        (batch,) + self.image_shape, jnp.float32), jax.random.key(0))
+    # Traced apart from any mesh of the caller (a training step's, the
+    # evaluator's shard_map): the program runs under whichever calls it.
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), ())):
+      closed = jax.make_jaxpr(fn)(leaves, jax.ShapeDtypeStruct(
+          (batch,) + self.image_shape, jnp.float32), jax.random.key(0))
     return Program(closed, tuple(stats_order))
 
 
