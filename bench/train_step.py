@@ -4,6 +4,7 @@
       [--steps 5] [--modes plain,ua,fused,fused_pass_by_pass,reference]
       # plain first: the other modes' plain_ratio needs it
       [--peer [--peer_python PYTHON]]
+      [--twin PACKAGE.MODULE:ATTR]  # your own model, traced (on PYTHONPATH)
 
 Prints exactly one JSON line per mode (docs/design.md §3's definitions):
   mode: 'fused' (bcnet, 2 fused passes), 'fused_pass_by_pass' (the same,
@@ -38,6 +39,15 @@ PYTHON (an interpreter that has torch; default: this one), and prints its
 line (its step time is the median) and the fused step's sub-network
 images/s over the peer's (`fused_vs_peer`). Machines are noisy: only ratios
 from one run mean anything.
+
+--twin runs the same modes, in the same process, on a user's Flax module
+traced into a supernet (models.from_flax; its single-path modes: plain, ua,
+reference), e.g. tests/user_models.py's plain-linen twin of ResNet-20:
+
+  PYTHONPATH=. python bench/train_step.py --model resnet20_cifar \
+      --twin tests.user_models:ResNet20Twin --modes plain,ua,reference
+
+Its lines carry `builtin_ratio`: its seconds per step / the built-in's.
 """
 
 import argparse
@@ -76,6 +86,12 @@ MODES = {
                   'implementation': 'reference'},
 }
 TRACE_VECTORS = 50
+
+
+def single_path(mode: str) -> bool:
+  """Whether `mode`'s passes are single paths (a traced model's kind)."""
+  return (mode == 'plain' or MODES[mode]['objective'] == 'ua' or
+          MODES[mode]['implementation'] == 'reference')
 PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
                         'shared', 'peer_torch')
 PEER_DEPTHS = {'resnet20_cifar': 20, 'resnet56_cifar': 56}
@@ -224,6 +240,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--model', default='resnet20_cifar',
                       choices=list(models.MODELS))
+  parser.add_argument('--twin', help='your own Flax module, traced: '
+                      'PACKAGE.MODULE:ATTR, timed beside --model')
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--steps', type=int, default=5,
                       help='timed steps; 0: compile only (memory)')
@@ -250,6 +268,17 @@ def main() -> None:
                              lines['plain']['seconds_per_step'])
     lines[mode] = line
     print(json.dumps(rounded(line)), flush=True)
+  if args.twin:
+    for mode in modes:
+      if not single_path(mode):
+        print(f'twin: no {mode} step (a traced model runs single paths)',
+              file=sys.stderr, flush=True)
+        continue
+      line = bench(mode, args.twin, args.batch, args.steps, dtype=args.dtype)
+      if 'seconds_per_step' in line:
+        line['builtin_ratio'] = (line['seconds_per_step'] /
+                                 lines[mode]['seconds_per_step'])
+      print(json.dumps(rounded(line)), flush=True)
   if args.peer:
     line = peer(args.model, args.batch, args.steps,
                 models.get_space(args.model).bins, args.peer_python)
