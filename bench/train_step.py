@@ -86,15 +86,15 @@ MODES = {
                   'implementation': 'reference'},
 }
 TRACE_VECTORS = 50
+PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                        'shared', 'peer_torch')
+PEER_DEPTHS = {'resnet20_cifar': 20, 'resnet56_cifar': 56}
 
 
 def single_path(mode: str) -> bool:
   """Whether `mode`'s passes are single paths (a traced model's kind)."""
   return (mode == 'plain' or MODES[mode]['objective'] == 'ua' or
           MODES[mode]['implementation'] == 'reference')
-PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
-                        'shared', 'peer_torch')
-PEER_DEPTHS = {'resnet20_cifar': 20, 'resnet56_cifar': 56}
 
 
 def step_shape(mode: str, space) -> tuple[int, int, bool]:

@@ -178,7 +178,7 @@ class RulesTest(parameterized.TestCase):
 
   def test_batch_one_traces_the_same_groups(self):
     model = trace('ShapeBranchNet')
-    program = model.structure.program(1, True)
+    program = model.structure.program(1, 'train')
     self.assertLen(program.group_of, len(model.space.dims))
     compare(self, model, widths(model, 1), batch=1)
 
@@ -217,6 +217,34 @@ class RulesTest(parameterized.TestCase):
     model = trace('UnknownOpNet', fixed=('a_conv',))
     self.assertEqual(model.space.groups, ('b_conv',))
     compare(self, model, widths(model))
+
+  @parameterized.parameters('sort', 'gather', 'loop', 'straight_through')
+  def test_ops_over_channels_it_cannot_follow_are_named_errors(self, op):
+    name = {'loop': 'scan', 'straight_through': 'custom_vjp_call'}.get(op,
+                                                                      op)
+    with self.assertRaisesRegex(
+        errors.InvalidInput, rf"^{name}.* in ChannelOpNet \(shapes .*"
+        r"touches the channels of group 'a_conv'.*"
+        r'--config.model.fixed=a_conv'):
+      traced.from_flax(um.ChannelOpNet(op), (16, 16, 3))
+    fixed = traced.from_flax(um.ChannelOpNet(op), (16, 16, 3),
+                             fixed=('a_conv',))
+    self.assertEqual(fixed.space.groups, ('b_conv',))
+
+  def test_an_unused_parameter_is_named(self):
+    with self.assertRaisesRegex(errors.InvalidInput,
+                                r"parameters \['spare/bias', 'spare/kernel'\]"):
+      traced.from_flax(um.UnusedLayerNet(), (16, 16, 3))
+
+  def test_dense_general_costs_its_output_axes(self):
+    model = trace('DenseGeneralNet')
+    # The last output axis is a group, the one before it fixed.
+    self.assertEqual(model.space.groups, ('a_conv', 'general'))
+    c = model.space.sample(np.random.default_rng(0))
+    a, g = model.space.channels(c)['a_conv'], model.space.channels(c)[
+        'general']
+    self.assertEqual(CostModel(model).macs(c),
+                     9 * 256 * 3 * a + a * 2 * g + 2 * g * 10)
 
   def test_train_switches(self):
     self.assertEqual(trace('MutableSwitchNet').structure.tracer.argument,
@@ -317,6 +345,22 @@ class CoverageTest(parameterized.TestCase):
 
 
 class MomentsTest(absltest.TestCase):
+
+  def test_moments_are_taken_with_dropout_off(self):
+    with_dropout = trace('DeterministicNet')
+    without = traced.from_flax(um.DeterministicNet(rate=0.0), (16, 16, 3))
+    variables = with_dropout.init(jax.random.key(0))
+    x = jnp.asarray(images.mnist_images(8, 16))
+    c = with_dropout.space.sample(np.random.default_rng(1))
+    moments = [m.apply(variables, x, paths.left(m.space, jnp.asarray(c)),
+                       train=False, mutable=['batch_moments'])[1]
+               for m in (with_dropout, without)]
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
+                                   atol=1e-6), *moments)
+
+  def test_the_compact_network_is_checked_when_built(self):
+    model = trace('SqueezeExciteNet')
+    model.check_compact(model.space.sample(np.random.default_rng(2)))
 
   def test_batch_moments_are_the_batch_statistics(self):
     model = trace('DenseBlockNet')

@@ -238,12 +238,13 @@ class MutableSwitchNet(nn.Module):
 
 class DeterministicNet(nn.Module):
   """Switched by an inverted argument, with dropout inside."""
+  rate: float = 0.3
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
     x = nn.Conv(8, (3, 3), name='conv1')(x)
     x = nn.BatchNorm(use_running_average=deterministic, name='bn1')(x)
-    x = nn.Dropout(0.3, deterministic=deterministic)(nn.relu(x))
+    x = nn.Dropout(self.rate, deterministic=deterministic)(nn.relu(x))
     x = nn.Conv(12, (3, 3), name='conv2')(x)
     x = nn.relu(nn.BatchNorm(use_running_average=deterministic,
                              name='bn2')(x))
@@ -300,3 +301,53 @@ class SqueezeExciteNet(nn.Module):
     x = inverted_residual(x, 8, 3, 12, 2, 'block2', train, nn.swish,
                           se=SqueezeExcite(2, name='block2_se'))
     return nn.Dense(10, name='head')(jnp.mean(x, axis=(1, 2)))
+
+
+@jax.custom_vjp
+def straight_through_round(x):
+  return jnp.round(x)
+
+
+straight_through_round.defvjp(lambda x: (jnp.round(x), None),
+                              lambda _, g: (g,))
+
+
+class ChannelOpNet(nn.Module):
+  """An op over channels the channel analysis cannot follow."""
+  op: str = 'sort'
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = conv_bn(x, 8, 'a', train, act=nn.relu)
+    if self.op == 'sort':
+      x = jnp.sort(x, axis=-1)
+    elif self.op == 'gather':
+      x = x[..., jnp.array([1, 0, 3, 2, 5, 4, 7, 6])]
+    elif self.op == 'loop':
+      x = jax.lax.fori_loop(0, 2, lambda i, y: 0.5 * y + x, x)
+    elif self.op == 'straight_through':
+      x = straight_through_round(x)
+    x = conv_bn(x, 12, 'b', train, act=nn.relu)
+    return nn.Dense(10, name='head')(jnp.mean(x, axis=(1, 2)))
+
+
+class UnusedLayerNet(nnx.Module):
+  """An NNX layer built in __init__ but never called."""
+
+  def __init__(self, rngs: nnx.Rngs = nnx.Rngs(0)):
+    self.conv = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+    self.spare = nnx.Linear(8, 4, rngs=rngs)
+    self.head = nnx.Linear(8, 10, rngs=rngs)
+
+  def __call__(self, x):
+    return self.head(jnp.mean(nnx.relu(self.conv(x)), axis=(1, 2)))
+
+
+class DenseGeneralNet(nn.Module):
+  """A Dense layer with two output axes, flattened into the head."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = jnp.mean(conv_bn(x, 8, 'a', train, act=nn.relu), axis=(1, 2))
+    x = nn.relu(nn.DenseGeneral((2, 6), name='general')(x))
+    return nn.Dense(10, name='head')(x.reshape((x.shape[0], -1)))

@@ -45,13 +45,18 @@ shift_left shift_right_logical shift_right_arithmetic population_count clz
 '''.split())
 REDUCTIONS = frozenset('''reduce_sum reduce_max reduce_min reduce_prod
 reduce_and reduce_or argmax argmin'''.split())
-CALLS = ('jaxpr', 'call_jaxpr', 'fun_jaxpr')
+# Calls whose body is analysed inline (per call site). A custom_vjp is not:
+# its backward rule is written for the traced widths (an unknown op), nor
+# are loops and conditionals (their bodies run more or less than once).
+CALLS = frozenset('pjit jit closed_call core_call checkpoint remat '
+                  'custom_jvp_call'.split())
 # Ops over some axes: those they leave alone are linked, others unknown.
 WINDOWED = frozenset('''pad slice reduce_window_sum reduce_window_max
 reduce_window_min reduce_window cumsum cumlogsumexp cummax cummin cumprod
 rev'''.split())
+DECLARED = 'declared fixed'  # the reason of the user's `fixed` paths
 # Ops that create arrays from a shape: new, unlinked axes.
-CREATORS = frozenset('iota random_bits random_seed random_wrap random_unwrap '
+CREATORS = frozenset('random_bits random_seed random_wrap random_unwrap '
                      'random_fold_in random_split threefry2x32'.split())
 
 
@@ -94,7 +99,7 @@ class Analysis:
         nodes = self._new_axes(var)
         if i in fixed_leaves:
           for n in nodes:
-            self.fix(n, 'declared fixed')
+            self.fix(n, DECLARED)
         self.leaf_nodes.append(nodes)
       else:  # the image, the dropout key
         nodes = self._new_axes(var, fixed='the model input')
@@ -105,6 +110,10 @@ class Analysis:
       self.nodes[((), var)] = self._new_axes(var, fixed='a constant')
     del consts
     self._walk(jaxpr, ())
+    used = {v for eqn in jaxpr.eqns for v in eqn.invars
+            if not isinstance(v, jcore.Literal)} | set(jaxpr.outvars)
+    self.unused_leaves = [i for i, var in enumerate(jaxpr.invars[:num_leaves])
+                          if var not in used]
     for var in jaxpr.outvars[:1]:
       for n in self.of((), var):
         self.fix(n, 'the logits')
@@ -112,15 +121,18 @@ class Analysis:
 
   def _fix_through_unknown(self) -> None:
     """An unknown op is safe only where every channel axis it touches is
-    fixed: fixing one of them (the user's `fixed`) fixes the rest."""
+    fixed: one the user declared fixed fixes the others it touches (and no
+    other reason does: an unknown op touching a group is an error)."""
     changed = True
     while changed:
       changed = False
       for name, _, _, nodes in self.unknown:
         roots = {r for n in nodes for r in self.pieces(n)}
-        if roots & self.fixed and not roots <= self.fixed:
+        declared = [r for r in roots if r in self.fixed and
+                    self.reasons.get(r, '').startswith(DECLARED)]
+        if declared and not roots <= self.fixed:
           for r in roots - self.fixed:
-            self.fix(r, f'next to {name}')
+            self.fix(r, f'{DECLARED} next to {name}')
           changed = True
 
   # ---- union-find ------------------------------------------------------------
@@ -143,8 +155,10 @@ class Analysis:
     if a == b:
       return
     if self.size[a] != self.size[b]:
-      raise AssertionError(f'linking axes of {self.size[a]} and '
-                           f'{self.size[b]}')
+      raise errors.InvalidInput(
+          f'two channel axes of {self.size[a]} and {self.size[b]} channels '
+          'meet (concatenations or flattens of different make-up, e.g. '
+          'added together); declare the module paths fixed')
     sa, sb = self.structure.pop(a, None), self.structure.pop(b, None)
     self.parent[b] = a
     if b in self.fixed:
@@ -274,6 +288,9 @@ class Analysis:
       self._dot(eqn, ins, out, scope, index, active)
     elif name in CREATORS:
       pass
+    elif name == 'iota':  # positions: they do not follow a width
+      for n in out:
+        self.fix(n, 'an iota')
     else:
       self._unknown(eqn, ins + outs, scope)
     return outs
@@ -394,32 +411,51 @@ class Analysis:
     free_r = [n for i, n in enumerate(rhs) if i not in rc and i not in rb]
     self._link([lhs[a] for a in lb] + free_l + free_r, out)
     weight = 1 if not active[1] else 0 if not active[0] else None
-    if weight is None or len(lc) != 1:
-      for a in lc:
-        self.fix(lhs[a], 'contracted between two activations')
+    if weight is None or len(lc) != 1:  # between activations: costed, fixed
+      for n in [lhs[a] for a in lc] + list(out):
+        self.fix(n, 'a product of two activations')
+      self.contractions.append(Contraction(
+          scope, index, 'product', 1, 0, lc[0] if lc else 0,
+          lhs[lc[0]] if lc else lhs[0], None, int(np.prod(
+              [self.size[lhs[a]] for a in lc[1:]])),
+          int(np.prod([self.size[n] for n in out[1:]])),
+          self.module(eqn, scope)))
       return
     w_axis, x_nodes = (rc[0], lhs) if weight == 1 else (lc[0], rhs)
     x_axis = lc[0] if weight == 1 else rc[0]
     w_free = free_r if weight == 1 else free_l
-    out_node = w_free[-1] if len(w_free) == 1 else None
+    for n in w_free[:-1]:  # DenseGeneral's leading output axes
+      self.fix(n, 'a Dense output axis before the last')
     x_free = free_l if weight == 1 else free_r
-    pixels = int(np.prod([self.size[n] for n in x_free[1:]]))
+    pixels = int(np.prod([self.size[n] for n in x_free[1:] + w_free[:-1]]))
     self.contractions.append(Contraction(
-        scope, index, 'dense', 1, weight, w_axis, x_nodes[x_axis], out_node, 1,
-        pixels, self.module(eqn, scope), ins[weight]))
+        scope, index, 'dense', 1, weight, w_axis, x_nodes[x_axis],
+        w_free[-1] if w_free else None, 1, pixels, self.module(eqn, scope),
+        ins[weight]))
 
   # ---- results ---------------------------------------------------------------
 
   def is_group(self, root: int) -> bool:
+    """A variable's axis that a convolution or Dense layer reads or
+    writes, and that nothing fixes."""
     root = self.find(root)
     return (root not in self.fixed and root not in self.structure and
-            self.size[root] > 1 and root in self._leaf_roots())
+            self.size[root] > 1 and root in self._leaf_roots() and
+            root in self._contracted_roots())
 
   def _leaf_roots(self) -> set[int]:
     if not hasattr(self, '_roots_cache'):
       self._roots_cache = {self.find(n) for nodes in self.leaf_nodes
                            for n in nodes}
     return self._roots_cache
+
+  def _contracted_roots(self) -> set[int]:
+    if not hasattr(self, '_contracted_cache'):
+      self._contracted_cache = {
+          r for c in self.contractions
+          for n in (c.in_node, c.out_node) if n is not None
+          for r in self.pieces(n)}
+    return self._contracted_cache
 
   def leaf_axes(self) -> Iterator[tuple[int, int, int]]:
     """(leaf, axis, root) of every variable axis."""
@@ -429,14 +465,14 @@ class Analysis:
 
 
 def subjaxpr(eqn) -> tuple[Any, tuple] | None:
-  for key in CALLS:
-    sub = eqn.params.get(key)
-    if sub is None:
-      continue
-    if isinstance(sub, jcore.ClosedJaxpr):
-      return sub.jaxpr, tuple(sub.consts)
-    if isinstance(sub, jcore.Jaxpr):
-      return sub, ()
+  """(jaxpr, consts) of a call the analysis walks inline, else None."""
+  if eqn.primitive.name not in CALLS:
+    return None
+  sub = eqn.params.get('jaxpr', eqn.params.get('call_jaxpr'))
+  if isinstance(sub, jcore.ClosedJaxpr):
+    return sub.jaxpr, tuple(sub.consts)
+  if isinstance(sub, jcore.Jaxpr):
+    return sub, ()
   return None
 
 

@@ -81,7 +81,7 @@ class Interpreter:
     for index, eqn in enumerate(jaxpr.eqns):
       invals = [read(v) for v in eqn.invars]
       sub = channels.subjaxpr(eqn)
-      if sub is not None:
+      if sub is not None and self._inline(eqn, scope + (index,)):
         outvals = self._run(sub[0], sub[1], invals, scope + (index,))
       else:
         contraction = self.contractions.get((scope, index))
@@ -90,9 +90,7 @@ class Interpreter:
           invals = self._masked(contraction, invals)
         params = (self._params(eqn, scope, index) if self.sizes
                   else eqn.params)
-        outvals = eqn.primitive.bind(*invals, **params)
-        if not eqn.primitive.multiple_results:
-          outvals = [outvals]
+        outvals = _bind(eqn.primitive, invals, params)
       for var, value in zip(eqn.outvars, outvals):
         if self.sizes is not None and (scope, var) in self.analysis.nodes:
           want = self.shape(scope, var)
@@ -102,6 +100,21 @@ class Interpreter:
                 f'{want} ({channels.module_of(eqn)})')
         env[var] = value
     return [read(v) for v in jaxpr.outvars]
+
+  def _inline(self, eqn, inner: tuple[int, ...]) -> bool:
+    """Whether a call runs equation by equation: where its shapes change
+    or a contraction inside takes a mask. Otherwise it is bound as it was
+    traced, its custom derivative rules kept (at other widths a
+    custom_jvp's body is differentiated instead)."""
+    if self.masks is not None and any(
+        c.scope[:len(inner)] == inner for c in self.contractions.values()):
+      return True
+    scope = inner[:-1]
+    return self.sizes is not None and any(
+        tuple(np.shape(v.aval)) != self.shape(scope, v)
+        for v in list(eqn.invars) + list(eqn.outvars)
+        if not isinstance(v, jcore.Literal) and
+        (scope, v) in self.analysis.nodes)
 
   def _masked(self, contraction: channels.Contraction, invals):
     weight = invals[contraction.weight]
@@ -130,3 +143,12 @@ class Interpreter:
       params['feature_group_count'] = lhs[spec[1]]
     return params
 
+
+def _bind(primitive, invals, params) -> list[jax.Array]:
+  """primitive applied as jax's own jaxpr evaluation applies it."""
+  bind_params = primitive.get_bind_params(params)
+  subfuns = ()
+  if isinstance(bind_params, tuple):  # (subfuns, params) in some versions
+    subfuns, bind_params = bind_params
+  out = primitive.bind(*subfuns, *invals, **bind_params)
+  return out if primitive.multiple_results else [out]

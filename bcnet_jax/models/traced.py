@@ -72,8 +72,15 @@ class Structure:
     self._fixed_leaves = frozenset(
         i for i, leaf in enumerate(leaves)
         if any(_under(leaf, f) for f in self.fixed))
-    analyses = [self._analysis(CANONICAL_BATCH, train)
-                for train in (True, False)]
+    analyses = [self._analysis(CANONICAL_BATCH, mode)
+                for mode in ('train', 'eval')]
+    unused = [leaves[i].name for i in analyses[0].unused_leaves
+              if leaves[i].collection == 'params']
+    if unused:
+      raise errors.InvalidInput(
+          f'{type(module).__name__}: parameters {unused} take no part in '
+          'its training pass; remove them (a searched network has no use '
+          'for them, and their channels would follow no group)')
     families = [self._group_sets(a) for a in analyses]
     common = [s for s in families[0] if s in families[1]]
     train = analyses[0]
@@ -104,17 +111,17 @@ class Structure:
     for a in analyses:
       self._check(self._with_groups(a, tracing.Program(None, ())))
     self._stats_factor = None
-    logits = self.tracer.program(CANONICAL_BATCH, False).jaxpr.out_avals[0]
+    logits = self.tracer.program(CANONICAL_BATCH, 'eval').jaxpr.out_avals[0]
     self.num_classes = int(logits.shape[-1])
 
   # ---- analysis -------------------------------------------------------------
 
-  def _analysis(self, batch: int, train: bool) -> channels.Analysis:
-    if (batch, train) not in self._analyses:
-      program = self.tracer.program(batch, train)
-      self._analyses[batch, train] = channels.Analysis(
+  def _analysis(self, batch: int, mode: str) -> channels.Analysis:
+    if (batch, mode) not in self._analyses:
+      program = self.tracer.program(batch, mode)
+      self._analyses[batch, mode] = channels.Analysis(
           program.jaxpr, len(self.tracer.leaves), self._fixed_leaves)
-    return self._analyses[batch, train]
+    return self._analyses[batch, mode]
 
   def _group_sets(self, a: channels.Analysis) -> list[frozenset]:
     by_root = collections.defaultdict(set)
@@ -152,14 +159,14 @@ class Structure:
             'write the operation with primitives the analysis knows '
             '(README "Your own model")')
 
-  def program(self, batch: int, train: bool) -> Analysed:
-    """The analysed program of one mode at one batch size."""
-    if (batch, train) not in self._programs:
-      analysed = self._with_groups(self._analysis(batch, train),
-                                   self.tracer.program(batch, train))
+  def program(self, batch: int, mode: str) -> Analysed:
+    """The analysed program of one mode (tracing.MODES) at one batch."""
+    if (batch, mode) not in self._programs:
+      analysed = self._with_groups(self._analysis(batch, mode),
+                                   self.tracer.program(batch, mode))
       self._check(analysed)
-      self._programs[batch, train] = analysed
-    return self._programs[batch, train]
+      self._programs[batch, mode] = analysed
+    return self._programs[batch, mode]
 
   # ---- the search space and costs -------------------------------------------
 
@@ -234,7 +241,7 @@ class Structure:
     return self._stats_factor
 
   def _measure_stats_factor(self) -> dict[int, float]:
-    program = self.program(CANONICAL_BATCH, True)
+    program = self.program(CANONICAL_BATCH, 'moments')
     leaves = self.tracer.leaves
     base = jax.tree_util.tree_leaves(self.tracer.init(jax.random.key(0)))
     image = jax.random.normal(jax.random.key(1), self.tracer.image(
@@ -421,7 +428,8 @@ class TracedModel:
     if self.widths is not None:
       picks = {g: np.arange(n) for g, n in self._compact().items()}
       return self._tree({i: self.structure.take(i, v, picks, nominal)
-                         for i, v in enumerate(draws[0])})
+                         for i, v in enumerate(draws[1 if tracer.permuted
+                                                     else 0])})
     supernet = self._supernet()
     picks = {g: np.concatenate([np.arange(n), np.arange(supernet[g] - n)])
              for g, n in nominal.items()}
@@ -477,13 +485,13 @@ class TracedModel:
       raise TypeError(f'unexpected arguments {sorted(unused)}')
     mutable = [mutable] if isinstance(mutable, str) else list(mutable or [])
     moments = BATCH_MOMENTS in mutable
-    run_train = train or moments
+    mode = 'moments' if moments else 'train' if train else 'eval'
     key = (rngs or {}).get('dropout') if train else None
     key = jax.random.key(0) if key is None else key
     x = x.astype(jnp.float32)  # as traced: the module keeps its own dtypes
     if not isinstance(x.shape[0], int):  # a symbolic batch (jax.export)
-      return self._per_example(variables, x, paths, run_train, mutable)
-    analysed = self.structure.program(int(x.shape[0]), run_train)
+      return self._per_example(variables, x, paths, mode != 'eval', mutable)
+    analysed = self.structure.program(int(x.shape[0]), mode)
     leaves = self._leaves(variables)
     if (paths is None) == (self.widths is None):
       raise ValueError('a supernet (widths=None) takes paths; a compact '
@@ -583,6 +591,27 @@ class TracedModel:
     return self._tree({
         i: self.structure.take(i, np.asarray(v), picks, self._supernet())
         for i, v in enumerate(leaves)})
+
+  def check_compact(self, widths) -> None:
+    """The compact network of `widths` computes what the supernet's left
+    path does (a probe batch, eval mode), else an error: a compact network
+    built wrong is caught before it is trained."""
+    widths = tuple(int(w) for w in self.space.validate_widths(widths))
+    variables = self.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), self.dummy_input(2).shape)
+    path = paths_lib.left(self.space, jnp.asarray(widths))
+    supernet = jax.jit(lambda v: self.apply(v, x, path, train=False)[0][0])
+    compact = self.clone(widths=widths)
+    want = np.asarray(supernet(variables))
+    got = np.asarray(jax.jit(lambda v: compact.apply(v, x, train=False)[0])(
+        self.slice_variables(variables, widths, 'left')))
+    scale = float(np.max(np.abs(want))) or 1.0
+    if not np.allclose(got, want, rtol=1e-4, atol=1e-4 * scale):
+      raise errors.InvalidInput(
+          f'{self.space.model}: the compact network of widths {widths} '
+          'computes other logits than the supernet path it is cut from '
+          f'(max difference {np.max(np.abs(got - want)):.3g}); declare the '
+          'groups around the layer at fault fixed (model.fixed)')
 
   def cost_terms(self):
     return self.structure.cost_terms(len(self.space.dims))

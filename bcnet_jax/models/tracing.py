@@ -4,8 +4,10 @@ A linen or NNX module is called once per mode on a batch of zeros under
 `jax.make_jaxpr`, over its flattened variables, so every jaxpr input is one
 variable (its collection and path known) or the image, or the dropout key:
 
-  eval   (variables..., image)       -> (logits,)
-  train  (variables..., image, key)  -> (logits, new batch_stats...)
+  eval     (variables..., image, key)  -> (logits,)
+  train    (variables..., image, key)  -> (logits, new batch_stats...)
+  moments  train with Dropout layers switched off (BN recalibration, which
+           the built-ins run in inference mode: no dropout)
 
 Jaxprs carry the batch size (BatchNorm divides by the count as a literal),
 so a model is traced once per batch size it runs at (`Tracer.program`).
@@ -22,11 +24,13 @@ import dataclasses
 import inspect
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from bcnet_jax.run import errors
 
+MODES = ('eval', 'train', 'moments')
 TRAIN_ARGS = ('train', 'training', 'deterministic', 'use_running_average')
 INVERTED = ('deterministic', 'use_running_average')
 STATS = 'batch_stats'
@@ -85,7 +89,7 @@ class Tracer:
     self.image_shape = tuple(image_shape)
     self.nnx = _is_nnx(module)
     self.argument = train_argument(module, train_arg)
-    self._programs: dict[tuple[int, bool], Program] = {}
+    self._programs: dict[tuple[int, str], Program] = {}
     self.init = jax.jit(self._init)
     variables = jax.eval_shape(self._init, jax.random.key(0))
     flat, self.treedef = jax.tree_util.tree_flatten_with_path(variables)
@@ -123,32 +127,36 @@ class Tracer:
     drawn again by permuting channels (NNX: no constructor to call)."""
     return self.nnx
 
-  def call(self, variables: dict[str, Any], image: jax.Array, train: bool,
+  def call(self, variables: dict[str, Any], image: jax.Array, mode: str,
            key: jax.Array | None) -> tuple[jax.Array, dict[str, Any]]:
-    """(logits, new batch_stats in train mode, else {})."""
+    """(logits, new batch_stats; {} in eval mode)."""
+    if mode not in MODES:
+      raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
     if self.nnx:
-      return _nnx_call(self.module, variables, image, train, key)
-    kwargs = _train_kwargs(self.argument, train)
-    if not train:
+      return _nnx_call(self.module, variables, image, mode, key)
+    kwargs = _train_kwargs(self.argument, mode != 'eval')
+    if mode == 'eval':
       return self.module.apply(variables, image, **kwargs), {}
-    logits, new = self.module.apply(variables, image, **kwargs,
-                                    mutable=[STATS], rngs={'dropout': key})
+    with nn.intercept_methods(
+        _without_dropout if mode == 'moments' else _as_is):
+      logits, new = self.module.apply(variables, image, **kwargs,
+                                      mutable=[STATS], rngs={'dropout': key})
     return logits, dict(new).get(STATS, {})
 
-  def program(self, batch: int, train: bool) -> Program:
+  def program(self, batch: int, mode: str) -> Program:
     """The jaxpr of one mode at one batch size (traced once)."""
-    if (batch, train) not in self._programs:
-      self._programs[batch, train] = self._trace(batch, train)
-    return self._programs[batch, train]
+    if (batch, mode) not in self._programs:
+      self._programs[batch, mode] = self._trace(batch, mode)
+    return self._programs[batch, mode]
 
-  def _trace(self, batch: int, train: bool) -> Program:
+  def _trace(self, batch: int, mode: str) -> Program:
     index = {(leaf.collection, leaf.path): i
              for i, leaf in enumerate(self.leaves)}
     stats_order = []
 
     def fn(leaves, image, key):
       variables = jax.tree_util.tree_unflatten(self.treedef, leaves)
-      logits, new = self.call(variables, image, train, key)
+      logits, new = self.call(variables, image, mode, key)
       if not isinstance(logits, jax.Array) or logits.ndim != 2:
         raise errors.InvalidInput(
             f'{type(self.module).__name__} must return logits [batch, '
@@ -176,7 +184,20 @@ def _is_nnx(module: Any) -> bool:
   return isinstance(module, nnx.Module)
 
 
-def _nnx_call(module, variables, image, train, key):
+def _as_is(next_fun, args, kwargs, context):
+  del context
+  return next_fun(*args, **kwargs)
+
+
+def _without_dropout(next_fun, args, kwargs, context):
+  """nn.Dropout passes its input through; every other call as it is."""
+  if isinstance(context.module, nn.Dropout) and (
+      context.method_name == '__call__'):
+    return args[0]
+  return next_fun(*args, **kwargs)
+
+
+def _nnx_call(module, variables, image, mode, key):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   graphdef, params, stats, rest = nnx.split(module, nnx.Param, nnx.BatchStat,
                                             ...)
@@ -184,12 +205,14 @@ def _nnx_call(module, variables, image, train, key):
   if stats:
     nnx.replace_by_pure_dict(stats, variables[STATS])
   model = nnx.merge(graphdef, params, stats, rest)
-  if train:
+  if mode == 'eval':
+    model.eval()
+  else:
     model.train()
     nnx.reseed(model, dropout=key)
-  else:
-    model.eval()
+    if mode == 'moments':  # Dropout off, BatchNorm on the batch
+      model.set_attributes(nnx.Dropout, deterministic=True)
   logits = model(image)
-  if not train:
+  if mode == 'eval':
     return logits, {}
   return logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))

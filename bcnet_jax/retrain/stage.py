@@ -151,7 +151,10 @@ def compact_model(config: Any, supernet: layers.WidthModel
     raise errors.InvalidInput(
         f'retrain.arch {path} is for resolution {arch["resolution"]}; '
         f'input.resolution is {config.input.resolution}')
-  return arch, models.compact_like(supernet, widths)
+  compact = models.compact_like(supernet, widths)
+  if hasattr(supernet, 'check_compact'):  # a traced model's, built anew
+    supernet.check_compact(widths)
+  return arch, compact
 
 
 def write_export_files(setup, workdir: str) -> None:

@@ -99,6 +99,12 @@ class Basics:
                              config.model.min_bins, **options)
     model = models.get_model(config.model.name, space=space,
                              num_classes=data.num_classes, **options)
+    if models.is_traced(config.model.name) and (
+        config.supernet.dtype != 'float32'):
+      raise errors.InvalidInput(
+          f'supernet.dtype={config.supernet.dtype!r}: a traced model '
+          'computes in the dtypes its own layers set (e.g. nn.Conv(..., '
+          "dtype=jnp.bfloat16)); leave supernet.dtype at 'float32'")
     return cls(config, mesh, data, model)
 
 
