@@ -334,7 +334,8 @@ class ChannelOpNet(nn.Module):
 class UnusedLayerNet(nnx.Module):
   """An NNX layer built in __init__ but never called."""
 
-  def __init__(self, rngs: nnx.Rngs = nnx.Rngs(0)):
+  def __init__(self, seed: int = 0):
+    rngs = nnx.Rngs(seed)
     self.conv = nnx.Conv(3, 8, (3, 3), rngs=rngs)
     self.spare = nnx.Linear(8, 4, rngs=rngs)
     self.head = nnx.Linear(8, 10, rngs=rngs)
