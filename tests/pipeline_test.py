@@ -327,7 +327,8 @@ class PipelineTest(absltest.TestCase):
           phase: {'winner_minus_this': {'difference': diff, 'se': se,
                                         'same_width_vector': diff is None}}
           for phase, (diff, se) in (('uniform', uniform),
-                                    ('random', random))}})
+                                    ('random', random),
+                                    ('magnitude', (0.05, 0.01)))}})
 
     text = verdict((0.002, 0.004), (0.03, 0.01))
     self.assertIn('above random search by 0.030 ± 0.010', text)
