@@ -45,7 +45,7 @@ Pieces = interpret.Pieces
 @dataclasses.dataclass(frozen=True, eq=False)
 class Analysed:
   """One program with its analysis and which of its classes are groups."""
-  program: tracing.Program
+  program: tracing.Program | None  # None: the analysis alone
   analysis: channels.Analysis
   group_of: dict[int, int]  # root -> group index
 
@@ -89,7 +89,7 @@ class Structure:
     self.names = _names(train, self.members, leaves)
     self.nominal = [train.size[train.find(train.leaf_nodes[leaf][axis])]
                     for leaf, axis in (min(s) for s in self.members)]
-    canonical = self._with_groups(train, tracing.Program(None, ()))
+    canonical = self._with_groups(train)
     # Dims: the groups, then squeeze-excite hidden units (derived dims).
     self.parent = _squeeze_excite(canonical)
     dims = ([g for g in range(len(self.members)) if g not in self.parent] +
@@ -100,7 +100,7 @@ class Structure:
     self.parent = {dims.index(h): dims.index(g)
                    for h, g in self.parent.items()}
     self.num_groups = len(dims) - len(self.parent)
-    canonical = self._with_groups(train, tracing.Program(None, ()))
+    canonical = self._with_groups(train)
     self.leaf_pieces = [
         tuple(canonical.pieces(n) for n in nodes)
         for nodes in train.leaf_nodes]
@@ -109,7 +109,7 @@ class Structure:
                           if c.out_node is not None else ())
                          for c in train.contractions]
     for a in analyses:
-      self._check(self._with_groups(a, tracing.Program(None, ())))
+      self._check(self._with_groups(a))
     self._stats_factor = None
     logits = self.tracer.program(CANONICAL_BATCH, 'eval').jaxpr.out_avals[0]
     self.num_classes = int(logits.shape[-1])
@@ -130,7 +130,8 @@ class Structure:
         by_root[root].add((leaf, axis))
     return [frozenset(s) for s in by_root.values()]
 
-  def _with_groups(self, a: channels.Analysis, program) -> Analysed:
+  def _with_groups(self, a: channels.Analysis,
+                   program: tracing.Program | None = None) -> Analysed:
     group_of = {}
     for g, members in enumerate(self.members):
       roots = {a.find(a.leaf_nodes[leaf][axis]) for leaf, axis in members}
