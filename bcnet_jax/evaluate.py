@@ -28,7 +28,7 @@ def main(argv: list[str], widths_flag: flags.FlagHolder) -> None:
     space = models.get_space(
         config.model.name, config.model.bins, config.model.min_bins,
         resolution=config.input.resolution, in_channels=config.input.channels,
-        **config_utils.model_options(config))
+        **config_utils.model_options(config.model))
     widths = {'given': space.parse_widths(widths_flag.value)}
   app.print_result(supernet.evaluate_workdir(config, app.workdir(), widths,
                                              app.overrides()))

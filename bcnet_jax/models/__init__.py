@@ -253,8 +253,6 @@ def members(model: Any) -> dict[str, list[str]]:
     path = '/'.join(layer.path)
     if layer.out_dim is not None:
       out[layer.out_dim].append(path)
-    if layer.in_dim is not None and layer.kind == 'conv':
-      out[layer.in_dim].append(path + ' (in)')
-    if layer.in_dim is not None and layer.kind == 'dense':
+    if layer.in_dim is not None and layer.kind in ('conv', 'dense'):
       out[layer.in_dim].append(path + ' (in)')
   return out

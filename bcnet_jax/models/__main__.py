@@ -23,8 +23,6 @@ import json
 import logging
 import sys
 
-import ml_collections
-
 from bcnet_jax import models
 from bcnet_jax.run import config_utils
 from bcnet_jax.run import errors
@@ -78,9 +76,9 @@ def describe(args: argparse.Namespace) -> dict:
     raise errors.InvalidInput('give --model NAME (see --list) or --arch PATH')
   bins = args.bins if arch is None else arch.get('bins')
   min_bins = args.min_bins if arch is None else arch.get('min_bins')
-  options = config_utils.model_options(ml_collections.ConfigDict({'model': {
+  options = config_utils.model_options({
       'kwargs': args.kwargs, 'train_arg': args.train_arg,
-      'fixed': args.fixed, 'round_to': args.round_to}}))
+      'fixed': args.fixed, 'round_to': args.round_to})
   if models.is_traced(name):
     options.update(in_channels=args.channels, resolution=args.resolution or (
         arch and arch['resolution']))

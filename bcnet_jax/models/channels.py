@@ -92,7 +92,7 @@ class Analysis:
     self.reasons: dict[int, str] = {}
     self.activations: set[tuple[tuple[int, ...], Any]] = set()
     self.scope_module: dict[tuple[int, ...], str] = {}
-    jaxpr, consts = jaxpr.jaxpr, jaxpr.consts
+    jaxpr = jaxpr.jaxpr
     self.leaf_nodes = []
     for i, var in enumerate(jaxpr.invars):
       if i < num_leaves:
@@ -108,7 +108,6 @@ class Analysis:
       self.nodes[((), var)] = nodes
     for var in jaxpr.constvars:
       self.nodes[((), var)] = self._new_axes(var, fixed='a constant')
-    del consts
     self._walk(jaxpr, ())
     used = {v for eqn in jaxpr.eqns for v in eqn.invars
             if not isinstance(v, jcore.Literal)} | set(jaxpr.outvars)
@@ -118,6 +117,12 @@ class Analysis:
       for n in self.of((), var):
         self.fix(n, 'the logits')
     self._fix_through_unknown()
+    # The union-find is final: the roots a group must be among.
+    self._leaf_roots = {self.find(n) for nodes in self.leaf_nodes
+                        for n in nodes}
+    self._contracted_roots = {r for c in self.contractions
+                              for n in (c.in_node, c.out_node)
+                              if n is not None for r in self.pieces(n)}
 
   def _fix_through_unknown(self) -> None:
     """An unknown op is safe only where every channel axis it touches is
@@ -228,7 +233,7 @@ class Analysis:
                 for v in eqn.invars]
       sub = subjaxpr(eqn)
       if sub is not None:
-        inner, consts = sub
+        inner = sub[0]
         inner_scope = scope + (index,)
         self.scope_module[inner_scope] = self.module(eqn, scope)
         for var, nodes, act in zip(inner.invars, ins, active):
@@ -237,7 +242,6 @@ class Analysis:
             self.activations.add((inner_scope, var))
         for var in inner.constvars:
           self.nodes[(inner_scope, var)] = self._new_axes(var, 'a constant')
-        del consts
         self._walk(inner, inner_scope)
         outs = [self.of(inner_scope, v) for v in inner.outvars]
       else:
@@ -440,22 +444,8 @@ class Analysis:
     writes, and that nothing fixes."""
     root = self.find(root)
     return (root not in self.fixed and root not in self.structure and
-            self.size[root] > 1 and root in self._leaf_roots() and
-            root in self._contracted_roots())
-
-  def _leaf_roots(self) -> set[int]:
-    if not hasattr(self, '_roots_cache'):
-      self._roots_cache = {self.find(n) for nodes in self.leaf_nodes
-                           for n in nodes}
-    return self._roots_cache
-
-  def _contracted_roots(self) -> set[int]:
-    if not hasattr(self, '_contracted_cache'):
-      self._contracted_cache = {
-          r for c in self.contractions
-          for n in (c.in_node, c.out_node) if n is not None
-          for r in self.pieces(n)}
-    return self._contracted_cache
+            self.size[root] > 1 and root in self._leaf_roots and
+            root in self._contracted_roots)
 
   def leaf_axes(self) -> Iterator[tuple[int, int, int]]:
     """(leaf, axis, root) of every variable axis."""

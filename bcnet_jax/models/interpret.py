@@ -59,9 +59,7 @@ class Interpreter:
     pieces = self.pieces(node)
     if self.masks is None or all(g is None for g, _ in pieces):
       return None
-    parts = [self.masks[g] if g is not None else jnp.ones((n,), bool)
-             for g, n in pieces]
-    return jnp.concatenate(parts).astype(dtype)
+    return axis_mask(pieces, self.masks).astype(dtype)
 
   def run(self, closed: Any, *args: jax.Array) -> list[jax.Array]:
     return self._run(closed.jaxpr, closed.consts, args, ())
@@ -121,10 +119,9 @@ class Interpreter:
     mask = self.mask(contraction.in_node, weight.dtype)
     if mask is None:
       return invals
-    shape = [1] * weight.ndim
-    shape[contraction.axis] = -1
     invals = list(invals)
-    invals[contraction.weight] = weight * mask.reshape(shape)
+    invals[contraction.weight] = weight * along(mask, weight.ndim,
+                                                contraction.axis)
     return invals
 
   def _params(self, eqn, scope, index) -> dict[str, Any]:
@@ -152,3 +149,16 @@ def _bind(primitive, invals, params) -> list[jax.Array]:
     subfuns, bind_params = bind_params
   out = primitive.bind(*subfuns, *invals, **bind_params)
   return out if primitive.multiple_results else [out]
+
+
+def axis_mask(pieces: Pieces, masks: dict[int, jax.Array]) -> jax.Array:
+  """An axis's on/off vector: each group piece's mask, fixed pieces on."""
+  return jnp.concatenate([masks[g] if g is not None else jnp.ones((n,), bool)
+                          for g, n in pieces])
+
+
+def along(vector: Any, ndim: int, axis: int) -> Any:
+  """`vector` shaped to broadcast along `axis` of an ndim-array."""
+  shape = [1] * ndim
+  shape[axis] = -1
+  return vector.reshape(shape)

@@ -420,17 +420,13 @@ class TracedModel:
     del x, paths, train
     key = rngs['params'] if isinstance(rngs, dict) else rngs
     tracer = self.structure.tracer
-    draws = [jax.tree_util.tree_leaves(tracer.init(jax.random.fold_in(key, k)))
-             for k in range(4)]
-    if tracer.permuted:
-      draws = [self._permuted(draws[0], jax.random.fold_in(key, k))
-               if k else draws[0] for k in range(4)]
     nominal = self._nominal()
-    if self.widths is not None:
+    if self.widths is not None:  # NNX: draw 1, the first to follow the key
       picks = {g: np.arange(n) for g, n in self._compact().items()}
+      draw = self._draws(key, 2 if tracer.permuted else 1)[-1]
       return self._tree({i: self.structure.take(i, v, picks, nominal)
-                         for i, v in enumerate(draws[1 if tracer.permuted
-                                                     else 0])})
+                         for i, v in enumerate(draw)})
+    draws = self._draws(key, 4)
     supernet = self._supernet()
     picks = {g: np.concatenate([np.arange(n), np.arange(supernet[g] - n)])
              for g, n in nominal.items()}
@@ -443,9 +439,8 @@ class TracedModel:
         extra = np.concatenate([
             np.arange(supernet[g]) >= n if g is not None
             else np.zeros(n, bool) for g, n in pieces]).astype(np.int32)
-        shape = [1] * value.ndim
-        shape[axis] = -1
-        choice = choice + (extra << len(gathers)).reshape(shape)
+        choice = choice + interpret.along(extra << len(gathers), value.ndim,
+                                          axis)
         gathers.append((axis, self.structure.leaf_index(
             i, axis, picks, nominal)))
       if len(gathers) > 2:
@@ -463,15 +458,24 @@ class TracedModel:
           mode='clip'))
     return self._tree(out)
 
+  def _draws(self, key: jax.Array, n: int) -> list[list[jax.Array]]:
+    """n draws of the module's variables at its own widths (flat)."""
+    tracer = self.structure.tracer
+    first = jax.tree_util.tree_leaves(tracer.init(jax.random.fold_in(key, 0)))
+    return [first] + [
+        self._permuted(first, jax.random.fold_in(key, k)) if tracer.permuted
+        else jax.tree_util.tree_leaves(tracer.init(jax.random.fold_in(key, k)))
+        for k in range(1, n)]
+
   def _permuted(self, leaves: list[jax.Array], key: jax.Array
                 ) -> list[jax.Array]:
     """Another draw of `leaves`: each group's channels permuted, the same
     permutation wherever the group appears (the initializer's distribution
     is kept; used where the module cannot be initialized again)."""
+    nominal = self._nominal()
     perms = {g: np.asarray(jax.random.permutation(jax.random.fold_in(key, g),
                                                    n))
-             for g, n in self._nominal().items()}
-    nominal = self._nominal()
+             for g, n in nominal.items()}
     return [self.structure.take(i, v, perms, nominal)
             for i, v in enumerate(leaves)]
 
@@ -570,12 +574,9 @@ class TracedModel:
         value = value / factor[i]
       for axis, pieces in enumerate(self.structure.leaf_pieces[i]):
         if any(g is not None for g, _ in pieces):
-          mask = jnp.concatenate([masks[g] if g is not None
-                                  else jnp.ones((n,), bool)
-                                  for g, n in pieces])
-          shape = [1] * value.ndim
-          shape[axis] = -1
-          value = jnp.where(mask.reshape(shape), value, cropped[i])
+          mask = interpret.axis_mask(pieces, masks)
+          value = jnp.where(interpret.along(mask, value.ndim, axis), value,
+                            cropped[i])
       new[i] = _put(leaves[i], value, [
           self.structure.leaf_index(i, a, window, supernet)
           for a in range(value.ndim)])

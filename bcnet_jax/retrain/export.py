@@ -72,9 +72,9 @@ def load(workdir: str) -> tuple[layers.WidthModel, dict[str, Any],
       raise errors.InvalidInput(
           f'{workdir} holds no checkpoint of a retrain run')
     # A user's model is built as it was trained (config.model's options).
-    options = config_utils.model_options(ml_collections.ConfigDict({
-        'model': {f: identity.get(f'model.{f}', '')
-                  for f in ('kwargs', 'train_arg', 'fixed', 'round_to')}}))
+    options = config_utils.model_options(
+        {f: identity.get(f'model.{f}', '')
+         for f in ('kwargs', 'train_arg', 'fixed', 'round_to')})
     try:
       if not isinstance(arch, dict):
         raise ValueError('not an arch object')

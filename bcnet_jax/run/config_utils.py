@@ -347,20 +347,20 @@ def optional_fields() -> set[str]:
   return set(walk(base_config(), ''))
 
 
-def model_options(config: Any) -> dict[str, Any]:
-  """The keyword arguments of models.get_space/get_model that config.model
-  gives beyond name, bins and min_bins."""
-  m = config.model
+def model_options(section: Any) -> dict[str, Any]:
+  """The keyword arguments of models.get_space/get_model that a config's
+  model section (`config.model`, or a dict of its fields) gives beyond name,
+  bins and min_bins."""
   try:
-    kwargs = json.loads(m.get('kwargs', '{}') or '{}')
+    kwargs = json.loads(section.get('kwargs', '{}') or '{}')
   except json.JSONDecodeError as e:
     raise errors.InvalidInput(
         f'model.kwargs must be a JSON object, e.g. \'{{"depth": 20}}\': {e}'
     ) from None
   if not isinstance(kwargs, dict):
     raise errors.InvalidInput(
-        f'model.kwargs must be a JSON object, got {m.kwargs!r}')
-  fixed = tuple(p.strip() for p in str(m.get('fixed', '') or '').split(',')
-                if p.strip())
-  return {'train_arg': m.get('train_arg', '') or '', 'fixed': fixed,
-          'kwargs': kwargs, 'round_to': int(m.get('round_to', 1) or 1)}
+        f'model.kwargs must be a JSON object, got {section.get("kwargs")!r}')
+  fixed = tuple(p.strip() for p in
+                str(section.get('fixed', '') or '').split(',') if p.strip())
+  return {'train_arg': section.get('train_arg', '') or '', 'fixed': fixed,
+          'kwargs': kwargs, 'round_to': int(section.get('round_to', 1) or 1)}

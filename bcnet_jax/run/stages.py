@@ -92,7 +92,7 @@ class Basics:
     parallel.check_global_batch(config.input.eval_batch_size, mesh)
     data = pipeline.Input.create(config.input, seed=config.seed)
     data.check_calibration(config.eval.bn_calib_batches)
-    options = dict(config_utils.model_options(config),
+    options = dict(config_utils.model_options(config.model),
                    in_channels=config.input.channels,
                    resolution=config.input.resolution)
     space = models.get_space(config.model.name, config.model.bins,
