@@ -6,39 +6,22 @@
 
 Prints one JSON line per batch size: images_per_s and ms_per_batch of the
 compact (physically narrow) model of the arch and of the nominal full-width
-model (B bins everywhere) on the same device, jitted, compile excluded
-(one warm-up call), with macs_ratio = arch MACs / full MACs and speedup =
-compact images/s / full images/s beside it. Without --arch, the arch is the
-uniformly scaled width vector of the largest bins within --macs_fraction of
-the full MACs. Weights are random: the cost does not depend on them.
+model (B bins everywhere) on the same device, measured as the search and
+retraining measure them (bcnet_jax/timing/clock.py: jitted, compile
+excluded, the compact one timed against the full one called in turn), with
+macs_ratio = arch MACs / full MACs and speedup = compact images/s / full
+images/s beside it. Without --arch, the arch is the uniformly scaled width
+vector of the largest bins within --macs_fraction of the full MACs. Weights
+are constant: the cost does not depend on them.
 """
 
 import argparse
 import json
-import time
-
-import jax
-import numpy as np
 
 from bcnet_jax import models
 from bcnet_jax.space import search_space as space_lib
 from bcnet_jax.space.costs import CostModel
-
-
-def images_per_s(model, batch: int, repeats: int) -> tuple[float, float]:
-  """(images/s, ms per batch) of jitted inference at `batch`."""
-  variables = model.init(jax.random.key(0), model.dummy_input(1),
-                         train=False)
-  x = jax.device_put(np.random.default_rng(0).normal(
-      size=model.dummy_input(batch).shape).astype(np.float32))  # timed: none
-  infer = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
-  jax.block_until_ready(infer(variables, x))  # compile
-  start = time.perf_counter()
-  for _ in range(repeats):
-    out = infer(variables, x)
-  jax.block_until_ready(out)
-  seconds = (time.perf_counter() - start) / repeats
-  return batch / seconds, 1e3 * seconds
+from bcnet_jax.timing import clock
 
 
 def main() -> None:
@@ -53,36 +36,33 @@ def main() -> None:
   args = parser.parse_args()
   if args.arch:
     arch = space_lib.read_arch(args.arch)
-    space = models.get_space(arch['model'], arch['bins'], arch['min_bins'])
-    widths, resolution = space.widths_from_arch(arch), arch['resolution']
-    name = arch['model']
+    name, resolution = arch['model'], arch['resolution']
+    space = models.get_space(name, arch['bins'], arch['min_bins'])
+    widths = space.widths_from_arch(arch)
   else:
     name, space = args.model, models.get_space(args.model)
-    supernet = models.get_model(name)
-    resolution, costs = supernet.resolution, CostModel(supernet)
-    widths = costs.uniform_within(args.macs_fraction *
-                                  costs.macs(space.full()))
-  nets = {kind: models.get_model(name, widths=c, space=space,
-                                 resolution=resolution,
-                                 in_channels=args.in_channels)
-          for kind, c in (('compact', widths), ('full', space.full()))}
-  costs = CostModel(nets['full'])
-  macs = {kind: int(costs.macs(np.asarray(net.widths)))
-          for kind, net in nets.items()}
+    resolution = models.get_model(name).resolution
+    cost = CostModel(models.get_model(name)).macs_cost()
+    widths = cost.uniform_within(args.macs_fraction * cost(space.full()))
+  supernet = models.get_model(name, space=space, resolution=resolution,
+                              in_channels=args.in_channels)
+  costs = CostModel(supernet)
+  macs = {'compact': costs.macs(widths), 'full': costs.macs(space.full())}
   for batch in (int(b) for b in args.batches.split(',')):
-    rates = {kind: images_per_s(net, batch, args.repeats)
-             for kind, net in nets.items()}
+    ms = clock.networks_ms(supernet, {'full': space.full(),
+                                      'compact': widths},
+                           batch=batch, repeats=args.repeats)
     print(json.dumps({
         'bench': 'compact_latency', 'model': name, 'batch': batch,
         'widths': [int(w) for w in widths],
-        'compact_images_per_s': rates['compact'][0],
-        'compact_ms_per_batch': rates['compact'][1],
-        'full_images_per_s': rates['full'][0],
-        'full_ms_per_batch': rates['full'][1],
+        'compact_images_per_s': 1e3 * batch / ms['compact'],
+        'compact_ms_per_batch': ms['compact'],
+        'full_images_per_s': 1e3 * batch / ms['full'],
+        'full_ms_per_batch': ms['full'],
         'compact_macs': macs['compact'], 'full_macs': macs['full'],
         'macs_ratio': macs['compact'] / macs['full'],
-        'speedup': rates['compact'][0] / rates['full'][0],
-        'device': jax.devices()[0].device_kind}), flush=True)
+        'speedup': ms['full'] / ms['compact'], 'noise': ms['noise'],
+        'device': ms['device']}), flush=True)
 
 
 if __name__ == '__main__':

@@ -129,7 +129,8 @@ class CommandLineOverridesTest(absltest.TestCase):
     for unset in (['--config.total_steps=None'],
                   ['--config.total_steps', 'None']):
       self.assertIn('set total_epochs or total_steps', self.evaluate(*unset))
-    self.assertIn('set one of total_steps and total_epochs, not both',
+    self.assertIn('set one of total_steps, total_epochs, not total_steps '
+                  'and total_epochs',
                   self.evaluate('--config.total_steps=30',
                                 '--config.total_epochs=0.5'))
 
@@ -161,19 +162,17 @@ class CommandLineOverridesTest(absltest.TestCase):
     self.assertIn('no such field',
                   self.evaluate('--config.total_epoch=None'))
 
-  def test_every_exclusive_pair(self):
-    for first, second in config_utils.EXCLUSIVE_PAIRS:
-      for given, other in ((first, second), (second, first)):
+  def test_every_exclusive_group(self):
+    for fields in config_utils.EXCLUSIVE:
+      for given in fields:
         c = testing_config.get_config()
-        for name in (given, other):
-          *parents, leaf = name.split('.')
-          section = c
-          for parent in parents:
-            section = section[parent]
-          section[leaf] = 1
+        for name in fields:
+          config_utils.assign(c, name, 1)
         config_utils.apply_command_line(c, {given}, set())
         self.assertIsNotNone(config_utils.field(c, given), given)
-        self.assertIsNone(config_utils.field(c, other), (given, other))
+        for other in fields:
+          if other != given:
+            self.assertIsNone(config_utils.field(c, other), (given, other))
 
 
 class RecipeTest(absltest.TestCase):

@@ -21,12 +21,13 @@ class EvolutionTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.costs = CostModel(models.get_model('resnet20_cifar'))
+    cls.cost = cls.costs.macs_cost()
     cls.space = cls.costs.space
     cls.budget = 0.5 * cls.costs.macs(cls.space.full())
     cls.probs = np.full((cls.space.num_groups, cls.space.bins),
                         1 / cls.space.bins)
     cls.rules = evolution.Rules(
-        cls.costs, cls.probs, band=prior.band(cls.costs, cls.budget, 0.8),
+        cls.cost, cls.probs, band=prior.band(cls.cost, cls.budget, 0.8),
         top_k=10, mutations=25, crossovers=25, mutation_prob=0.1)
 
   def fitness(self, widths):
@@ -35,7 +36,7 @@ class EvolutionTest(absltest.TestCase):
 
   def initial(self, seed):
     population, counts = prior.initial_population(
-        self.costs, self.probs, budget=self.budget, low=0.8, size=50,
+        self.cost, self.probs, budget=self.budget, low=0.8, size=50,
         rng=np.random.default_rng(seed))
     self.assertEqual(counts, {'prior': 50, 'uniform': 0})
     seen = {self.space.channel_key(c) for c in population}
@@ -83,7 +84,7 @@ class EvolutionTest(absltest.TestCase):
         size=(self.space.num_groups, self.space.bins))
     probs = np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32)),
                        np.float64)
-    rules = evolution.Rules(self.costs, probs, band=self.rules.band,
+    rules = evolution.Rules(self.cost, probs, band=self.rules.band,
                             top_k=10, mutations=25, crossovers=25,
                             mutation_prob=0.5)
     scores, seen = self.initial(0)
@@ -96,7 +97,7 @@ class EvolutionTest(absltest.TestCase):
     # is found, so the generation is empty and the caller ends evolution.
     scores, seen = self.initial(0)
     narrow = evolution.Rules(
-        self.costs, self.probs, band=(self.budget, self.budget), top_k=10,
+        self.cost, self.probs, band=(self.budget, self.budget), top_k=10,
         mutations=5, crossovers=5, mutation_prob=0.1)
     before = set(seen)
     children, counts = narrow.next_population(scores, seen,
@@ -114,9 +115,10 @@ class FillTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.costs = CostModel(models.get_model('cbm_mobilenet'))
+    cls.cost = cls.costs.macs_cost()
     cls.space = cls.costs.space
     full = cls.costs.macs(cls.space.full())
-    cls.band = prior.band(cls.costs, 0.5 * full, 0.8)
+    cls.band = prior.band(cls.cost, 0.5 * full, 0.8)
     every = np.array(list(itertools.product(
         range(1, 5), repeat=cls.space.num_groups)), np.int32)
     macs = cls.costs.macs(every)
@@ -131,7 +133,7 @@ class FillTest(absltest.TestCase):
 
   def rules(self, **kwargs):
     return evolution.Rules(**{
-        'costs': self.costs, 'probs': self.peaked, 'band': self.band,
+        'cost': self.cost, 'probs': self.peaked, 'band': self.band,
         'top_k': 1, 'mutations': 5, 'crossovers': 5, 'mutation_prob': 0.05,
         **kwargs})
 
@@ -170,7 +172,7 @@ class FillTest(absltest.TestCase):
 
   def test_the_initial_population_is_filled_uniformly_too(self):
     population, counts = prior.initial_population(
-        self.costs, self.peaked, budget=self.band[1], low=0.8, size=10,
+        self.cost, self.peaked, budget=self.band[1], low=0.8, size=10,
         rng=np.random.default_rng(2))
     self.assertEqual(counts, {'prior': 1, 'uniform': 9})
     np.testing.assert_array_equal(population[0], self.parent)
@@ -191,7 +193,7 @@ class FillTest(absltest.TestCase):
 
   def test_uniform_draws_take_the_last_ones_left(self):
     seen = self.keys(self.in_band[:-2])
-    found = prior.draw_uniform(self.costs, 5, self.band, seen,
+    found = prior.draw_uniform(self.cost, 5, self.band, seen,
                                np.random.default_rng(5))
     self.assertEqual(self.keys(found), self.keys(self.in_band[-2:]))
     self.assertEqual(seen, self.keys(self.in_band))

@@ -45,7 +45,7 @@ class MagnitudeTest(absltest.TestCase):
     important = space.groups.index('stage2_block1_mid')
     params = with_scales(model, supernet_params(model),
                          lambda g: 5.0 if g == important else 0.1 + 0.01 * g)
-    c = magnitude.widths_within(model, params, costs, budget)
+    c = magnitude.widths_within(model, params, costs.macs_cost(), budget)
     self.assertLessEqual(costs.macs(c), budget)
     self.assertEqual(c[important], space.bins)
     # One bin more in any group past the kept channels breaks the budget,
@@ -60,7 +60,7 @@ class MagnitudeTest(absltest.TestCase):
     # The larger g's |γ|, the more of its channels are kept.
     params = with_scales(model, supernet_params(model),
                          lambda g: float(g + 1))
-    c = magnitude.widths_within(model, params, costs,
+    c = magnitude.widths_within(model, params, costs.macs_cost(),
                                 0.4 * costs.macs(model.space.full()))
     self.assertEqual(c[-1], model.space.bins)
     self.assertEqual(c[0], model.space.min_bins)
@@ -75,7 +75,8 @@ class MagnitudeTest(absltest.TestCase):
     costs = CostModel(model)
     budget = 0.5 * costs.macs(model.space.full())
     self.assertLessEqual(
-        costs.macs(magnitude.widths_within(model, params, costs, budget)),
+        costs.macs(magnitude.widths_within(model, params,
+                                           costs.macs_cost(), budget)),
         budget)
 
 

@@ -535,6 +535,16 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual(info['step'], 30)
     self.assertEqual(checkpoint.tree_sha256(variables['params']),
                      summary['params_sha256'])
+    # Its latency, measured beside the full network's and uniform scaling's
+    # at the search's budget and batch.
+    latency = summary['latency']
+    self.assertEqual(latency['batch'], arch['latency_batch'])
+    self.assertAlmostEqual(latency['speedup_over_full'],
+                           latency['full'] / latency['this'])
+    self.assertAlmostEqual(latency['speedup_over_uniform'],
+                           latency['uniform'] / latency['this'])
+    self.assertIn(f'{latency["speedup_over_full"]:.2f}x as fast as the full',
+                  retrain.table(summary, {}))
     # Predictions from image files equal the loaded model's and the
     # jax.export artifact's on the digits preprocessed as the README says:
     # grey (input.json's channels), resized to the arch's resolution

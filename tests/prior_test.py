@@ -34,7 +34,7 @@ def exact_by_enumeration(costs, probs, free):
 
 def expected(costs, probs):
   with jax.enable_x64(True):
-    return float(prior.expected_macs(costs, jnp.asarray(probs, jnp.float64)))
+    return float(costs.macs_cost().expected(jnp.asarray(probs, jnp.float64)))
 
 
 class ExpectedMacsTest(parameterized.TestCase):
@@ -129,7 +129,7 @@ class FitAndPopulationTest(absltest.TestCase):
                     (self.space.num_groups, 1))
     budget = 0.5 * self.full
     search = config_utils.base_config().search  # the default constants
-    probs = prior.fit(self.costs, table, budget=budget,
+    probs = prior.fit(self.costs.macs_cost(), table, budget=budget,
                       weight=search.prior_weight, steps=search.prior_steps,
                       learning_rate=search.prior_learning_rate)
     self.assertLess(abs(expected(self.costs, probs) / budget - 1), 0.05)
@@ -141,7 +141,7 @@ class FitAndPopulationTest(absltest.TestCase):
                     1 / self.space.bins)
     budget = 0.5 * self.full
     draw = lambda seed: prior.initial_population(  # noqa: E731
-        self.costs, probs, budget=budget, low=0.8, size=50,
+        self.costs.macs_cost(), probs, budget=budget, low=0.8, size=50,
         rng=np.random.default_rng(seed))
     population, counts = draw(0)
     self.assertEqual(counts, {'prior': 50, 'uniform': 0})
@@ -157,7 +157,8 @@ class FitAndPopulationTest(absltest.TestCase):
     probs = np.full((self.space.num_groups, self.space.bins),
                     1 / self.space.bins)
     with self.assertRaisesRegex(ValueError, f'{smallest:,} MACs'):
-      prior.initial_population(self.costs, probs, budget=smallest - 1,
+      prior.initial_population(self.costs.macs_cost(), probs,
+                               budget=smallest - 1,
                                low=0.8, size=5,
                                rng=np.random.default_rng(0))
 
@@ -180,7 +181,7 @@ class SmallBandTest(absltest.TestCase):
     holds = {self.space.channel_key(c) for c in self.every[macs <= budget]}
     self.assertLess(len(holds), 20)
     population, counts = prior.initial_population(
-        self.costs, self.probs, budget=budget, low=0.01, size=20,
+        self.costs.macs_cost(), self.probs, budget=budget, low=0.01, size=20,
         rng=np.random.default_rng(0))
     self.assertEqual({self.space.channel_key(c) for c in population}, holds)
     self.assertEqual(sum(counts.values()), len(holds))
@@ -190,7 +191,8 @@ class SmallBandTest(absltest.TestCase):
     lowest, second = np.sort(np.unique(self.costs.macs(self.every)))[:2]
     with self.assertRaisesRegex(ValueError, 'no width vector of cbm_resnet '
                                 'with MACs in .* widen the band'):
-      prior.initial_population(self.costs, self.probs, budget=second - 1,
+      prior.initial_population(self.costs.macs_cost(), self.probs,
+                               budget=second - 1,
                                low=(lowest + 1) / (second - 1), size=5,
                                rng=np.random.default_rng(0))
 

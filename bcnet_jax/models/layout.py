@@ -35,6 +35,8 @@ class Layer:
     kernel_size: k of a k x k kernel (1 for bn and dense).
     out_pixels: output height x width (1 for dense).
     use_bias: whether the layer has a bias.
+    in_shape: its input's shape past the batch axis, at full width.
+    module: the layer itself, unbound (timing/layers.py runs it alone).
   """
   path: tuple[str, ...]
   kind: str
@@ -45,20 +47,26 @@ class Layer:
   kernel_size: int = 1
   out_pixels: int = 1
   use_bias: bool = False
+  in_shape: tuple[int, ...] = ()
+  module: nn.Module | None = dataclasses.field(default=None, compare=False,
+                                               repr=False)
 
 
 def _record(module: nn.Module, x, y) -> Layer | None:
   path = tuple(module.path)
+  seen = {'in_shape': tuple(x.shape[1:]),
+          'module': module.clone(parent=None, name=module.name)}
   if isinstance(module, layers.Conv):
     return Layer(path, 'depthwise' if module.depthwise else 'conv',
                  module.in_dim, module.out_dim, x.shape[-1], y.shape[-1],
-                 module.kernel_size, y.shape[1] * y.shape[2], module.use_bias)
+                 module.kernel_size, y.shape[1] * y.shape[2], module.use_bias,
+                 **seen)
   if isinstance(module, layers.BatchNorm):
     return Layer(path, 'bn', module.dim, module.dim, x.shape[-1],
-                 x.shape[-1])
+                 x.shape[-1], **seen)
   if isinstance(module, layers.Classifier):
     return Layer(path, 'dense', module.in_dim, None, x.shape[-1],
-                 module.num_classes, use_bias=True)
+                 module.num_classes, use_bias=True, **seen)
   return None
 
 

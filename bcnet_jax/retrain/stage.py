@@ -32,6 +32,7 @@ from bcnet_jax.run import parallel
 from bcnet_jax.run import stages as run
 from bcnet_jax.space import search_space as space_lib
 from bcnet_jax.space.costs import CostModel
+from bcnet_jax.timing import clock
 
 # Config fields that must agree between a checkpoint and the run resuming
 # it, besides the arch and its recipe (no supernet, no supernet optim).
@@ -115,7 +116,8 @@ class Setup(run.Fields):
 
   def summary_fields(self, state) -> dict[str, Any]:
     del state
-    return summary_fields(self.model, self.arch)
+    return {**summary_fields(self.model, self.arch),
+            'latency': measured_latency(self.model, self.arch)}
 
   def table(self, summary: dict[str, Any]) -> str:
     return table(summary, {
@@ -179,12 +181,43 @@ def summary_fields(model: layers.WidthModel, arch: dict[str, Any]
           'macs': int(costs.macs(widths)), 'params': int(costs.params(widths))}
 
 
+def measured_latency(model: layers.WidthModel, arch: dict[str, Any]
+                     ) -> dict[str, Any]:
+  """The compact network's latency measured on this device beside the full
+  network's and uniform scaling's at the arch's budget (the search's
+  uniform widths; for an arch of format 1, within its MACs budget), at the
+  batch the search measured (else 1), with the speed-ups."""
+  space = model.space
+  uniform = (space.validate_widths([arch['uniform_widths'][g]
+                                    for g in space.groups])
+             if arch.get('uniform_widths') else
+             CostModel(model).macs_cost().uniform_within(arch['macs_budget'])
+             if arch.get('macs_budget') else None)
+  networks = {'this': model.widths, 'full': space.full(),
+              **({} if uniform is None else {'uniform': uniform})}
+  out = clock.networks_ms(model, networks, batch=arch.get(
+      'latency_batch') or 1, repeats=clock.REPEATS)
+  out['speedup_over_full'] = out['full'] / out['this']
+  if uniform is not None:
+    out['speedup_over_uniform'] = out['uniform'] / out['this']
+  return out
+
+
 def table(summary: dict[str, Any], split_names: dict[str, str]) -> str:
-  """The retrained network's accuracy per split, its MACs and params."""
+  """The retrained network's accuracy per split, its MACs, params and
+  measured latency."""
   rows = [[split_names.get(split, split), f'{summary[key]:.4f}']
           for key in summary if key.startswith('eval/')
           for split in [key.split('/')[1]]]
   console_table = console.table(['split', 'top-1'], rows)
+  latency = summary['latency']
+  uniform = ('' if 'uniform' not in latency else
+             f', {latency["speedup_over_uniform"]:.2f}x as fast as uniform '
+             f'scaling at its budget ({latency["uniform"]:.3f} ms)')
   return (f'{summary["model"]} retrained at {summary["macs"] / 1e6:,.2f}M '
           f'MACs, {summary["params"]:,} params, after '
-          f'{console.plural(summary["steps"], "step")}:\n{console_table}')
+          f'{console.plural(summary["steps"], "step")}:\n{console_table}\n'
+          f'Measured at batch {latency["batch"]} on {latency["device"]}: '
+          f'{latency["this"]:.3f} ms, {latency["speedup_over_full"]:.2f}x as '
+          f'fast as the full network ({latency["full"]:.3f} ms){uniform}; '
+          f'noise ±{100 * latency["noise"]:.1f}%.')

@@ -10,7 +10,7 @@ Any other exception is a bug: its traceback is printed, exit status 1.
 Importing the library defines no flag: only `run` does, in a command.
 
 Overrides behave as a user expects: of two exclusive fields
-(config_utils.EXCLUSIVE_PAIRS, e.g. total_steps and total_epochs) the one
+(config_utils.EXCLUSIVE, e.g. total_steps and total_epochs) the one
 given on the command line wins over the config file's, and
 `--config.field=None` unsets a field. A run's own config is a config file
 too: `--config=WORKDIR/config.json` loads it (run/run_config.py), and a

@@ -131,6 +131,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.search = ml_collections.ConfigDict()  # docs/design.md §5
   c.search.macs_budget = placeholder(int)       # F in MACs, or F as a
   c.search.macs_fraction = placeholder(float)   # fraction of full width's
+  # Or F in milliseconds, predicted by latency_file (python -m
+  # bcnet_jax.latency, on the device the network is for).
+  c.search.latency_budget_ms = placeholder(float)
+  c.search.latency_file = placeholder(str)
   c.search.band_low = 0.8              # candidates: MACs in [0.8 F, F]
   c.search.population = 50
   c.search.generations = 20
@@ -283,11 +287,12 @@ def optimizer_config(optim: Any, steps_per_epoch: int, total_steps: int,
 
 
 # Fields of which a config sets one: given one on the command line, the
-# other is unset (the command line wins over the config file).
-EXCLUSIVE_PAIRS = (('total_steps', 'total_epochs'),
-                   ('eval_every_steps', 'eval_every_epochs'),
-                   ('retrain.total_steps', 'retrain.total_epochs'),
-                   ('search.macs_budget', 'search.macs_fraction'))
+# others are unset (the command line wins over the config file).
+EXCLUSIVE = (('total_steps', 'total_epochs'),
+             ('eval_every_steps', 'eval_every_epochs'),
+             ('retrain.total_steps', 'retrain.total_epochs'),
+             ('search.macs_budget', 'search.macs_fraction',
+              'search.latency_budget_ms'))
 
 
 def apply_command_line(config: ml_collections.ConfigDict,
@@ -296,10 +301,11 @@ def apply_command_line(config: ml_collections.ConfigDict,
   those given as None) win over the config file's exclusive partners."""
   for name in unset:
     _set(config, name, None)
-  for pair in EXCLUSIVE_PAIRS:
-    for field, partner in (pair, pair[::-1]):
-      if field in given and partner not in given:
-        _set(config, partner, None)
+  for fields in EXCLUSIVE:
+    if any(name in given for name in fields):
+      for partner in fields:
+        if partner not in given:
+          _set(config, partner, None)
 
 
 def field(config: ml_collections.ConfigDict, name: str) -> Any:

@@ -63,12 +63,13 @@ def check_config(config: Any) -> None:
         f'input.mean and input.std need one value per channel '
         f'(input.channels={channels}), got {len(config.input.mean)} and '
         f'{len(config.input.std)}')
-  for pair in config_utils.EXCLUSIVE_PAIRS:
-    values = [config_utils.field(config, name) for name in pair]
-    if None not in values:
+  for fields in config_utils.EXCLUSIVE:
+    given = [name for name in fields
+             if config_utils.field(config, name) is not None]
+    if len(given) > 1:
       raise errors.InvalidInput(
-          f'set one of {pair[0]} and {pair[1]}, not both (unset the other '
-          f'with --config.{pair[1]}=None)')
+          f'set one of {", ".join(fields)}, not {" and ".join(given)} '
+          f'(unset one with --config.{given[-1]}=None)')
   if config.eval.split == 'minival' and config.input.minival_size < 1:
     raise errors.InvalidInput(
         'eval.split=minival needs input.minival_size >= 1 (training examples '
@@ -92,20 +93,25 @@ class Basics:
     parallel.check_global_batch(config.input.eval_batch_size, mesh)
     data = pipeline.Input.create(config.input, seed=config.seed)
     data.check_calibration(config.eval.bn_calib_batches)
-    options = dict(config_utils.model_options(config.model),
-                   in_channels=config.input.channels,
-                   resolution=config.input.resolution)
-    space = models.get_space(config.model.name, config.model.bins,
-                             config.model.min_bins, **options)
-    model = models.get_model(config.model.name, space=space,
-                             num_classes=data.num_classes, **options)
-    if models.is_traced(config.model.name) and (
-        config.supernet.dtype != 'float32'):
-      raise errors.InvalidInput(
-          f'supernet.dtype={config.supernet.dtype!r}: a traced model '
-          'computes in the dtypes its own layers set (e.g. nn.Conv(..., '
-          "dtype=jnp.bfloat16)); leave supernet.dtype at 'float32'")
-    return cls(config, mesh, data, model)
+    return cls(config, mesh, data, supernet_of(config, data.num_classes))
+
+
+def supernet_of(config: Any, num_classes: int) -> models.WidthModel:
+  """The config's model (a supernet) with `num_classes` outputs."""
+  options = dict(config_utils.model_options(config.model),
+                 in_channels=config.input.channels,
+                 resolution=config.input.resolution)
+  space = models.get_space(config.model.name, config.model.bins,
+                           config.model.min_bins, **options)
+  model = models.get_model(config.model.name, space=space,
+                           num_classes=num_classes, **options)
+  if models.is_traced(config.model.name) and (
+      config.supernet.dtype != 'float32'):
+    raise errors.InvalidInput(
+        f'supernet.dtype={config.supernet.dtype!r}: a traced model '
+        'computes in the dtypes its own layers set (e.g. nn.Conv(..., '
+        "dtype=jnp.bfloat16)); leave supernet.dtype at 'float32'")
+  return model
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Each generation the top-k width vectors scored so far are the parents of
 the next population: mutations (every gene redrawn from the prior with a
 small probability) and uniform crossovers of two parents. Every child is
-legal: MACs within the band [lo, hi], and channels unlike every width
+legal: its cost (MACs or predicted latency) within the band [lo, hi], and channels unlike every width
 vector already evaluated or drawn, so no candidate is scored twice.
 
 Near-identical parents (a peaked prior) or a small band can leave too few
@@ -13,7 +13,7 @@ short only when the band has no unscored width vector left.
 
 Synopsis:
 
-  rules = evolution.Rules(costs, probs, band=(lo, hi), top_k=10,
+  rules = evolution.Rules(cost, probs, band=(lo, hi), top_k=10,
                           mutations=25, crossovers=25, mutation_prob=0.1)
   children, counts = rules.next_population(scores, seen, rng)
   # counts: {'bred': 50, 'prior': 0, 'uniform': 0} when breeding suffices
@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from bcnet_jax.searching import prior
-from bcnet_jax.space.costs import CostModel
+from bcnet_jax.space.costs import Cost
 
 # Tries per wanted child before breeding gives way to prior.fill.
 _TRIES_PER_CHILD = 200
@@ -35,7 +35,7 @@ _TRIES_PER_CHILD = 200
 @dataclasses.dataclass(frozen=True)
 class Rules:
   """How a generation breeds the next, and the constants it does it by."""
-  costs: CostModel
+  cost: Cost  # the constrained one
   probs: np.ndarray  # [G, B - m + 1]: the prior, for mutations
   band: tuple[float, float]
   top_k: int
@@ -44,9 +44,9 @@ class Rules:
   mutation_prob: float
 
   def _legal(self, child: np.ndarray, seen: set[bytes]) -> bool:
-    macs = self.costs.macs(child)
-    key = self.costs.space.channel_key(child)
-    if self.band[0] <= macs <= self.band[1] and key not in seen:
+    value = self.cost(child)
+    key = self.cost.space.channel_key(child)
+    if self.band[0] <= value <= self.band[1] and key not in seen:
       seen.add(key)
       return True
     return False
@@ -54,7 +54,7 @@ class Rules:
   def _mutant(self, parents: np.ndarray, rng: np.random.Generator
               ) -> np.ndarray:
     parent = parents[rng.integers(len(parents))]
-    space = self.costs.space
+    space = self.cost.space
     redraw = rng.random(space.num_groups) < self.mutation_prob
     drawn = prior.sample(space, self.probs, 1, rng)[0]
     return np.where(redraw, drawn, parent).astype(np.int32)
@@ -100,7 +100,7 @@ class Rules:
         if self._legal(child, seen):
           out.append(child)
           made += 1
-    bred = np.array(out, np.int32).reshape(-1, self.costs.space.num_groups)
-    filled, counts = prior.fill(self.costs, self.probs, wanted - len(bred),
+    bred = np.array(out, np.int32).reshape(-1, self.cost.space.num_groups)
+    filled, counts = prior.fill(self.cost, self.probs, wanted - len(bred),
                                 self.band, seen, rng)
     return np.concatenate([bred, filled]), {'bred': len(bred), **counts}

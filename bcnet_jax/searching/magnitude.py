@@ -4,14 +4,14 @@ The standard structured-pruning baseline (network slimming, Liu et al.,
 2017): every channel's importance is the |γ| of its BatchNorm in the trained
 supernet's full-width left path (averaged over the BatchNorms of its group,
 which share the channel); channels are ranked across all groups and the
-most important kept until the MACs budget is spent. A group keeps at least
-its smallest width; the width of a group is the largest bin whose channels
-fit its kept count. Groups without a BatchNorm keep the fraction of channels
+most important kept until the budget (MACs or latency) is spent. A group
+keeps at least its smallest width; the width of a group is the largest bin
+whose channels fit its kept count. Groups without a BatchNorm keep the fraction of channels
 the ranked groups keep overall.
 
 Synopsis:
 
-  widths = magnitude.widths_within(model, params, costs, budget)
+  widths = magnitude.widths_within(model, params, cost, budget)
 """
 
 from __future__ import annotations
@@ -61,9 +61,10 @@ def _widths(space, counts: np.ndarray) -> np.ndarray:
   return np.maximum(best, space.min_bins).astype(np.int32)
 
 
-def widths_within(model: Any, params: Any, costs: Any, budget: float
+def widths_within(model: Any, params: Any, cost: Any, budget: float
                   ) -> np.ndarray:
-  """The width vector the global |γ| ranking keeps within `budget` MACs."""
+  """The width vector the global |γ| ranking keeps within `budget` of
+  `cost` (costs.Cost): the most channels whose cost is within it."""
   space = model.space
   scales = bn_scales(model, params)
   if not scales:
@@ -83,14 +84,14 @@ def widths_within(model: Any, params: Any, costs: Any, budget: float
     counts = np.where(unranked, np.round(kept * nominal), counts)
     return _widths(space, counts)
 
-  if costs.macs(vector(0)) > budget:
+  if cost(vector(0)) > budget:
     raise errors.InvalidInput(
-        f'a budget of {budget:,.0f} MACs is below the smallest width vector '
-        f'of {space.model}')
+        f'a budget of {cost.describe(budget)} is below the smallest width '
+        f'vector of {space.model}')
   low, high = 0, len(ranked_groups)  # the most channels within budget
   while low < high:
     mid = (low + high + 1) // 2
-    if costs.macs(vector(mid)) <= budget:
+    if cost(vector(mid)) <= budget:
       low = mid
     else:
       high = mid - 1

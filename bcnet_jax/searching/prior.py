@@ -5,24 +5,25 @@ During supernet training the loss pool keeps the lowest bilateral losses
 with their width vectors. `loss_table` turns them into E[g, w], the mean
 loss of the records whose group g has w bins; `fit` finds per-group
 distributions p_g = softmax(θ_g) that prefer low-loss widths while their
-expected MACs meet the budget F,
+expected cost (MACs, or a predicted latency: costs.Cost) meets the budget F,
 
-  J(θ) = mean_g Σ_w p_g(w)·E[g, w] + λ·(E_p[MACs] / F − 1)²,
+  J(θ) = mean_g Σ_w p_g(w)·E[g, w] + λ·(E_p[cost] / F − 1)²,
 
-with E_p[MACs] exact under independent groups (`expected_macs`); and
-`initial_population` draws unseen width vectors from p within the MACs band
-[lo·F, F]. A peaked p redraws the same few width vectors, and a small band
-holds few: `fill` then tops up with uniform draws and, on a space small
-enough to list, with the band's last unscored width vectors, so that a
-search runs short only when the band has no more.
+with E_p[cost] exact under independent groups (Cost.expected); and
+`initial_population` draws unseen width vectors from p within the band
+[lo·F, F] of the cost. A peaked p redraws the same few width vectors,
+and a small band holds few: `fill` then tops up with uniform draws and, on
+a space small enough to list, with the band's last unscored width vectors,
+so that a search runs short only when the band has no more.
 
 Synopsis:
 
   table = prior.loss_table(space, pool.widths, pool.losses)
-  probs = prior.fit(costs, table, budget=F, weight=1.0, steps=300,
+  cost = CostModel(model).macs_cost()
+  probs = prior.fit(cost, table, budget=F, weight=1.0, steps=300,
                     learning_rate=0.1)
   population, counts = prior.initial_population(
-      costs, probs, budget=F, low=0.8, size=50, rng=np.random.default_rng(0))
+      cost, probs, budget=F, low=0.8, size=50, rng=np.random.default_rng(0))
   # counts == {'prior': 50, 'uniform': 0} unless p is peaked or the band small
 """
 
@@ -36,7 +37,7 @@ import numpy as np
 import optax
 
 from bcnet_jax.run import errors
-from bcnet_jax.space.costs import CostModel
+from bcnet_jax.space.costs import Cost
 from bcnet_jax.space.search_space import SearchSpace
 
 # Draws per wanted width vector before a source is declared run dry.
@@ -79,42 +80,14 @@ def loss_table(space: SearchSpace, widths: Any, losses: Any,
   return np.where(counts > 0, sums / np.maximum(counts, 1), fill)
 
 
-def expected_macs(costs: CostModel, probs: jax.Array) -> jax.Array:
-  """Exact E[MACs] when group g has w bins with probability probs[g, w - m],
-  independently across groups; differentiable in probs.
-
-  A layer's MACs are coef x channels(a) x channels(b). Dims of different
-  groups are independent: E = coef·E[ch_a]·E[ch_b]. Dims of one group (a
-  layer whose input and output share a bin variable, e.g. EfficientNet's SE
-  dims) are not: E = coef·Σ_w p(w)·e_a[w]·e_b[w], not a product of means.
-  """
-  space = costs.space
-  coef, a, b = costs.macs_terms()
-  # Every dim's channels per bin value, and a constant 1 as a last "dim"
-  # with a group of its own (uniform: its value does not depend on it).
-  channels = np.concatenate([
-      space.edge_table()[:, space.min_bins:space.bins + 1],
-      np.ones((1, space.bins - space.min_bins + 1), np.int64)])
-  group = np.array([d.group for d in space.dims] + [space.num_groups])
-  probs = jnp.concatenate([probs, jnp.full((1, probs.shape[1]),
-                                           1 / probs.shape[1], probs.dtype)])
-  channels = jnp.asarray(channels, probs.dtype)
-  p_of = probs[group]                                    # [D + 1, W]
-  mean = jnp.sum(p_of * channels, axis=1)                # [D + 1]
-  joint = jnp.sum(p_of[a] * channels[a] * channels[b], axis=1)
-  same = jnp.asarray(group[a] == group[b])
-  return jnp.sum(jnp.asarray(coef, probs.dtype) *
-                 jnp.where(same, joint, mean[a] * mean[b]))
-
-
-def fit(costs: CostModel, table: np.ndarray, *, budget: float,
+def fit(cost: Cost, table: np.ndarray, *, budget: float,
         weight: float, steps: int, learning_rate: float) -> np.ndarray:
   """Per-group width distributions [G, B - m + 1] minimizing J (above).
 
   Args:
-    costs: the model's cost model.
+    cost: the constrained cost.
     table: E from `loss_table`.
-    budget: F, the MACs budget.
+    budget: F, in the cost's unit.
     weight: λ, the weight of the budget term.
     steps: Adam steps.
     learning_rate: Adam's learning rate.
@@ -124,8 +97,7 @@ def fit(costs: CostModel, table: np.ndarray, *, budget: float,
   def objective(theta):
     probs = jax.nn.softmax(theta, axis=-1)
     loss = jnp.mean(jnp.sum(probs * table, axis=-1))
-    return loss + weight * jnp.square(expected_macs(costs, probs) / budget
-                                      - 1)
+    return loss + weight * jnp.square(cost.expected(probs) / budget - 1)
 
   tx = optax.adam(learning_rate)
 
@@ -143,17 +115,18 @@ def fit(costs: CostModel, table: np.ndarray, *, budget: float,
   return np.asarray(run(jnp.zeros(table.shape, jnp.float32)), np.float64)
 
 
-def band(costs: CostModel, budget: float, low: float) -> tuple[float, float]:
-  """[low·F, F], checked against the smallest MACs of the space."""
+def band(cost: Cost, budget: float, low: float) -> tuple[float, float]:
+  """[low·F, F], checked against the cost of the space's smallest width
+  vector."""
   if not 0 < low <= 1:
     raise errors.InvalidInput(
         f'the band\'s low end must be in (0, 1], got {low}')
-  smallest = costs.macs(costs.space.smallest())
+  smallest = cost(cost.space.smallest())
   if budget < smallest:
     raise errors.InvalidInput(
-        f'a budget of {budget:,.0f} MACs is below the smallest width vector '
-        f'of {costs.space.model} ({smallest:,} MACs at {costs.resolution}x'
-        f'{costs.resolution}): no width vector meets it; raise the budget')
+        f'a budget of {cost.describe(budget)} is below the smallest width '
+        f'vector of {cost.space.model} ({cost.describe(smallest)}): no width '
+        'vector meets it; raise the budget')
   return low * budget, float(budget)
 
 
@@ -181,14 +154,14 @@ def enumerable(space: SearchSpace) -> bool:
   return (space.bins - space.min_bins + 1) ** space.num_groups <= _ENUMERABLE
 
 
-def _take(costs: CostModel, candidates: np.ndarray, n: int,
-          macs_band: tuple[float, float], seen: set[bytes],
+def _take(cost: Cost, candidates: np.ndarray, n: int,
+          band: tuple[float, float], seen: set[bytes],
           out: list[np.ndarray]) -> None:
-  """Appends to `out`, until it holds n, the candidates with MACs in the
+  """Appends to `out`, until it holds n, the candidates with a cost in the
   band and channels unlike `seen`, adding their keys to `seen`."""
-  lo, hi = macs_band
-  keys = costs.space.channel_matrix(candidates)
-  for c, m, key in zip(candidates, costs.macs(candidates), keys):
+  lo, hi = band
+  keys = cost.space.channel_matrix(candidates)
+  for c, m, key in zip(candidates, cost(candidates), keys):
     if len(out) >= n:
       return
     key = key.tobytes()
@@ -197,71 +170,70 @@ def _take(costs: CostModel, candidates: np.ndarray, n: int,
       out.append(c)
 
 
-def draw_legal(costs: CostModel, draw: Callable[[int], np.ndarray], n: int,
-               macs_band: tuple[float, float], seen: set[bytes]
+def draw_legal(cost: Cost, draw: Callable[[int], np.ndarray], n: int,
+               band: tuple[float, float], seen: set[bytes]
                ) -> np.ndarray:
-  """Up to n width vectors [k, G] int32 from `draw(count)`, MACs within
-  `macs_band`, channels unlike `seen` and each other (their keys are added
+  """Up to n width vectors [k, G] int32 from `draw(count)`, the cost
+  within `band`, channels unlike `seen` and each other (their keys are added
   to `seen`). Fewer when _MAX_DRAWS_PER_MEMBER draws per wanted vector find
   no more: the caller then turns to another source instead of failing."""
   out = []
   for _ in range(-(-n * _MAX_DRAWS_PER_MEMBER // 100)):
     if len(out) >= n:
       break
-    _take(costs, draw(100), n, macs_band, seen, out)
-  return np.array(out, np.int32).reshape(-1, costs.space.num_groups)
+    _take(cost, draw(100), n, band, seen, out)
+  return np.array(out, np.int32).reshape(-1, cost.space.num_groups)
 
 
-def draw_uniform(costs: CostModel, n: int, macs_band: tuple[float, float],
+def draw_uniform(cost: Cost, n: int, band: tuple[float, float],
                  seen: set[bytes], rng: np.random.Generator) -> np.ndarray:
   """Up to n uniform width vectors as `draw_legal` gives them. Where random
   draws run short on an `enumerable` space, every width vector is listed in
   an order drawn from rng and the unscored ones in the band taken from it:
   a small band is used up (fewer than n only when no more are left), not
   missed by luck."""
-  space = costs.space
-  found = draw_legal(costs, lambda count: space.sample(rng, count), n,
-                     macs_band, seen)
+  space = cost.space
+  found = draw_legal(cost, lambda count: space.sample(rng, count), n,
+                     band, seen)
   if len(found) >= n or not enumerable(space):
     return found
   values = space.bins - space.min_bins + 1
   every = np.indices((values,) * space.num_groups).reshape(
       space.num_groups, -1).T + space.min_bins
   out = list(found)
-  _take(costs, every[rng.permutation(len(every))].astype(np.int32), n,
-        macs_band, seen, out)
+  _take(cost, every[rng.permutation(len(every))].astype(np.int32), n,
+        band, seen, out)
   return np.array(out, np.int32).reshape(-1, space.num_groups)
 
 
-def fill(costs: CostModel, probs: np.ndarray, n: int,
-         macs_band: tuple[float, float], seen: set[bytes],
+def fill(cost: Cost, probs: np.ndarray, n: int,
+         band: tuple[float, float], seen: set[bytes],
          rng: np.random.Generator) -> tuple[np.ndarray, dict[str, int]]:
   """Up to n legal width vectors unlike `seen` (keys added): drawn from the
   prior, then, where a peaked prior keeps redrawing the same few, uniformly
   (`draw_uniform`). Returns them [k, G] and how many came from each:
   {'prior': a, 'uniform': b}; k < n only when the band has no more."""
   from_prior = draw_legal(
-      costs, lambda count: sample(costs.space, probs, count, rng), n,
-      macs_band, seen)
-  uniform = draw_uniform(costs, n - len(from_prior), macs_band, seen, rng)
+      cost, lambda count: sample(cost.space, probs, count, rng), n,
+      band, seen)
+  uniform = draw_uniform(cost, n - len(from_prior), band, seen, rng)
   return (np.concatenate([from_prior, uniform]),
           {'prior': len(from_prior), 'uniform': len(uniform)})
 
 
-def initial_population(costs: CostModel, probs: np.ndarray, *, budget: float,
+def initial_population(cost: Cost, probs: np.ndarray, *, budget: float,
                        low: float, size: int, rng: np.random.Generator
                        ) -> tuple[np.ndarray, dict[str, int]]:
-  """`size` width vectors with MACs in [low·F, F], no two with the same
+  """`size` width vectors with a cost in [low·F, F], no two with the same
   channels, as `fill` draws them ([k, G] int32 and its counts); fewer when
   the band holds fewer. A band with none is an error: nothing to search."""
-  macs_band = band(costs, budget, low)
-  population, counts = fill(costs, probs, size, macs_band, set(), rng)
+  lo, hi = legal = band(cost, budget, low)
+  population, counts = fill(cost, probs, size, legal, set(), rng)
   if not len(population):
-    lo, hi = macs_band
     raise errors.InvalidInput(
-        f'no width vector of {costs.space.model} with MACs in [{lo:,.0f}, '
-        f'{hi:,.0f}] was found'
-        + ('' if enumerable(costs.space) else
+        f'no width vector of {cost.space.model} with {cost.unit} in '
+        f'[{cost.describe(lo)}, {cost.describe(hi)}] was found'
+        + ('' if enumerable(cost.space) else
            f' in {2 * size * _MAX_DRAWS_PER_MEMBER:,} draws')
         + ': widen the band (lower search.band_low) or raise the budget')
   return population, counts

@@ -26,14 +26,17 @@ DISTINGUISHABLE_SE = 2.0
 
 def announce(search, workdir: str) -> None:
   """What the search will do, before it does it."""
-  s, config = search.config.search, search.config
-  full = search.costs.macs(search.space.full())
+  s, config, cost = search.config.search, search.config, search.cost
+  full = cost(search.space.full())
   units = search.units()
+  predicted = ('' if cost.name == 'macs' else
+               f' predicted at batch {search.latency_file["batch"]} by '
+               f'{s.latency_file}')
   console.say(
       f'bcnet_jax.search: {config.model.name} supernet of step '
       f'{int(search.trained.step)} in {workdir}\n'
-      f'  budget F = {search.budget / 1e6:,.2f}M MACs '
-      f'({search.budget / full:.0%} of the full {full / 1e6:,.2f}M); '
+      f'  budget F = {cost.describe(search.budget)}{predicted} '
+      f'({search.budget / full:.0%} of the full {cost.describe(full)}); '
       f'candidates in [{s.band_low:g} F, F]\n'
       f'  evolution: population {s.population}, '
       f'{console.plural(s.generations, "generation")} of '
@@ -51,31 +54,40 @@ def announce(search, workdir: str) -> None:
 
 
 def table(search, summary: dict[str, Any]) -> str:
-  """The best of each method: MACs, params, accuracies with their standard
-  errors, the winner against each baseline, cost; then what the
+  """The best of each method: MACs, params, latency (predicted where it is
+  the constraint, and measured), accuracies with their standard errors, the
+  winner against each baseline, cost; then the winner's speed-up, what the
   differences mean and the command that retrains the winner."""
   rows = []
+  by_latency = summary['constraint'] == 'latency_ms'
   for phase, label in METHODS.items():
     r = summary[phase]
     versus = r.get('winner_minus_this')
     rows.append([('* ' if phase == 'evolution' else '  ') + label,
                  f'{r["macs"] / 1e6:,.2f}M', f'{r["params"]:,}'] +
+                ([f'{r["latency_ms_predicted"]:.3f}'] if by_latency else []) +
+                [f'{r["latency_ms"]:.3f}'] +
                 ['-' if r[k] is None else f'{r[k]:.3f}'
                  for k in ('left', 'right')] +
                 [f'{r["score"]:.3f} ± {r["score_se"]:.3f}',
                  '' if versus is None else
                  f'{versus["difference"]:+.3f} ± {versus["se"]:.3f}',
                  str(r['evaluations']), f'{r["wall_time_s"]:.0f}s'])
+  latency = summary['latency']
   return (f'Best width vector of each method at a budget of '
-          f'{summary["macs_budget"] / 1e6:,.2f}M MACs, scored on '
+          f'{search.cost.describe(summary["budget"])}, scored on '
           f'{summary["examples"]:,} images of '
           f'{run.EVAL_SPLITS[search.config.eval.split]}\n'
           f'({summary["score"]}; ± one standard error over those images; '
           '"winner -" is the winner\'s score minus this one, with its '
-          'paired error):\n' +
-          console.table(['method', 'MACs', 'params', 'left', 'right',
-                         'score', 'winner -', 'evaluated', 'time'], rows) +
-          '\n' + verdict(summary) +
+          'paired error; latency in ms at batch '
+          f'{latency["batch"]} on {latency["device"]}):\n' +
+          console.table(['method', 'MACs', 'params'] +
+                        (['predicted', 'measured'] if by_latency else
+                         ['latency']) +
+                        ['left', 'right', 'score', 'winner -', 'evaluated',
+                         'time'], rows) +
+          '\n' + speedup(summary) + '\n' + verdict(summary) +
           f'\n* the winner, written to {summary["arch"]}. Retrain it with '
           'the supernet\'s data and recipe:\n  ' + retrain_command(search))
 
@@ -100,6 +112,19 @@ def retrain_command(search) -> str:
        f'--workdir={os.path.join(workdir, "retrained")}',
        '--config.stage=retrain',
        f'--config.retrain.arch={search.folder}/arch.json'] + overrides)
+
+
+def speedup(summary: dict[str, Any]) -> str:
+  """The winner's measured latency against the full network's and uniform
+  scaling's, with the measurement's noise."""
+  latency, winner = summary['latency'], summary['evolution']['latency_ms']
+  return (f'Measured: the winner runs in {winner:.3f} ms, '
+          f'{latency["speedup_over_full"]:.2f}x as fast as the full network '
+          f'({latency["full_ms"]:.3f} ms) and '
+          f'{latency["speedup_over_uniform"]:.2f}x as fast as uniform '
+          f'scaling ({summary["uniform"]["latency_ms"]:.3f} ms); each the '
+          f'median of {latency["repeats"]} calls, noise '
+          f'±{100 * latency["noise"]:.1f}%.')
 
 
 def verdict(summary: dict[str, Any]) -> str:
@@ -152,7 +177,8 @@ def write(search, summary: dict[str, Any]) -> None:
 
 
 def _plot(search, summary: dict[str, Any], path: str) -> None:
-  """Score against MACs of every evaluated width vector; the legend beside
+  """Score against the constraint (MACs or predicted latency) of every
+  evaluated width vector; the legend beside
   the axes, so that it covers no point. The candidates' band [band_low F,
   F] is shaded and both its edges drawn, in a colour no point has, inside
   x-limits set with a margin: left to autoscaling, an edge could sit on
@@ -162,12 +188,17 @@ def _plot(search, summary: dict[str, Any], path: str) -> None:
   fig = figure.Figure(figsize=(9, 4.5), dpi=120,  # no pyplot: no backend
                       layout='constrained')  # room for the outside legend
   ax = fig.subplots()
+  if summary['constraint'] == 'macs':
+    x, unit, xlabel = lambda r: r['macs'] / 1e6, 'M', 'MACs (millions)'
+  else:
+    x, unit, xlabel = (lambda r: r['latency_ms_predicted'], ' ms',
+                       'predicted latency (ms)')
   randoms = search.records('random')
-  ax.scatter([r['macs'] / 1e6 for r in randoms],
+  ax.scatter([x(r) for r in randoms],
              [r['score'] for r in randoms], s=10, c='0.7',
              label='random search: scored')
   evolved = search.records('evolution')
-  points = ax.scatter([r['macs'] / 1e6 for r in evolved],
+  points = ax.scatter([x(r) for r in evolved],
                       [r['score'] for r in evolved], s=14,
                       c=[r['generation'] for r in evolved], cmap='viridis',
                       label='evolution: scored (colour: generation)')
@@ -178,26 +209,28 @@ def _plot(search, summary: dict[str, Any], path: str) -> None:
                                       ('magnitude', 'P', 'tab:green', 90),
                                       ('evolution', '*', 'red', 300)):
     r = summary[phase]
-    ax.errorbar([r['macs'] / 1e6], [r['score']], yerr=[r['score_se']],
+    ax.errorbar([x(r)], [r['score']], yerr=[r['score_se']],
                 color=colour, lw=1, capsize=3, zorder=3)
     label = ('the winner (evolution\'s best, arch.json)' if
              phase == 'evolution' else f'best of {METHODS[phase]}')
-    ax.scatter([r['macs'] / 1e6], [r['score']], marker=marker, s=size,
+    ax.scatter([x(r)], [r['score']], marker=marker, s=size,
                c=colour, edgecolors='black', linewidths=0.8, zorder=4,
                label=f'{label} ± 1 s.e.')
-  low, budget = summary['band'][0] / 1e6, summary['macs_budget'] / 1e6
+  low, budget = summary['band'][0], summary['budget']
+  if summary['constraint'] == 'macs':
+    low, budget = low / 1e6, budget / 1e6
   ax.axvspan(low, budget, color='tab:orange', alpha=0.12, lw=0, zorder=0,
              label='the candidates\' band')
   ax.axvline(budget, color='tab:orange', ls='--', lw=1.5, zorder=2.5,
-             label=f'budget F = {budget:,.2f}M')
+             label=f'budget F = {budget:,.2f}{unit}')
   ax.axvline(low, color='tab:orange', ls=':', lw=1.5, zorder=2.5,
              label=f'band low end {search.config.search.band_low:g} F = '
-                   f'{low:,.2f}M')
-  shown = [low, budget] + [r['macs'] / 1e6 for r in randoms + evolved] + [
-      summary[phase]['macs'] / 1e6 for phase in METHODS]
+                   f'{low:,.2f}{unit}')
+  shown = [low, budget] + [x(r) for r in randoms + evolved] + [
+      x(summary[phase]) for phase in METHODS]
   margin = 0.05 * (max(shown) - min(shown))
   ax.set_xlim(min(shown) - margin, max(shown) + margin)
-  ax.set_xlabel('MACs (millions)')
+  ax.set_xlabel(xlabel)
   ax.set_ylabel('score')
   ax.set_title(f'{summary["model"]}: width vectors scored by the supernet\n'
                f'({summary["score"]})', fontsize=9)

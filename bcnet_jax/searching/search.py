@@ -3,13 +3,14 @@
   python -m bcnet_jax.search --workdir=DIR [--config.search.population=...]
 
 Fits the prior to the supernet's loss-record pool, evolves width vectors
-whose MACs lie in the band [band_low·F, F], and scores every candidate once
-with the batch evaluator (evaluator.Evaluator, the fitness of §4). Two
-baselines at the same budget and with the same evaluator follow: uniform
-scaling (the largest all-b width vector within F), random search (uniform
-width vectors in the band, as many as the evolution evaluated) and the
-magnitude baseline (the widths a global BatchNorm |γ| ranking keeps,
-magnitude.py).
+whose cost lies in the band [band_low·F, F] (MACs, or the latency that
+search.latency_file predicts: costs.Cost, `constraint`), and scores every
+candidate once with the batch evaluator (evaluator.Evaluator, the fitness
+of §4). Three baselines at the same budget and with the same evaluator
+follow: uniform scaling (the largest all-b width vector within F), random
+search (uniform width vectors in the band, as many as the evolution
+evaluated) and the magnitude baseline (the widths a global BatchNorm |γ|
+ranking keeps, magnitude.py).
 
 The work is a fixed list of units: generation 0 (the prior's initial
 population), generations 1..G, the uniform baseline, the random search in
@@ -21,10 +22,11 @@ within the noise of the eval images?). Unit u draws from its own RNG, seeded by
 unit `search/state.json` is replaced atomically; a rerun continues after
 the last finished unit and ends as an uninterrupted run would. A state
 written for another supernet, budget, data or search constant is an error
-naming what differs. On several hosts the workdir must be shared, as for
-checkpoints: process 0 writes, every process reads. Outputs in
-DIR/search/: arch.json (the winner, docs/design.md §2), history.jsonl,
-population.png and summary.json.
+naming what differs. Once every unit is done, the full network and the
+best of each method are timed on this device (`measure_latency`). On
+several hosts the workdir must be shared, as for checkpoints: process 0
+writes, every process reads. Outputs in DIR/search/: arch.json (the winner,
+docs/design.md §2), history.jsonl, population.png and summary.json.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from bcnet_jax.searching import report as search_report
 from bcnet_jax.space import search_space as space_lib
 from bcnet_jax.space.costs import CostModel
 from bcnet_jax.supernet import stage as supernet
+from bcnet_jax.timing import clock
+from bcnet_jax.timing import predictor
 
 STATE_FORMAT = 'bcnet_jax.search_state/4'  # 4: the magnitude baseline
 # The baselines scored beside the evolution, in the order they run.
@@ -60,16 +64,56 @@ BASELINES = ('uniform', 'random', 'magnitude')
 SCORE_FIELDS = ('left', 'right', 'score', 'score_se')
 
 
-def _identity(setup: supernet.Setup, trained, budget: float
+# The search fields that say the budget: the state records the budget itself.
+_BUDGET_FIELDS = ('macs_budget', 'macs_fraction', 'latency_budget_ms',
+                  'latency_file')
+
+
+def _identity(setup: supernet.Setup, trained, cost, budget: float
               ) -> dict[str, Any]:
   """What a search state is only valid for: the scored supernet and its
-  scoring (supernet.Setup.scoring_identity), the budget and every search
-  constant that changes a draw."""
-  return {**setup.scoring_identity(trained),
-          **identity_lib.of_config(setup.config, [
-              f'search.{k}' for k in sorted(setup.config.search)
-              if k not in ('macs_budget', 'macs_fraction')]),
-          'search.budget_macs': int(budget)}
+  scoring (supernet.Setup.scoring_identity), the budget (and the latency
+  predictor it is in) and every search constant that changes a draw."""
+  out = {**setup.scoring_identity(trained),
+         **identity_lib.of_config(setup.config, [
+             f'search.{k}' for k in sorted(setup.config.search)
+             if k not in _BUDGET_FIELDS])}
+  if cost.name == 'macs':
+    return {**out, 'search.budget_macs': int(budget)}
+  return {**out, 'search.budget_latency_ms': float(budget),
+          'search.latency_predictor': cost.fingerprint()}
+
+
+def constraint(config: Any, model, costs: CostModel
+               ) -> tuple[Any, float, dict[str, Any] | None]:
+  """(the constrained Cost, the budget F in its unit, the latency file's
+  record or None): MACs from search.macs_budget or macs_fraction, or the
+  predicted latency of search.latency_file under search.latency_budget_ms,
+  which must lie between the smallest and the full network's."""
+  s = config.search
+  if s.latency_budget_ms is None:
+    if s.latency_file is not None:
+      raise errors.InvalidInput(
+          'search.latency_file is read under a latency budget: set '
+          'search.latency_budget_ms (in milliseconds) too')
+    full = costs.macs(costs.space.full())
+    return costs.macs_cost(), config_utils.macs_budget(s, full), None
+  if s.latency_file is None:
+    raise errors.InvalidInput(
+        'search.latency_budget_ms needs search.latency_file=PATH: the '
+        'latency of this device, made by python -m bcnet_jax.latency '
+        '--config=... --out=PATH')
+  cost, record = predictor.load(s.latency_file, config, model)
+  budget = float(s.latency_budget_ms)
+  low, high = record['smallest_ms'], record['full_ms']
+  if not low <= budget <= high:
+    raise errors.InvalidInput(
+        f'search.latency_budget_ms={budget:g} is '
+        f'{"below the smallest" if budget < low else "above the full"} '
+        f'network\'s measured latency ({low:.3f} ms smallest, {high:.3f} ms '
+        f'full, batch {record["batch"]}, {s.latency_file}): give a budget '
+        'in that range')
+  return cost, budget, record
 
 
 def _read_state(path: str, identity: dict[str, Any]) -> dict[str, Any] | None:
@@ -125,12 +169,12 @@ class Search:
     self.setup, self.trained = setup, trained
     self.config, self.space = config, setup.model.space
     self.costs = CostModel(setup.model)
-    self.budget = config_utils.macs_budget(
-        config.search, self.costs.macs(self.space.full()))
-    self.band = prior.band(self.costs, self.budget, config.search.band_low)
+    self.cost, self.budget, self.latency_file = constraint(
+        config, setup.model, self.costs)
+    self.band = prior.band(self.cost, self.budget, config.search.band_low)
     self.folder = os.path.join(workdir, 'search')
     self.state_path = os.path.join(self.folder, 'state.json')
-    identity = _identity(setup, trained, self.budget)
+    identity = _identity(setup, trained, self.cost, self.budget)
     self.state = _read_state(self.state_path, identity) or {
         'format': STATE_FORMAT, 'identity': identity, 'probs': None,
         'units_done': 0, 'records': [], 'history': [],
@@ -175,7 +219,7 @@ class Search:
       pool = jax.device_get(self.trained.pool)
       s = self.config.search
       table = prior.loss_table(self.space, pool.widths, pool.losses)
-      probs = prior.fit(self.costs, table, budget=self.budget,
+      probs = prior.fit(self.cost, table, budget=self.budget,
                         weight=s.prior_weight, steps=s.prior_steps,
                         learning_rate=s.prior_learning_rate)
       self.state['probs'] = probs.tolist()
@@ -191,10 +235,10 @@ class Search:
     vector left, and then evolution ends there: the baselines still run."""
     s = self.config.search
     if phase == 'uniform':
-      return self.costs.uniform_within(self.budget)[None]
+      return self.cost.uniform_within(self.budget)[None]
     if phase == 'magnitude':
       return magnitude.widths_within(self.setup.model, self.trained.params,
-                                     self.costs, self.budget)[None]
+                                     self.cost, self.budget)[None]
     if phase == 'random':
       wanted = max(0, min(s.population, len(self.records('evolution')) -
                           len(self.records('random'))))
@@ -206,7 +250,7 @@ class Search:
     if index == 0:
       wanted = s.population
       children, counts = prior.initial_population(
-          self.costs, self._probs(), budget=self.budget, low=s.band_low,
+          self.cost, self._probs(), budget=self.budget, low=s.band_low,
           size=wanted, rng=rng)
     elif not any(r['generation'] == index - 1 for r in scored):
       wanted, counts = 0, {'bred': 0, 'prior': 0, 'uniform': 0}
@@ -214,7 +258,7 @@ class Search:
     else:
       wanted = s.mutations + s.crossovers
       rules = evolution.Rules(
-          self.costs, self._probs(), band=self.band, top_k=s.top_k,
+          self.cost, self._probs(), band=self.band, top_k=s.top_k,
           mutations=s.mutations, crossovers=s.crossovers,
           mutation_prob=s.mutation_prob)
       scores = {self.space.channel_key(r['widths']):
@@ -258,7 +302,7 @@ class Search:
     (those left) when the band holds fewer."""
     seen = {self.space.channel_key(r['widths'])
             for r in self.records('random')}
-    return prior.draw_uniform(self.costs, n, self.band, seen, rng)
+    return prior.draw_uniform(self.cost, n, self.band, seen, rng)
 
   def _score(self, widths: np.ndarray, status) -> list[dict[str, Any]]:
     """Records of `widths`; those scored before (by channels) are reused."""
@@ -280,6 +324,8 @@ class Search:
       out.append({'widths': [int(w) for w in c],
                   'macs': int(self.costs.macs(c)),
                   'params': int(self.costs.params(c)),
+                  **({} if self.cost.name == 'macs' else
+                     {'latency_ms_predicted': self.cost(c)}),
                   **{k: scored[k] for k in SCORE_FIELDS}})
     return out
 
@@ -352,6 +398,24 @@ class Search:
     finally:
       bar.close()
 
+  def measure_latency(self) -> None:
+    """Once the units are done: the latency of the full network and of each
+    method's best, measured on this device at the latency file's batch
+    (else 1), kept in the state (a search finished before there was a
+    latency gets it on its next run)."""
+    if 'latency' in self.state:
+      return
+    batch = self.latency_file['batch'] if self.latency_file else 1
+    console.say(f'Measuring the latency of the full network and of each '
+                f'method\'s best at batch {batch}')
+    self.state['latency'] = clock.networks_ms(
+        self.setup.model, {'full': self.space.full(), **{
+            phase: self.winner(phase)['widths']
+            for phase in ('evolution',) + BASELINES}},
+        batch=batch, repeats=clock.REPEATS)
+    if jax.process_index() == 0:
+      files.write_json_atomic(self.state_path, self.state)
+
   def _history_line(self, generation: int) -> dict[str, Any]:
     """The generation's line of history.jsonl; 'candidates' says how many
     were wanted and came from each source (self.sources), 'mean_score' is
@@ -371,13 +435,20 @@ class Search:
     return max(self.records(phase), key=lambda r: r['score'])
 
   def arch(self) -> dict[str, Any]:
-    """The evolution's winner as an arch (docs/design.md §2)."""
-    best = self.winner('evolution')
+    """The evolution's winner as an arch (docs/design.md §2), with its
+    measured latency and uniform scaling at the same budget."""
+    best, latency = self.winner('evolution'), self.state['latency']
     return self.space.arch(
         best['widths'], resolution=self.config.input.resolution,
         macs=best['macs'], params=best['params'],
-        macs_budget=int(self.budget), score=best['score'],
-        supernet_step=int(self.trained.step))
+        macs_budget=int(self.budget) if self.cost.name == 'macs' else None,
+        score=best['score'], supernet_step=int(self.trained.step),
+        latency_ms=latency['evolution'],
+        latency_ms_predicted=best.get('latency_ms_predicted'),
+        latency_budget_ms=(self.budget if self.cost.name == 'latency_ms'
+                           else None),
+        latency_batch=latency['batch'],
+        uniform_widths=self.winner('uniform')['widths'])
 
   def summary(self) -> dict[str, Any]:
     """The best of each method, with its cost, for summary.json."""
@@ -385,9 +456,20 @@ class Search:
     methods = {
         'evolution': times['prior'] + times['evolution'],
         **{phase: times[phase] for phase in BASELINES}}
-    out = {'model': self.config.model.name, 'macs_budget': int(self.budget),
+    latency = self.state['latency']
+    by_macs = self.cost.name == 'macs'
+    out = {'model': self.config.model.name, 'constraint': self.cost.name,
+           'budget': float(self.budget),
+           'macs_budget': int(self.budget) if by_macs else None,
            'band': [float(b) for b in self.band],
            'full_macs': int(self.costs.macs(self.space.full())),
+           'latency': {
+               **{k: latency[k] for k in ('batch', 'device', 'repeats',
+                                          'noise')},
+               'full_ms': latency['full'],
+               'speedup_over_full': latency['full'] / latency['evolution'],
+               'speedup_over_uniform': (latency['uniform'] /
+                                        latency['evolution'])},
            'supernet_step': int(self.trained.step),
            'split': self.config.eval.split,
            'score': supernet.score_definition(self.setup),
@@ -397,6 +479,8 @@ class Search:
       best = self.winner(phase)
       out[phase] = {**{k: best[k] for k in ('widths', 'score', 'left',
                                             'right', 'macs', 'params')},
+                    'latency_ms': latency[phase],
+                    'latency_ms_predicted': best.get('latency_ms_predicted'),
                     'score_se': best['score_se'],
                     'evaluations': len(self.records(phase)),
                     'wall_time_s': seconds}
@@ -425,6 +509,7 @@ def run(config: Any | None, workdir: str, overridden: Collection[str] = ()
   else:
     search_report.announce(search, workdir)
     search.run()
+  search.measure_latency()
   summary = search.summary()
   if jax.process_index() == 0 and not os.path.exists(summary_path):
     space_lib.write_arch(summary['arch'], search.arch())

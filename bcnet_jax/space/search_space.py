@@ -26,7 +26,12 @@ import numpy as np
 from bcnet_jax.run import errors
 from bcnet_jax.run import files
 
-ARCH_FORMAT = 1
+ARCH_FORMAT = 2  # 2: the latency fields (LATENCY_FIELDS); 1 still read
+# Format 2's fields past format 1's, each None where not measured: the
+# measured and predicted latency (ms), the latency budget of a latency
+# search, the batch measured at, and uniform scaling at the same budget.
+LATENCY_FIELDS = ('latency_ms', 'latency_ms_predicted', 'latency_budget_ms',
+                  'latency_batch', 'uniform_widths')
 DEFAULT_BINS = 20
 DEFAULT_MIN_BINS = 1
 SIDES = ('left', 'right')
@@ -283,10 +288,16 @@ class SearchSpace:
 
   def arch(self, widths: Any, *, resolution: int, macs: int, params: int,
            macs_budget: int | None = None, score: float | None = None,
-           supernet_step: int | None = None) -> dict[str, Any]:
-    """The arch JSON object of docs/design.md §2 for one width vector."""
+           supernet_step: int | None = None, **latency: Any
+           ) -> dict[str, Any]:
+    """The arch JSON object of docs/design.md §2 for one width vector;
+    `latency`: LATENCY_FIELDS (unset ones None)."""
+    unknown = set(latency) - set(LATENCY_FIELDS)
+    if unknown:
+      raise TypeError(f'arch() got unknown fields {sorted(unknown)}')
     c = self.validate_widths(widths)
     chans = self.channels(c)
+    uniform = latency.get('uniform_widths')
     return {
         'format': ARCH_FORMAT, 'model': self.model, 'bins': self.bins,
         'min_bins': self.min_bins, 'resolution': int(resolution),
@@ -296,6 +307,10 @@ class SearchSpace:
         'macs_budget': None if macs_budget is None else int(macs_budget),
         'score': None if score is None else float(score),
         'supernet_step': None if supernet_step is None else int(supernet_step),
+        **{k: latency.get(k) for k in LATENCY_FIELDS},
+        'uniform_widths': None if uniform is None else {
+            g: int(w) for g, w in zip(self.groups,
+                                      self.validate_widths(uniform))},
     }
 
   def widths_from_arch(self, arch: dict[str, Any]) -> np.ndarray:
@@ -308,18 +323,21 @@ class SearchSpace:
     if not isinstance(arch, dict):
       raise errors.InvalidInput(
           f'an arch must be a JSON object, got {type(arch)}')
+    if arch.get('format') not in (1, ARCH_FORMAT):
+      raise errors.InvalidInput(
+          f'arch format {arch.get("format")!r} is not supported '
+          f'(expected 1 or {ARCH_FORMAT})')
     keys = {'format', 'model', 'bins', 'min_bins', 'resolution', 'widths',
             'channels', 'macs', 'params', 'macs_budget', 'score',
             'supernet_step'}
+    if arch['format'] == ARCH_FORMAT:
+      keys |= set(LATENCY_FIELDS)
     missing, unknown = keys - set(arch), set(arch) - keys
     if missing or unknown:
       raise errors.InvalidInput(
           f'arch fields: missing {sorted(missing)}, unknown '
-          f'{sorted(unknown)}; expected exactly {sorted(keys)}')
-    if arch['format'] != ARCH_FORMAT:
-      raise errors.InvalidInput(
-          f'arch format {arch["format"]!r} is not supported '
-          f'(expected {ARCH_FORMAT})')
+          f'{sorted(unknown)}; expected exactly {sorted(keys)} (format '
+          f'{arch["format"]})')
     if arch['model'] != self.model:
       raise errors.InvalidInput(f'arch is for model {arch["model"]!r}, not '
                                 f'{self.model!r}')

@@ -1,0 +1,88 @@
+"""`python -m bcnet_jax.latency --config=CONFIG --batch=N --out=latency.json`
+(or `--workdir=DIR` for a trained supernet's config): measures the latency
+of the config's model on this device, layer by layer and as whole networks,
+and fits the predictor a search constrains with
+`--config.search.latency_budget_ms=MS --config.search.latency_file=...`.
+Rerun to resume. Prints the validation on held-out networks beside MACs
+as a predictor. The program: bcnet_jax/timing/."""
+
+from __future__ import annotations
+
+from absl import flags
+
+from bcnet_jax.run import app
+from bcnet_jax.run import console
+from bcnet_jax.run import errors
+from bcnet_jax.run import stages
+from bcnet_jax.run.data import pipeline
+from bcnet_jax.timing import build
+from bcnet_jax.timing import clock
+
+
+def report(record: dict) -> str:
+  """The file's figures, as a user reads them."""
+  v, device = record['validation'], record['device']
+  rows = [['per-layer table + fit', f'{100 * v["mape"]:.1f}%',
+           f'{v["kendall_tau"]:.3f}'],
+          ['MACs + fit', f'{100 * v["macs_mape"]:.1f}%',
+           f'{v["macs_kendall_tau"]:.3f}']]
+  return (f'{record["model"]["model.name"]} at batch {record["batch"]} on '
+          f'{device["device"]} ({device["backend"]}, {device["threads"]}, '
+          f'jax {device["jax"]}): full width {record["full_ms"]:.3f} ms, '
+          f'smallest {record["smallest_ms"]:.3f} ms, measurement noise '
+          f'±{100 * record["noise"]:.1f}%\n'
+          f'Predicted against measured on {v["networks"]} random networks '
+          'not used in fitting:\n' +
+          console.table(['predictor', 'mean abs. error', 'Kendall tau'],
+                        rows))
+
+
+def main(argv: list[str], batch: flags.FlagHolder, out: flags.FlagHolder,
+         repeats: flags.FlagHolder, step: flags.FlagHolder,
+         fit_networks: flags.FlagHolder, networks: flags.FlagHolder,
+         num_classes: flags.FlagHolder) -> None:
+  del argv
+  config = app.config()
+  if config is None:
+    raise errors.InvalidInput(
+        'give the model to measure: --config=CONFIG (e.g. '
+        'configs/cifar10.py) or --workdir of a trained supernet')
+  stages.check_config(config)
+  model = stages.supernet_of(config, num_classes.value or (
+      pipeline.Input.create(config.input, seed=config.seed).num_classes))
+  console.say(f'bcnet_jax.latency: {config.model.name} at batch '
+              f'{batch.value} on {clock.device()["device"]}; writing '
+              f'{out.value} (rerun to resume)')
+  record = build.Build(config, model, out.value, batch=batch.value,
+                       repeats=repeats.value, step=step.value,
+                       fit_networks=fit_networks.value,
+                       networks=networks.value).run()
+  console.say(report(record))
+  app.print_result({'latency_file': out.value,
+                    'full_ms': record['full_ms'],
+                    'smallest_ms': record['smallest_ms'],
+                    'noise': record['noise'],
+                    'validation': record['validation']})
+
+
+if __name__ == '__main__':
+  # Defined only when run: importing this module defines no flag.
+  _BATCH = flags.DEFINE_integer('batch', 1, 'images per call: the batch '
+                                'the network will run at')
+  _OUT = flags.DEFINE_string('out', None, 'the latency file to write')
+  _REPEATS = flags.DEFINE_integer('repeats', clock.REPEATS, 'timed calls per '
+                                  'measurement (their median is taken)')
+  _STEP = flags.DEFINE_integer('step', 3, 'layers are timed at every '
+                               'step-th bin (and the largest), linear '
+                               'between: 1 times every bin')
+  _FIT = flags.DEFINE_integer('fit_networks', 10, 'random whole networks '
+                              'the correction is fitted on, besides the '
+                              'full and smallest')
+  _NETWORKS = flags.DEFINE_integer('networks', 30, 'random whole networks '
+                                   'held out to validate the predictor')
+  _CLASSES = flags.DEFINE_integer('num_classes', None, 'outputs of the '
+                                  'network (default: its dataset\'s, read '
+                                  'from the config\'s input)')
+  app.run(lambda argv: main(argv, _BATCH, _OUT, _REPEATS, _STEP, _FIT,
+                           _NETWORKS, _CLASSES),
+          required=('out',))

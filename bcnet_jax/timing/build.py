@@ -1,0 +1,155 @@
+"""Building a latency file: the per-layer table, whole networks, the fit and
+its validation, each saved as it is measured, so that a rerun resumes.
+
+The file is replaced atomically after every whole network and every few
+seconds of cells; a rerun with another model, device or batch is an error
+naming what differs (predictor.check), never a file overwritten. Networks
+are drawn from a fixed seed: a resumed build measures the ones an
+uninterrupted build would.
+
+  record = build.Build(config, model, path, batch=1, repeats=20, step=3,
+                       fit_networks=10, networks=30).run()
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bcnet_jax.run import errors
+from bcnet_jax.run import files
+from bcnet_jax.space.costs import Cost
+from bcnet_jax.space.costs import CostModel
+from bcnet_jax.timing import clock
+from bcnet_jax.timing import layers
+from bcnet_jax.timing import predictor
+
+_SAVE_EVERY_S = 10.0
+# Runs of a layer per timed call: its launch cost spread over them.
+LOOPS = 5
+
+
+class Build:
+  """One latency file, built or resumed."""
+
+  def __init__(self, config: Any, model, path: str, *, batch: int,
+               repeats: int, step: int, fit_networks: int, networks: int):
+    for name, value, low in (('batch', batch, 1), ('repeats', repeats, 3),
+                             ('step', step, 1),
+                             ('fit_networks', fit_networks, 1),
+                             ('networks', networks, 3)):
+      if value < low:
+        raise errors.InvalidInput(f'--{name}={value} must be >= {low}')
+    layers.check_supported(model)
+    self.model, self.path, self.repeats, self.step = (model, path, repeats,
+                                                      step)
+    identity = {'model': predictor.model_identity(config, model),
+                'device': clock.device(), 'batch': batch}
+    plan = {'repeats': repeats, 'step': step, 'fit_networks': fit_networks,
+            'networks': networks}
+    if os.path.exists(path):
+      self.record = files.read_json(path)
+      predictor.check(self.record, path, model=identity['model'],
+                      device=identity['device'], batch=batch)
+      differing = [f'--{k}: the file {self.record["plan"].get(k)}, now {v}'
+                   for k, v in plan.items()
+                   if self.record['plan'].get(k) != v]
+      if differing:
+        raise errors.InvalidInput(
+            f'{path} is being measured with other settings ('
+            f'{"; ".join(differing)}): rerun with its settings to resume, '
+            'or give another --out')
+    else:
+      self.record = {'format': predictor.FORMAT, **identity, 'plan': plan,
+                     'complete': False, 'cells': {}, 'networks': []}
+    space = model.space
+    rng = np.random.default_rng(0)
+    random = space.sample(rng, fit_networks + networks)
+    # (role, widths): the fit's networks, then the held-out ones.
+    self.plan = ([('fit', space.full()), ('fit', space.smallest())] +
+                 [('fit', c) for c in random[:fit_networks]] +
+                 [('validation', c) for c in random[fit_networks:]])
+
+  def _save(self) -> None:
+    files.write_json_atomic(self.path, self.record)
+
+  def measure_cells(self) -> None:
+    """Times the cells not in the file yet, each against the first cell
+    (clock.ratio), `LOOPS` runs per call: ms = ratio · the first's ms."""
+    record, space = self.record, self.model.space
+    cells = layers.cells(self.model, self.step)
+    todo = [k for k in cells if k not in record['cells']]
+    first = next(iter(cells))
+    reference = layers.runner(cells[first], space, batch=record['batch'],
+                              loops=LOOPS)
+    if 'reference_ms' not in record:
+      record['reference_ms'] = clock.median_ms(
+          *reference, repeats=self.repeats)[0] / LOOPS
+    saved = time.monotonic()
+    for key in tqdm(todo, desc='layers', unit='cell', dynamic_ncols=True):
+      times, _ = clock.ratio(
+          *layers.runner(cells[key], space, batch=record['batch'],
+                         loops=LOOPS), *reference, repeats=self.repeats)
+      record['cells'][key] = times * record['reference_ms']
+      if time.monotonic() - saved > _SAVE_EVERY_S:
+        self._save()
+        saved = time.monotonic()
+    self._save()
+
+  def measure_networks(self) -> None:
+    """Times the whole networks of the plan not in the file yet, each
+    against the full network (clock.ratio): ms = ratio · full_ms."""
+    record = self.record
+    reference = clock.network_runner(self.model, self.plan[0][1],
+                                     batch=record['batch'])
+    if 'full_ms' not in record:
+      record['full_ms'] = clock.median_ms(*reference,
+                                          repeats=self.repeats)[0]
+    done = len(record['networks'])
+    for role, widths in tqdm(self.plan[done:], desc='networks',
+                             unit='network', dynamic_ncols=True,
+                             initial=done, total=len(self.plan)):
+      times, noise = clock.ratio(
+          *clock.network_runner(self.model, widths, batch=record['batch']),
+          *reference, repeats=self.repeats)
+      record['networks'].append({
+          'role': role, 'widths': [int(w) for w in widths],
+          'ms': times * record['full_ms'], 'noise': noise})
+      self._save()
+
+  def finish(self) -> None:
+    """The correction, the validation and the figures a search reads."""
+    record, space = self.record, self.model.space
+    tables, group_a, group_b = layers.tables(self.model, record['cells'],
+                                             self.step)
+    table = Cost(space, 'latency_ms', tables, group_a, group_b)
+    macs = CostModel(self.model).macs_cost()
+    nets = record['networks']
+    widths = np.array([n['widths'] for n in nets])
+    measured = np.array([n['ms'] for n in nets])
+    fitted = np.array([n['role'] == 'fit' for n in nets])
+    out = {}
+    for name, cost in (('', table), ('macs_', macs)):
+      x = cost(widths)
+      scale, offset = predictor.fit(x[fitted], measured[fitted])
+      errors_ = predictor.errors_of(scale * x[~fitted] + offset,
+                                    measured[~fitted])
+      out.update({name + k: v for k, v in errors_.items()})
+      if not name:
+        record['correction'] = {'scale': scale, 'offset_ms': offset}
+    record['validation'] = {**out, 'networks': int((~fitted).sum())}
+    record['smallest_ms'] = nets[1]['ms']
+    record['noise'] = float(np.median([n['noise'] for n in nets]))
+    record['complete'] = True
+    self._save()
+
+  def run(self) -> dict[str, Any]:
+    if not self.record['complete']:
+      self.measure_cells()
+      self.measure_networks()
+      self.finish()
+    return self.record

@@ -1,0 +1,162 @@
+"""The per-layer table: every width-aware layer of a model run alone at every
+channel count its bins give, timed on this device.
+
+A layer's latency depends on its input and output channels only, so a
+conv of group a into group b has a table T[w_a, w_b] over the bins (a
+BatchNorm or depthwise conv, of one dim: T[w]). Layers of one shape share
+their measurements: a `cell` is one (layer shape, input channels, output
+channels) and is timed once, whichever layers and bins need it. The
+search's constraint is their sum, corrected by a fit on whole networks
+(predictor.py).
+
+  cells = layers.cells(model)                 # {key: Cell}
+  ms = layers.time_cell(cells[key], batch=1, repeats=20)
+  tables, group_a, group_b = layers.tables(model, measured)   # {key: ms}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+from bcnet_jax.models import layers as layers_lib
+from bcnet_jax.models import layout
+from bcnet_jax.run import errors
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """One layer shape at one pair of channel counts, and how to run it."""
+  layer: layout.Layer
+  widths: tuple[int, ...]  # a width vector giving the layer these channels
+  in_channels: int
+  out_channels: int
+
+  @property
+  def key(self) -> str:
+    """What makes two cells one measurement."""
+    layer, module = self.layer, self.layer.module
+    strides = getattr(module, 'strides', 1)
+    spatial = 'x'.join(str(d) for d in self.layer.in_shape[:-1]) or '-'
+    return (f'{layer.kind} k{layer.kernel_size} s{strides} '
+            f'b{int(layer.use_bias)} {spatial} '
+            f'{self.in_channels}>{self.out_channels}')
+
+
+def _dims(space, layer: layout.Layer) -> tuple[Any, Any]:
+  """The dims (or None) its table's rows and columns are the bins of:
+  one dim for a BatchNorm or depthwise conv."""
+  dim = lambda name: None if name is None else space.dim(name)  # noqa: E731
+  if layer.kind in ('bn', 'depthwise'):
+    return dim(layer.out_dim), None
+  return dim(layer.in_dim), dim(layer.out_dim)
+
+
+def grid(space, step: int) -> list[int]:
+  """The bins measured: every `step`-th from m, and B."""
+  return sorted(set(range(space.min_bins, space.bins + 1, step)) |
+                {space.bins})
+
+
+def _layer_cells(model, layer: layout.Layer, bins: list[int]
+                 ) -> Iterator[tuple[int, int, Cell]]:
+  """(row bin, column bin, cell) of the layer's table at `bins`; a fixed
+  side (the image, the classes) is bin m."""
+  space = model.space
+  dim_a, dim_b = _dims(space, layer)
+  for i in bins if dim_a is not None else (space.min_bins,):
+    for j in bins if dim_b is not None else (space.min_bins,):
+      if dim_a and dim_b and dim_a.group == dim_b.group and i != j:
+        continue  # one group: only its diagonal exists
+      widths = space.full()
+      if dim_a is not None:
+        widths[dim_a.group] = i
+      if dim_b is not None:
+        widths[dim_b.group] = j
+      a = layer.in_channels if dim_a is None else dim_a.edges[i]
+      b = layer.out_channels if dim_b is None else dim_b.edges[j]
+      if layer.kind in ('bn', 'depthwise'):
+        a = b = dim_a.edges[i]
+      yield i, j, Cell(layer, tuple(int(w) for w in widths), int(a), int(b))
+
+
+def check_supported(model) -> tuple[layout.Layer, ...]:
+  """The model's layer table; a model without one (traced from Flax) is an
+  error saying so."""
+  if hasattr(model, 'cost_terms'):
+    raise errors.InvalidInput(
+        f'{model.space.model}: a latency table is measured layer by layer, '
+        'and a model traced from Flax has no layer table yet; search it '
+        'under a MACs budget (search.macs_fraction)')
+  return layout.layer_table(model)
+
+
+def cells(model, step: int) -> dict[str, Cell]:
+  """Every distinct cell of the model's layers at the grid's bins, in layer
+  order."""
+  out = {}
+  for layer in check_supported(model):
+    for _, _, cell in _layer_cells(model, layer, grid(model.space, step)):
+      out.setdefault(cell.key, cell)
+  return out
+
+
+def runner(cell: Cell, space, *, batch: int, loops: int
+           ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+  """(jitted fn, args): the cell's layer alone (compact mode, inference)
+  run `loops` times in one call, each run's input made to depend on the
+  last's output, so that the call's launch cost is spread over the loops;
+  constant inputs and weights (latency does not depend on their values)."""
+  module, layer = cell.layer.module, cell.layer
+  ctx = layers_lib.Widths(space, cell.widths, None)
+  kwargs = {'train': False} if layer.kind == 'bn' else {}
+  x = jnp.full((batch, *layer.in_shape[:-1], cell.in_channels), 0.5,
+               jnp.float32)
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x, ctx,
+                                              **kwargs))
+  variables = jax.tree.map(lambda s: jnp.full(s.shape, 0.01, s.dtype),
+                           shapes)
+
+  def body(_, x):
+    y = module.apply(variables, x, ctx, **kwargs)
+    return x + 1e-30 * jnp.mean(y)
+
+  return jax.jit(lambda x: lax.fori_loop(0, loops, body, x)), (x,)
+
+
+def tables(model, measured: dict[str, float], step: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(tables [L, W, W] ms, group_a [L], group_b [L]) of the model's layers,
+  as costs.Cost takes them: the measured cells ({key: ms}) at the grid's
+  bins, linear in the bins between them."""
+  space = model.space
+  bins = grid(space, step)
+  every = np.arange(space.min_bins, space.bins + 1)
+  out, group_a, group_b = [], [], []
+  for layer in check_supported(model):
+    dim_a, dim_b = _dims(space, layer)
+    rows = bins if dim_a is not None else [space.min_bins]
+    columns = bins if dim_b is not None else [space.min_bins]
+    one_group = dim_a and dim_b and dim_a.group == dim_b.group
+    at = {(i, j): measured[cell.key]
+          for i, j, cell in _layer_cells(model, layer, bins)}
+    if one_group:  # its diagonal
+      diagonal = np.interp(every, bins, [at[b, b] for b in bins])
+      table = np.diag(diagonal)
+    else:
+      values = np.array([[at[i, j] for j in columns] for i in rows])
+      if len(columns) > 1:
+        values = np.stack([np.interp(every, columns, v) for v in values])
+      if len(rows) > 1:
+        values = np.stack([np.interp(every, rows, v) for v in values.T], 1)
+      table = np.zeros((len(every), len(every)))
+      table[:values.shape[0], :values.shape[1]] = values
+    out.append(table)
+    group_a.append(space.num_groups if dim_a is None else dim_a.group)
+    group_b.append(space.num_groups if dim_b is None else dim_b.group)
+  return np.stack(out), np.array(group_a), np.array(group_b)

@@ -1,0 +1,316 @@
+"""Search under a latency budget: the cost seam, the per-layer table, the
+latency file (built by the command on this machine's CPU, resumed), a search
+constrained by its prediction, and the errors a user meets."""
+
+import copy
+import itertools
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bcnet_jax import models
+from bcnet_jax import training as train
+from bcnet_jax.run import files
+from bcnet_jax.searching import report as search_report
+from bcnet_jax.searching import search
+from bcnet_jax.space import search_space as space_lib
+from bcnet_jax.space.costs import Cost
+from bcnet_jax.space.costs import CostModel
+from bcnet_jax.supernet import stage as supernet
+from bcnet_jax.timing import build
+from bcnet_jax.timing import clock
+from bcnet_jax.timing import layers
+from bcnet_jax.timing import predictor
+from configs import testing as testing_config
+from tests.programs import command
+from tests.programs import ROOT
+from tests.programs import snapshot
+from tests.programs import SUBPROCESS_ENV
+
+# A latency file in seconds: few cells (every 10th bin), few networks.
+SMALL = {'batch': 2, 'repeats': 3, 'step': 10, 'fit_networks': 2,
+         'networks': 3}
+
+
+class CostTest(parameterized.TestCase):
+
+  @parameterized.parameters('resnet20_cifar', 'mobilenetv2_cifar',
+                            'efficientnet_b0')
+  def test_the_macs_cost_is_the_cost_models_macs(self, name):
+    costs = CostModel(models.get_model(name))
+    widths = costs.space.sample(np.random.default_rng(0), 200)
+    np.testing.assert_array_equal(costs.macs_cost()(widths),
+                                  costs.macs(widths))
+    self.assertEqual(costs.macs_cost()(widths[0]), costs.macs(widths[0]))
+
+  def test_expected_is_exact_over_every_width_vector(self):
+    # Channel-Bench-Macro's 16,384 width vectors, listed; random tables of
+    # every kind of term: two groups, one group (its diagonal), a group
+    # and none, none at all.
+    space = models.get_space('cbm_resnet', 4, 1)
+    rng = np.random.default_rng(1)
+    none = space.num_groups
+    group_a = np.array([0, 2, 3, none, 5])
+    group_b = np.array([1, 2, none, none, 0])
+    cost = Cost(space, 'latency_ms', rng.random((5, 4, 4)), group_a,
+                group_b, constant=0.25)
+    probs = rng.random((space.num_groups, 4))
+    probs /= probs.sum(1, keepdims=True)
+    every = np.array(list(itertools.product(range(1, 5), repeat=7)))
+    weight = np.prod(probs[np.arange(7), every - 1], axis=1)
+    with jax.enable_x64(True):
+      got = float(cost.expected(jnp.asarray(probs, jnp.float64)))
+    self.assertAlmostEqual(got, float(np.sum(weight * cost(every))), 10)
+
+  def test_uniform_within_and_its_error(self):
+    costs = CostModel(models.get_model('resnet20_cifar'))
+    cost = costs.macs_cost()
+    budget = 0.5 * cost(costs.space.full())
+    c = cost.uniform_within(budget)
+    self.assertLessEqual(cost(c), budget)
+    self.assertGreater(cost(c + 1), budget)
+    with self.assertRaisesRegex(ValueError, 'below the smallest width'):
+      cost.uniform_within(0.5 * cost(costs.space.smallest()))
+
+
+class TablesTest(absltest.TestCase):
+  """The per-layer tables from measured cells (here a known function of
+  the channels, not timings: what is tested is where each value goes)."""
+
+  def test_each_cell_in_its_place_and_linear_between_the_grid(self):
+    model = models.get_model('resnet20_cifar')
+    space = model.space
+
+    def fake(cells):
+      return {k: 1.0 + c.in_channels * c.out_channels
+              for k, c in cells.items()}
+
+    every, _, _ = layers.tables(model, fake(layers.cells(model, 1)), 1)
+    coarse, group_a, group_b = layers.tables(
+        model, fake(layers.cells(model, 5)), 5)
+    grid = np.array(layers.grid(space, 5)) - space.min_bins
+    for t, layer in enumerate(layers.check_supported(model)):
+      rows = grid if group_a[t] < space.num_groups else [0]
+      columns = grid if group_b[t] < space.num_groups else [0]
+      if group_a[t] == group_b[t] and group_a[t] < space.num_groups:
+        np.testing.assert_array_equal(coarse[t][grid, grid],
+                                      every[t][grid, grid], layer.path)
+      else:
+        np.testing.assert_array_equal(coarse[t][np.ix_(rows, columns)],
+                                      every[t][np.ix_(rows, columns)],
+                                      layer.path)
+    # Between two measured bins, the value is on the line between them.
+    conv = next(t for t, g in enumerate(group_b)
+                if g < space.num_groups and group_a[t] < space.num_groups
+                and group_a[t] != g)
+    a, b = grid[0], grid[1]
+    mid = (a + b) // 2
+    expected = coarse[conv][a, a] + (mid - a) / (b - a) * (
+        coarse[conv][a, b] - coarse[conv][a, a])
+    self.assertAlmostEqual(coarse[conv][a, mid], expected)
+
+  def test_a_traced_model_is_an_error_saying_what_to_do(self):
+    from tests import traced_test  # pylint: disable=g-import-not-at-top
+    with self.assertRaisesRegex(ValueError, 'under a MACs budget'):
+      layers.cells(traced_test.trace('ResNet20Twin'), 3)
+
+
+class LatencySearchTest(absltest.TestCase):
+  """A latency file of the testing config's ResNet-20, built by the command,
+  and a search under a budget between its smallest and full network."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.latency_path = os.path.join(cls.tmp, 'latency.json')
+    cls.out = subprocess.run(
+        command('latency', '--config=configs/testing.py',
+                f'--out={cls.latency_path}',
+                *[f'--{k}={v}' for k, v in SMALL.items()]),
+        cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
+    cls.record = json.loads(pathlib.Path(cls.latency_path).read_text())
+    cls.trained = os.path.join(cls.tmp, 'trained')
+    train.train_and_evaluate(testing_config.get_config(), cls.trained)
+    cls.budget = 0.5 * (cls.record['smallest_ms'] + cls.record['full_ms'])
+    cls.searched = os.path.join(cls.tmp, 'searched')
+    shutil.copytree(cls.trained, cls.searched)
+    cls.summary = search.run(cls.config(), cls.searched)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp)
+    super().tearDownClass()
+
+  @classmethod
+  def config(cls, **overrides):
+    c = testing_config.get_config()
+    c.search.macs_fraction = None
+    c.search.latency_budget_ms = cls.budget
+    c.search.latency_file = cls.latency_path
+    c.update_from_flattened_dict(overrides)
+    return c
+
+  def test_the_command_prints_and_records_its_validation(self):
+    self.assertEqual(self.out.returncode, 0, self.out.stderr)
+    printed = json.loads(self.out.stdout.splitlines()[-1])
+    record = self.record
+    self.assertEqual(printed['validation'], record['validation'])
+    self.assertEqual(set(record['validation']),
+                     {'mape', 'kendall_tau', 'macs_mape', 'macs_kendall_tau',
+                      'networks'})
+    self.assertEqual(record['validation']['networks'], SMALL['networks'])
+    self.assertEqual(record['device'], clock.device())
+    self.assertEqual((record['batch'], record['device']['backend']),
+                     (2, 'cpu'))
+    self.assertTrue(record['complete'])
+    self.assertLess(record['smallest_ms'], record['full_ms'])
+    self.assertLen(record['networks'], 2 + SMALL['fit_networks'] +
+                   SMALL['networks'])
+    model = models.get_model('resnet20_cifar', resolution=28, in_channels=1)
+    self.assertEqual(set(record['cells']),
+                     set(layers.cells(model, SMALL['step'])))
+    for line in ('Predicted against measured on 3 random networks',
+                 'per-layer table + fit', 'MACs + fit', 'noise'):
+      self.assertIn(line, self.out.stdout)
+
+  def test_an_interrupted_build_resumes_without_measuring_again(self):
+    partial = copy.deepcopy(self.record)
+    partial.update(complete=False, networks=partial['networks'][:3])
+    for key in ('correction', 'validation', 'smallest_ms', 'noise'):
+      del partial[key]
+    path = os.path.join(self.tmp, 'partial.json')
+    files.write_json_atomic(path, partial)
+    setup = supernet.Setup.create(testing_config.get_config())
+    record = build.Build(testing_config.get_config(), setup.model, path,
+                         **SMALL).run()
+    self.assertEqual(record['cells'], self.record['cells'])
+    self.assertEqual(record['networks'][:3], self.record['networks'][:3])
+    self.assertLen(record['networks'], len(self.record['networks']))
+    self.assertTrue(record['complete'])
+    with self.assertRaisesRegex(ValueError, '--repeats: the file 3, now 4'):
+      build.Build(testing_config.get_config(), setup.model, path,
+                  **dict(SMALL, repeats=4))
+
+  def test_a_search_under_a_latency_budget(self):
+    summary, budget = self.summary, self.budget
+    self.assertEqual((summary['constraint'], summary['budget']),
+                     ('latency_ms', budget))
+    self.assertIsNone(summary['macs_budget'])
+    state = json.loads(pathlib.Path(self.searched, 'search',
+                                    'state.json').read_text())
+    low, high = summary['band']
+    for r in state['records']:
+      self.assertIn('macs', r)
+      if r['phase'] in ('evolution', 'random'):
+        self.assertBetween(r['latency_ms_predicted'], low, high)
+      else:
+        self.assertLessEqual(r['latency_ms_predicted'], budget)
+    arch = json.loads(pathlib.Path(self.searched, 'search',
+                                   'arch.json').read_text())
+    self.assertEqual(arch['format'], 2)
+    self.assertEqual(arch['latency_budget_ms'], budget)
+    self.assertIsNone(arch['macs_budget'])
+    self.assertLessEqual(arch['latency_ms_predicted'], budget)
+    self.assertEqual(arch['latency_ms'], summary['evolution']['latency_ms'])
+    self.assertEqual(arch['latency_batch'], 2)
+    self.assertEqual(list(arch['uniform_widths'].values()),
+                     summary['uniform']['widths'])
+    latency = summary['latency']
+    self.assertAlmostEqual(latency['speedup_over_full'], latency['full_ms'] /
+                           arch['latency_ms'])
+    self.assertAlmostEqual(latency['speedup_over_uniform'],
+                           summary['uniform']['latency_ms'] /
+                           arch['latency_ms'])
+    for method in ('evolution',) + search.BASELINES:
+      self.assertGreater(summary[method]['latency_ms'], 0)
+    table = search_report.table(search.Search(
+        supernet.Setup.create(self.config()),
+        supernet.restore_trained(supernet.Setup.create(self.config()),
+                                 self.searched), self.searched), summary)
+    for text in ('predicted', 'measured', 'Measured: the winner runs in',
+                 f'budget of {budget:,.3f} ms'):
+      self.assertIn(text, table)
+    self.assertEqual(pathlib.Path(self.searched, 'search', 'population.png'
+                                  ).read_bytes()[:4], b'\x89PNG')
+
+  def test_errors_name_what_differs_and_write_nothing(self):
+    workdir = os.path.join(self.tmp, 'errors')
+    shutil.copytree(self.trained, workdir)
+    before = snapshot(workdir)
+
+    def edited(name, change):
+      record = copy.deepcopy(self.record)
+      change(record)
+      return self.write(name, record)
+
+    cases = (
+        ({'search.latency_file': edited(
+            'other_model.json',
+            lambda r: r['model'].update({'model.name': 'vgg16_cifar'}))},
+         "another model or device .*model.model.name: the file "
+         "'vgg16_cifar', this run 'resnet20_cifar'"),
+        ({'search.latency_file': edited(
+            'other_device.json',
+            lambda r: r['device'].update(device='NVIDIA H100'))},
+         "device.device: the file 'NVIDIA H100'"),
+        ({'search.latency_file': edited(
+            'other_backend.json',
+            lambda r: r['device'].update(backend='gpu'))},
+         "device.backend: the file 'gpu', this run 'cpu'"),
+        ({'search.latency_file': edited(
+            'unfinished.json', lambda r: r.update(complete=False))},
+         'is not finished: rerun'),
+        ({'search.latency_budget_ms': 2 * self.record['full_ms']},
+         'above the full network\'s measured latency'),
+        ({'search.latency_budget_ms': 0.5 * self.record['smallest_ms']},
+         'below the smallest network\'s measured latency'),
+        ({'search.latency_file': None}, 'needs search.latency_file'),
+        ({'search.latency_budget_ms': None, 'search.macs_fraction': 0.5},
+         'latency_file is read under a latency budget'),
+    )
+    for overrides, message in cases:
+      with self.assertRaisesRegex(ValueError, message):
+        search.run(self.config(**overrides), workdir)
+    self.assertEqual(snapshot(workdir), before)
+    out = subprocess.run(
+        command('search', '--config=configs/testing.py',
+                f'--workdir={workdir}',
+                f'--config.search.latency_budget_ms='
+                f'{2 * self.record["full_ms"]}',
+                f'--config.search.latency_file={self.latency_path}'),
+        cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
+    self.assertEqual(out.returncode, 2, out.stderr)
+    self.assertEqual(len(out.stderr.strip().splitlines()), 1, out.stderr)
+    self.assertIn('above the full network', out.stderr)
+    self.assertEqual(snapshot(workdir), before)
+
+  def test_an_arch_of_format_1_is_still_read(self):
+    arch = json.loads(pathlib.Path(self.searched, 'search',
+                                   'arch.json').read_text())
+    old = {k: v for k, v in arch.items()
+           if k not in space_lib.LATENCY_FIELDS}
+    old['format'] = 1
+    space = models.get_space('resnet20_cifar')
+    np.testing.assert_array_equal(space.widths_from_arch(old),
+                                  space.widths_from_arch(arch))
+    with self.assertRaisesRegex(ValueError, "unknown \\['latency_ms'\\]"):
+      space.widths_from_arch(dict(old, latency_ms=1.0))
+
+  def write(self, name, value) -> str:
+    path = os.path.join(self.tmp, name)
+    pathlib.Path(path).write_text(json.dumps(value))
+    return path
+
+
+if __name__ == '__main__':
+  absltest.main()
