@@ -48,11 +48,18 @@ def main(argv: list[str], batch: flags.FlagHolder, out: flags.FlagHolder,
         'give the model to measure: --config=CONFIG (e.g. '
         'configs/cifar10.py) or --workdir of a trained supernet')
   stages.check_config(config)
-  model = stages.supernet_of(config, num_classes.value or (
-      pipeline.Input.create(config.input, seed=config.seed).num_classes))
+  classes = num_classes.value
+  if classes is None:
+    try:
+      classes = pipeline.Input.create(config.input,
+                                      seed=config.seed).num_classes
+    except errors.UserError as e:
+      raise type(e)(f'{e} (the network\'s outputs are read from its '
+                    'dataset; without it, give --num_classes)') from None
+  model = stages.supernet_of(config, classes)
   console.say(f'bcnet_jax.latency: {config.model.name} at batch '
-              f'{batch.value} on {clock.device()["device"]}; writing '
-              f'{out.value} (rerun to resume)')
+              f'{batch.value} on {clock.device()["device"]}, into '
+              f'{out.value} (written as it goes: rerun to resume)')
   record = build.Build(config, model, out.value, batch=batch.value,
                        repeats=repeats.value, step=step.value,
                        fit_networks=fit_networks.value,

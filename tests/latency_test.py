@@ -29,7 +29,6 @@ from bcnet_jax.supernet import stage as supernet
 from bcnet_jax.timing import build
 from bcnet_jax.timing import clock
 from bcnet_jax.timing import layers
-from bcnet_jax.timing import predictor
 from configs import testing as testing_config
 from tests.programs import command
 from tests.programs import ROOT
@@ -231,6 +230,9 @@ class LatencySearchTest(absltest.TestCase):
     self.assertAlmostEqual(latency['speedup_over_uniform'],
                            summary['uniform']['latency_ms'] /
                            arch['latency_ms'])
+    self.assertAlmostEqual(
+        latency['winner_on_file_scale_ms'],
+        arch['latency_ms'] / latency['full_ms'] * self.record['full_ms'])
     for method in ('evolution',) + search.BASELINES:
       self.assertGreater(summary[method]['latency_ms'], 0)
     table = search_report.table(search.Search(
@@ -238,7 +240,9 @@ class LatencySearchTest(absltest.TestCase):
         supernet.restore_trained(supernet.Setup.create(self.config()),
                                  self.searched), self.searched), summary)
     for text in ('predicted', 'measured', 'Measured: the winner runs in',
-                 f'budget of {budget:,.3f} ms'):
+                 f'budget of {budget:,.3f} ms',
+                 f'Against the budget of {budget:.3f} ms: the winner takes '
+                 f'{latency["winner_on_file_scale_ms"]:.3f} ms'):
       self.assertIn(text, table)
     self.assertEqual(pathlib.Path(self.searched, 'search', 'population.png'
                                   ).read_bytes()[:4], b'\x89PNG')
@@ -271,12 +275,10 @@ class LatencySearchTest(absltest.TestCase):
             'unfinished.json', lambda r: r.update(complete=False))},
          'is not finished: rerun'),
         ({'search.latency_budget_ms': 2 * self.record['full_ms']},
-         'above the full network\'s measured latency'),
+         'above the full network\'s latency .* as predicted'),
         ({'search.latency_budget_ms': 0.5 * self.record['smallest_ms']},
-         'below the smallest network\'s measured latency'),
+         'below the smallest network\'s latency'),
         ({'search.latency_file': None}, 'needs search.latency_file'),
-        ({'search.latency_budget_ms': None, 'search.macs_fraction': 0.5},
-         'latency_file is read under a latency budget'),
     )
     for overrides, message in cases:
       with self.assertRaisesRegex(ValueError, message):
@@ -294,6 +296,19 @@ class LatencySearchTest(absltest.TestCase):
     self.assertIn('above the full network', out.stderr)
     self.assertEqual(snapshot(workdir), before)
 
+  def test_a_search_finished_before_latency_is_left_as_it_was(self):
+    workdir = os.path.join(self.tmp, 'finished_before')
+    shutil.copytree(self.searched, workdir)
+    for name in ('state.json', 'summary.json'):
+      path = pathlib.Path(workdir, 'search', name)
+      saved = json.loads(path.read_text())
+      del saved['latency']
+      path.write_text(json.dumps(saved))
+    before = snapshot(workdir)
+    summary = search.run(self.config(), workdir)
+    self.assertNotIn('latency', summary)
+    self.assertEqual(snapshot(workdir), before)
+
   def test_an_arch_of_format_1_is_still_read(self):
     arch = json.loads(pathlib.Path(self.searched, 'search',
                                    'arch.json').read_text())
@@ -305,6 +320,14 @@ class LatencySearchTest(absltest.TestCase):
                                   space.widths_from_arch(arch))
     with self.assertRaisesRegex(ValueError, "unknown \\['latency_ms'\\]"):
       space.widths_from_arch(dict(old, latency_ms=1.0))
+    with self.assertRaisesRegex(ValueError, "'latency_ms' must be a number"):
+      space.widths_from_arch(dict(arch, latency_ms='fast'))
+    with self.assertRaisesRegex(ValueError, "'uniform_widths' must be null "
+                                'or an object with the groups'):
+      space.widths_from_arch(dict(arch, uniform_widths={'stage1': 3}))
+    with self.assertRaisesRegex(ValueError, 'allowed range is'):
+      space.widths_from_arch(dict(arch, uniform_widths={
+          g: 99 for g in space.groups}))
 
   def write(self, name, value) -> str:
     path = os.path.join(self.tmp, name)

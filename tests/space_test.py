@@ -163,7 +163,7 @@ class ArchTest(parameterized.TestCase):
   @parameterized.named_parameters(
       ('other_model', {'model': 'resnet56_cifar'}, 'for model .resnet56'),
       ('other_bins', {'bins': 10}, 'bins=10'),
-      ('other_format', {'format': 2}, 'format 2'),
+      ('other_format', {'format': 3}, 'format 3 is not supported'),
   )
   def test_rejects_other_space(self, changes, message):
     with self.assertRaisesRegex(ValueError, message):

@@ -210,14 +210,17 @@ def table(summary: dict[str, Any], split_names: dict[str, str]) -> str:
           for key in summary if key.startswith('eval/')
           for split in [key.split('/')[1]]]
   console_table = console.table(['split', 'top-1'], rows)
-  latency = summary['latency']
+  out = (f'{summary["model"]} retrained at {summary["macs"] / 1e6:,.2f}M '
+         f'MACs, {summary["params"]:,} params, after '
+         f'{console.plural(summary["steps"], "step")}:\n{console_table}')
+  latency = summary.get('latency')  # none in a summary written before it
+  if latency is None:
+    return out
   uniform = ('' if 'uniform' not in latency else
              f', {latency["speedup_over_uniform"]:.2f}x as fast as uniform '
              f'scaling at its budget ({latency["uniform"]:.3f} ms)')
-  return (f'{summary["model"]} retrained at {summary["macs"] / 1e6:,.2f}M '
-          f'MACs, {summary["params"]:,} params, after '
-          f'{console.plural(summary["steps"], "step")}:\n{console_table}\n'
-          f'Measured at batch {latency["batch"]} on {latency["device"]}: '
-          f'{latency["this"]:.3f} ms, {latency["speedup_over_full"]:.2f}x as '
-          f'fast as the full network ({latency["full"]:.3f} ms){uniform}; '
-          f'noise ±{100 * latency["noise"]:.1f}%.')
+  return (f'{out}\nMeasured at batch {latency["batch"]} on '
+          f'{latency["device"]}: {latency["this"]:.3f} ms, '
+          f'{latency["speedup_over_full"]:.2f}x as fast as the full network '
+          f'({latency["full"]:.3f} ms){uniform}; noise '
+          f'±{100 * latency["noise"]:.1f}%.')

@@ -135,7 +135,7 @@ def base_config() -> ml_collections.ConfigDict:
   # bcnet_jax.latency, on the device the network is for).
   c.search.latency_budget_ms = placeholder(float)
   c.search.latency_file = placeholder(str)
-  c.search.band_low = 0.8              # candidates: MACs in [0.8 F, F]
+  c.search.band_low = 0.8              # candidates: cost in [0.8 F, F]
   c.search.population = 50
   c.search.generations = 20
   c.search.top_k = 10
@@ -245,7 +245,8 @@ def macs_budget(search: Any, full_macs: int) -> float:
         'set exactly one of search.macs_budget (MACs) and '
         'search.macs_fraction (of the full model\'s '
         f'{full_macs:,} MACs), e.g. '
-        '--config.search.macs_fraction=0.5')
+        '--config.search.macs_fraction=0.5, or search under a latency '
+        'budget: search.latency_budget_ms with search.latency_file')
   if fraction is not None:
     if not 0 < fraction <= 1:
       raise errors.InvalidInput(

@@ -3,8 +3,9 @@
 Each generation the top-k width vectors scored so far are the parents of
 the next population: mutations (every gene redrawn from the prior with a
 small probability) and uniform crossovers of two parents. Every child is
-legal: its cost (MACs or predicted latency) within the band [lo, hi], and channels unlike every width
-vector already evaluated or drawn, so no candidate is scored twice.
+legal: its cost (MACs or predicted latency) within the band [lo, hi], and
+channels unlike every width vector already evaluated or drawn, so no
+candidate is scored twice.
 
 Near-identical parents (a peaked prior) or a small band can leave too few
 new children. The generation is then filled as the initial population is

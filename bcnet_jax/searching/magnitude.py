@@ -6,8 +6,8 @@ supernet's full-width left path (averaged over the BatchNorms of its group,
 which share the channel); channels are ranked across all groups and the
 most important kept until the budget (MACs or latency) is spent. A group
 keeps at least its smallest width; the width of a group is the largest bin
-whose channels fit its kept count. Groups without a BatchNorm keep the fraction of channels
-the ranked groups keep overall.
+whose channels fit its kept count. Groups without a BatchNorm keep the
+fraction of channels the ranked groups keep overall.
 
 Synopsis:
 

@@ -30,7 +30,7 @@ def announce(search, workdir: str) -> None:
   full = cost(search.space.full())
   units = search.units()
   predicted = ('' if cost.name == 'macs' else
-               f' predicted at batch {search.latency_file["batch"]} by '
+               f' predicted at batch {search.latency_record["batch"]} by '
                f'{s.latency_file}')
   console.say(
       f'bcnet_jax.search: {config.model.name} supernet of step '
@@ -118,13 +118,24 @@ def speedup(summary: dict[str, Any]) -> str:
   """The winner's measured latency against the full network's and uniform
   scaling's, with the measurement's noise."""
   latency, winner = summary['latency'], summary['evolution']['latency_ms']
-  return (f'Measured: the winner runs in {winner:.3f} ms, '
+  line = (f'Measured: the winner runs in {winner:.3f} ms, '
           f'{latency["speedup_over_full"]:.2f}x as fast as the full network '
           f'({latency["full_ms"]:.3f} ms) and '
           f'{latency["speedup_over_uniform"]:.2f}x as fast as uniform '
           f'scaling ({summary["uniform"]["latency_ms"]:.3f} ms); each the '
           f'median of {latency["repeats"]} calls, noise '
           f'±{100 * latency["noise"]:.1f}%.')
+  scaled = latency.get('winner_on_file_scale_ms')
+  if scaled is None:
+    return line
+  over = scaled / summary['budget'] - 1
+  verdict = ('within it' if over <= 0 else
+             f'{100 * over:.1f}% over it' + (
+                 ', within the noise' if over <= latency['noise'] else ''))
+  return (f'{line}\nAgainst the budget of {summary["budget"]:.3f} ms: the '
+          f'winner takes {scaled:.3f} ms on the latency file\'s scale (its '
+          f'ratio to the full network measured now, times the file\'s '
+          f'full network), {verdict}.')
 
 
 def verdict(summary: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@
 
 Fits the prior to the supernet's loss-record pool, evolves width vectors
 whose cost lies in the band [band_low·F, F] (MACs, or the latency that
-search.latency_file predicts: costs.Cost, `constraint`), and scores every
+search.latency_record predicts: costs.Cost, `constraint`), and scores every
 candidate once with the batch evaluator (evaluator.Evaluator, the fitness
 of §4). Three baselines at the same budget and with the same evaluator
 follow: uniform scaling (the largest all-b width vector within F), random
@@ -88,14 +88,11 @@ def constraint(config: Any, model, costs: CostModel
                ) -> tuple[Any, float, dict[str, Any] | None]:
   """(the constrained Cost, the budget F in its unit, the latency file's
   record or None): MACs from search.macs_budget or macs_fraction, or the
-  predicted latency of search.latency_file under search.latency_budget_ms,
-  which must lie between the smallest and the full network's."""
+  latency that search.latency_file predicts under search.latency_budget_ms,
+  which must lie between the predicted latency of the smallest and of the
+  full network (search.latency_file is not read under a MACs budget)."""
   s = config.search
   if s.latency_budget_ms is None:
-    if s.latency_file is not None:
-      raise errors.InvalidInput(
-          'search.latency_file is read under a latency budget: set '
-          'search.latency_budget_ms (in milliseconds) too')
     full = costs.macs(costs.space.full())
     return costs.macs_cost(), config_utils.macs_budget(s, full), None
   if s.latency_file is None:
@@ -105,14 +102,15 @@ def constraint(config: Any, model, costs: CostModel
         '--config=... --out=PATH')
   cost, record = predictor.load(s.latency_file, config, model)
   budget = float(s.latency_budget_ms)
-  low, high = record['smallest_ms'], record['full_ms']
+  low, high = cost(costs.space.smallest()), cost(costs.space.full())
   if not low <= budget <= high:
     raise errors.InvalidInput(
         f'search.latency_budget_ms={budget:g} is '
         f'{"below the smallest" if budget < low else "above the full"} '
-        f'network\'s measured latency ({low:.3f} ms smallest, {high:.3f} ms '
-        f'full, batch {record["batch"]}, {s.latency_file}): give a budget '
-        'in that range')
+        f'network\'s latency ({low:.3f} ms smallest, {high:.3f} ms full as '
+        f'predicted; measured {record["smallest_ms"]:.3f} and '
+        f'{record["full_ms"]:.3f} ms; batch {record["batch"]}, '
+        f'{s.latency_file}): give a budget in that range')
   return cost, budget, record
 
 
@@ -169,7 +167,7 @@ class Search:
     self.setup, self.trained = setup, trained
     self.config, self.space = config, setup.model.space
     self.costs = CostModel(setup.model)
-    self.cost, self.budget, self.latency_file = constraint(
+    self.cost, self.budget, self.latency_record = constraint(
         config, setup.model, self.costs)
     self.band = prior.band(self.cost, self.budget, config.search.band_low)
     self.folder = os.path.join(workdir, 'search')
@@ -405,7 +403,7 @@ class Search:
     latency gets it on its next run)."""
     if 'latency' in self.state:
       return
-    batch = self.latency_file['batch'] if self.latency_file else 1
+    batch = self.latency_record['batch'] if self.latency_record else 1
     console.say(f'Measuring the latency of the full network and of each '
                 f'method\'s best at batch {batch}')
     self.state['latency'] = clock.networks_ms(
@@ -469,7 +467,13 @@ class Search:
                'full_ms': latency['full'],
                'speedup_over_full': latency['full'] / latency['evolution'],
                'speedup_over_uniform': (latency['uniform'] /
-                                        latency['evolution'])},
+                                        latency['evolution']),
+               # The winner on the budget's scale: its measured ratio to
+               # the full network times the latency file's full_ms (the
+               # machine's speed drifts between the two measurements).
+               'winner_on_file_scale_ms': None if by_macs else (
+                   latency['evolution'] / latency['full'] *
+                   self.latency_record['full_ms'])},
            'supernet_step': int(self.trained.step),
            'split': self.config.eval.split,
            'score': supernet.score_definition(self.setup),
@@ -506,12 +510,16 @@ def run(config: Any | None, workdir: str, overridden: Collection[str] = ()
     console.say(f'bcnet_jax.search: this search is complete; its summary is '
                 f'{summary_path}. Nothing was written; move {search.folder} '
                 'away to search anew.')
-  else:
-    search_report.announce(search, workdir)
-    search.run()
+    summary = files.read_json(summary_path)
+    if 'latency' in summary:  # else written before latency was measured
+      console.say()
+      console.say(search_report.table(search, summary))
+    return summary
+  search_report.announce(search, workdir)
+  search.run()
   search.measure_latency()
   summary = search.summary()
-  if jax.process_index() == 0 and not os.path.exists(summary_path):
+  if jax.process_index() == 0:
     space_lib.write_arch(summary['arch'], search.arch())
     search_report.write(search, summary)
     files.write_json_atomic(summary_path, summary)

@@ -124,9 +124,9 @@ class Cost:
     return 'ms' if self.name == 'latency_ms' else 'MACs'
 
   def describe(self, value: float) -> str:
-    """'12.35M MACs' or '1.234 ms'."""
+    """'12,345,678 MACs' or '1.234 ms'."""
     if self.name == 'macs':
-      return f'{value / 1e6:,.2f}M MACs'
+      return f'{value:,.0f} MACs'
     return f'{value:,.3f} ms'
 
   def __call__(self, widths: Any) -> np.ndarray | float:

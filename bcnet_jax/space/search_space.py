@@ -286,6 +286,22 @@ class SearchSpace:
 
   # ---- arch JSON -------------------------------------------------------------
 
+  def _check_latency_fields(self, arch: dict[str, Any]) -> None:
+    """Format 2's latency fields: numbers or null, and uniform_widths a
+    width vector by group or null."""
+    for field in LATENCY_FIELDS[:-1]:
+      if arch[field] is not None and not _is_number(arch[field]):
+        raise errors.InvalidInput(
+            f'arch {field!r} must be a number or null, got {arch[field]!r}')
+    uniform = arch['uniform_widths']
+    if uniform is None:
+      return
+    if not isinstance(uniform, dict) or set(uniform) != set(self.groups):
+      raise errors.InvalidInput(
+          f'arch \'uniform_widths\' must be null or an object with the '
+          f'groups of {self.model} ({", ".join(self.groups)}) -> bins')
+    self.validate_widths([uniform[g] for g in self.groups])
+
   def arch(self, widths: Any, *, resolution: int, macs: int, params: int,
            macs_budget: int | None = None, score: float | None = None,
            supernet_step: int | None = None, **latency: Any
@@ -356,6 +372,8 @@ class SearchSpace:
         raise errors.InvalidInput(
             f'arch {field!r} for {self.model}: missing groups '
             f'{missing}, unknown groups {unknown}')
+    if arch['format'] == ARCH_FORMAT:
+      self._check_latency_fields(arch)
     c = self.validate_widths([arch['widths'][g] for g in self.groups])
     chans = self.channels(c)
     wrong = {g: (arch['channels'][g], chans[g]) for g in self.groups
@@ -365,6 +383,10 @@ class SearchSpace:
                          for g, (a, b) in wrong.items())
       raise errors.InvalidInput(f'arch widths and channels disagree: {detail}')
     return c
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_arch(path: str) -> dict[str, Any]:

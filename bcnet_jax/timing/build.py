@@ -78,14 +78,17 @@ class Build:
     files.write_json_atomic(self.path, self.record)
 
   def measure_cells(self) -> None:
-    """Times the cells not in the file yet, each against the first cell
-    (clock.ratio), `LOOPS` runs per call: ms = ratio · the first's ms."""
+    """Times the cells not in the file yet, each against a reference cell
+    (clock.ratio), `LOOPS` runs per call: ms = ratio · the reference's."""
     record, space = self.record, self.model.space
     cells = layers.cells(self.model, self.step)
     todo = [k for k in cells if k not in record['cells']]
-    first = next(iter(cells))
-    reference = layers.runner(cells[first], space, batch=record['batch'],
-                              loops=LOOPS)
+    # The reference: a middling cell (by MACs per pixel), long enough that
+    # its launch jitter does not swamp the ratios.
+    ranked = sorted(cells, key=lambda k: (cells[k].in_channels *
+                                          cells[k].out_channels))
+    reference = layers.runner(cells[ranked[len(ranked) // 2]], space,
+                              batch=record['batch'], loops=LOOPS)
     if 'reference_ms' not in record:
       record['reference_ms'] = clock.median_ms(
           *reference, repeats=self.repeats)[0] / LOOPS
@@ -140,6 +143,12 @@ class Build:
                                     measured[~fitted])
       out.update({name + k: v for k, v in errors_.items()})
       if not name:
+        if scale <= 0:
+          raise errors.InvalidInput(
+              f'{self.path}: whole networks\' latency does not grow with '
+              f'the layers\' (fitted scale {scale:.3g}): the measurements '
+              'are noise. Measure again (another --out) with a larger '
+              '--batch or more --repeats')
         record['correction'] = {'scale': scale, 'offset_ms': offset}
     record['validation'] = {**out, 'networks': int((~fitted).sum())}
     record['smallest_ms'] = nets[1]['ms']

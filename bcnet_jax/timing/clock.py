@@ -45,8 +45,22 @@ def median_ms(fn: Callable[..., Any], args: tuple[Any, ...], *,
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     times[i] = time.perf_counter() - start
-  q1, median, q3 = np.percentile(times, [25, 50, 75])
-  return 1e3 * float(median), float((q3 - q1) / 2 / median)
+  median, noise = _median_and_noise(times)
+  return 1e3 * median, noise
+
+
+def _median_and_noise(values: np.ndarray) -> tuple[float, float]:
+  """(median, half the interquartile range over the median)."""
+  q1, median, q3 = np.percentile(values, [25, 50, 75])
+  return float(median), float((q3 - q1) / 2 / median)
+
+
+def constant_variables(module, *args: Any, **kwargs: Any) -> Any:
+  """`module`'s variables for `args`, every leaf 0.01: latency does not
+  depend on the values, and nothing is drawn or compiled to make them."""
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), *args,
+                                              **kwargs))
+  return jax.tree.map(lambda s: jnp.full(s.shape, 0.01, s.dtype), shapes)
 
 
 def network_runner(model, widths: Any, *, batch: int
@@ -56,10 +70,8 @@ def network_runner(model, widths: Any, *, batch: int
   values)."""
   compact = models.compact_like(model, widths)
   x = jnp.full(compact.dummy_input(batch).shape, 0.5, jnp.float32)
-  shapes = jax.eval_shape(lambda: compact.init(
-      jax.random.key(0), compact.dummy_input(1), train=False))
-  variables = jax.tree.map(lambda s: jnp.full(s.shape, 0.01, s.dtype),
-                           shapes)
+  variables = constant_variables(compact, compact.dummy_input(1),
+                                 train=False)
   return (jax.jit(lambda v, x: compact.apply(v, x, train=False)[0]),
           (variables, x))
 
@@ -88,12 +100,13 @@ def networks_ms(model, networks: dict[str, Any], *, batch: int,
 
 def ratio(fn: Callable[..., Any], args: tuple[Any, ...],
           reference: Callable[..., Any], reference_args: tuple[Any, ...], *,
-          repeats: int) -> tuple[float, float]:
+          repeats: int, warmup: int = 3) -> tuple[float, float]:
   """(median of fn's time over the reference's, relative noise), the two
   called in turn, each of fn's calls against the mean of the reference's
   calls before and after it: a machine whose speed drifts (a shared
   virtual machine's) slows both alike, and the ratio keeps."""
-  jax.block_until_ready(fn(*args))  # compile
+  for _ in range(1 + warmup):  # compile, then warm up
+    jax.block_until_ready(fn(*args))
 
   def once(f, a):
     start = time.perf_counter()
@@ -107,8 +120,7 @@ def ratio(fn: Callable[..., Any], args: tuple[Any, ...],
     after = once(reference, reference_args)
     ratios[i] = this / (0.5 * (before + after))
     before = after
-  q1, median, q3 = np.percentile(ratios, [25, 50, 75])
-  return float(median), float((q3 - q1) / 2 / median)
+  return _median_and_noise(ratios)
 
 
 def _cpu_model() -> str:

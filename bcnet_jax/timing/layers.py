@@ -9,9 +9,9 @@ channels) and is timed once, whichever layers and bins need it. The
 search's constraint is their sum, corrected by a fit on whole networks
 (predictor.py).
 
-  cells = layers.cells(model)                 # {key: Cell}
-  ms = layers.time_cell(cells[key], batch=1, repeats=20)
-  tables, group_a, group_b = layers.tables(model, measured)   # {key: ms}
+  cells = layers.cells(model, step=3)          # {key: Cell}
+  fn, args = layers.runner(cells[key], model.space, batch=1, loops=5)
+  tables, group_a, group_b = layers.tables(model, measured, 3)  # {key: ms}
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 from bcnet_jax.models import layers as layers_lib
 from bcnet_jax.models import layout
 from bcnet_jax.run import errors
+from bcnet_jax.timing import clock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,10 +118,7 @@ def runner(cell: Cell, space, *, batch: int, loops: int
   kwargs = {'train': False} if layer.kind == 'bn' else {}
   x = jnp.full((batch, *layer.in_shape[:-1], cell.in_channels), 0.5,
                jnp.float32)
-  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x, ctx,
-                                              **kwargs))
-  variables = jax.tree.map(lambda s: jnp.full(s.shape, 0.01, s.dtype),
-                           shapes)
+  variables = clock.constant_variables(module, x, ctx, **kwargs)
 
   def body(_, x):
     y = module.apply(variables, x, ctx, **kwargs)

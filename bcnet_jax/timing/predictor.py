@@ -12,10 +12,11 @@ the predictions, beside the same figures for MACs scaled by its own fit.
 
 The latency file (`python -m bcnet_jax.latency`) holds the measurements,
 not the predictor: the predictor is rebuilt from them, and a file of
-another device, backend, thread setting, batch or model is an error naming
-what differs (jax versions differing is said, not refused).
+another device, backend, thread setting or model (or, resuming a build,
+batch) is an error naming what differs (jax versions differing is said,
+not refused).
 
-  cost = predictor.load(path, config, model)   # costs.Cost, 'latency_ms'
+  cost, record = predictor.load(path, config, model)  # a Cost, the file
 """
 
 from __future__ import annotations
