@@ -24,6 +24,7 @@ from bcnet_jax.space.costs import CostModel
 from tests import images
 from tests.programs import command
 from tests.programs import ROOT
+from tests.programs import searched_arch
 from tests.programs import SUBPROCESS_ENV
 
 MODEL = ['--config=configs/testing.py',
@@ -116,7 +117,7 @@ class OwnModelCliTest(absltest.TestCase):
     self.assertEqual(process.wait(), -signal.SIGKILL,
                      'the search ended before it could be killed')
     run('search', f'--workdir={workdir}')
-    self.assertEqual(self.arch(workdir), self.arch(self.searched))
+    self.assertEqual(searched_arch(workdir), searched_arch(self.searched))
 
 
 if __name__ == '__main__':

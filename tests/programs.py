@@ -1,6 +1,7 @@
 """Running the package's commands as a user would, from the tests."""
 
 import hashlib
+import json
 import os
 import pathlib
 import sys
@@ -27,3 +28,11 @@ def snapshot(root) -> dict[str, tuple]:
               else None)
     out[str(path)] = (stat.st_mtime_ns, stat.st_size, digest)
   return out
+
+
+def searched_arch(workdir) -> dict:
+  """The arch.json of a search in `workdir`, less its measured latency (a
+  timing: no two runs agree on it)."""
+  arch = json.loads(pathlib.Path(workdir, 'search', 'arch.json').read_text())
+  del arch['latency_ms']
+  return arch

@@ -26,6 +26,7 @@ from configs import cbm_mobilenet
 from tests.data_test import cifar_folder
 from tests.programs import command
 from tests.programs import ROOT
+from tests.programs import searched_arch
 from tests.programs import SUBPROCESS_ENV
 
 # The 'tiny' size of experiments/channel_bench_macro, and a search whose
@@ -156,8 +157,7 @@ class SearchFillTest(absltest.TestCase):
     done = json.loads(state_path.read_text())['units_done']
     self.assertBetween(done, 2, 7)  # generations 0 and 1 done, of 8 units
     resumed = search.run(config(), workdir)
-    self.assertEqual(self.read(workdir, 'arch.json'),
-                     self.read(self.searched, 'arch.json'))
+    self.assertEqual(searched_arch(workdir), searched_arch(self.searched))
     self.assertEqual(self.history(workdir), self.history(self.searched))
     for method in ('evolution',) + search.BASELINES:
       self.assertEqual(resumed[method]['widths'],
