@@ -29,6 +29,7 @@ from bcnet_jax.supernet import stage as supernet
 from bcnet_jax.timing import build
 from bcnet_jax.timing import clock
 from bcnet_jax.timing import layers
+from bcnet_jax.timing import predictor
 from configs import testing as testing_config
 from tests.programs import command
 from tests.programs import ROOT
@@ -140,7 +141,11 @@ class LatencySearchTest(absltest.TestCase):
     cls.record = json.loads(pathlib.Path(cls.latency_path).read_text())
     cls.trained = os.path.join(cls.tmp, 'trained')
     train.train_and_evaluate(testing_config.get_config(), cls.trained)
-    cls.budget = 0.5 * (cls.record['smallest_ms'] + cls.record['full_ms'])
+    # Between the predicted smallest and full network, as the search wants.
+    model = models.get_model('resnet20_cifar', resolution=28, in_channels=1)
+    cost = predictor.cost_of(model, cls.record)
+    cls.low, cls.high = cost(model.space.smallest()), cost(model.space.full())
+    cls.budget = 0.5 * (cls.low + cls.high)
     cls.searched = os.path.join(cls.tmp, 'searched')
     shutil.copytree(cls.trained, cls.searched)
     cls.summary = search.run(cls.config(), cls.searched)
@@ -274,9 +279,9 @@ class LatencySearchTest(absltest.TestCase):
         ({'search.latency_file': edited(
             'unfinished.json', lambda r: r.update(complete=False))},
          'is not finished: rerun'),
-        ({'search.latency_budget_ms': 2 * self.record['full_ms']},
+        ({'search.latency_budget_ms': self.high + 1},
          'above the full network\'s latency .* as predicted'),
-        ({'search.latency_budget_ms': 0.5 * self.record['smallest_ms']},
+        ({'search.latency_budget_ms': self.low - 1},
          'below the smallest network\'s latency'),
         ({'search.latency_file': None}, 'needs search.latency_file'),
     )
@@ -287,8 +292,7 @@ class LatencySearchTest(absltest.TestCase):
     out = subprocess.run(
         command('search', '--config=configs/testing.py',
                 f'--workdir={workdir}',
-                f'--config.search.latency_budget_ms='
-                f'{2 * self.record["full_ms"]}',
+                f'--config.search.latency_budget_ms={self.high + 1}',
                 f'--config.search.latency_file={self.latency_path}'),
         cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
     self.assertEqual(out.returncode, 2, out.stderr)
