@@ -22,7 +22,6 @@ from tqdm import tqdm
 
 from bcnet_jax.run import errors
 from bcnet_jax.run import files
-from bcnet_jax.space.costs import Cost
 from bcnet_jax.space.costs import CostModel
 from bcnet_jax.timing import clock
 from bcnet_jax.timing import layers
@@ -126,31 +125,33 @@ class Build:
 
   def finish(self) -> None:
     """The correction, the validation and the figures a search reads."""
-    record, space = self.record, self.model.space
-    tables, group_a, group_b = layers.tables(self.model, record['cells'],
-                                             self.step)
-    table = Cost(space, 'latency_ms', tables, group_a, group_b)
-    macs = CostModel(self.model).macs_cost()
+    record = self.record
     nets = record['networks']
     widths = np.array([n['widths'] for n in nets])
     measured = np.array([n['ms'] for n in nets])
     fitted = np.array([n['role'] == 'fit' for n in nets])
-    out = {}
-    for name, cost in (('', table), ('macs_', macs)):
+
+    def validated(cost):
+      """(scale, offset) fitted on the fit's networks; the errors of
+      scale·cost + offset on the held-out ones."""
       x = cost(widths)
       scale, offset = predictor.fit(x[fitted], measured[fitted])
-      errors_ = predictor.errors_of(scale * x[~fitted] + offset,
-                                    measured[~fitted])
-      out.update({name + k: v for k, v in errors_.items()})
-      if not name:
-        if scale <= 0:
-          raise errors.InvalidInput(
-              f'{self.path}: whole networks\' latency does not grow with '
-              f'the layers\' (fitted scale {scale:.3g}): the measurements '
-              'are noise. Measure again (another --out) with a larger '
-              '--batch or more --repeats')
-        record['correction'] = {'scale': scale, 'offset_ms': offset}
-    record['validation'] = {**out, 'networks': int((~fitted).sum())}
+      return scale, offset, predictor.errors_of(
+          scale * x[~fitted] + offset, measured[~fitted])
+
+    scale, offset, table_errors = validated(
+        predictor.table_cost(self.model, record['cells'], self.step))
+    if scale <= 0:
+      raise errors.InvalidInput(
+          f'{self.path}: whole networks\' latency does not grow with the '
+          f'layers\' (fitted scale {scale:.3g}): the measurements are '
+          'noise. Measure again (another --out) with a larger --batch or '
+          'more --repeats')
+    *_, macs_errors = validated(CostModel(self.model).macs_cost())
+    record['correction'] = {'scale': scale, 'offset_ms': offset}
+    record['validation'] = {
+        **table_errors, **{f'macs_{k}': v for k, v in macs_errors.items()},
+        'networks': int((~fitted).sum())}
     record['smallest_ms'] = nets[1]['ms']
     record['noise'] = float(np.median([n['noise'] for n in nets]))
     record['complete'] = True

@@ -6,9 +6,9 @@ median of those, in milliseconds, and its noise the half-width of their
 interquartile range relative to the median. A shared machine's speed
 drifts by tens of percent within seconds, so what is compared is timed
 against a reference called in turn with it (`ratio`): the drift slows
-both alike. `device()` names what the
-figures belong to: a table measured on one device, backend, thread setting
-or jax version does not describe another.
+both alike. `device()` names what the figures belong to: a table measured
+on one device, backend, thread setting or jax version does not describe
+another.
 
   ms, noise = clock.median_ms(jax.jit(f), (x,), repeats=30)
   times, noise = clock.ratio(fn, args, reference, reference_args,
@@ -38,15 +38,18 @@ REPEATS = 20
 def median_ms(fn: Callable[..., Any], args: tuple[Any, ...], *,
               repeats: int, warmup: int = 3) -> tuple[float, float]:
   """(median ms of `repeats` calls of fn(*args), relative noise)."""
-  for _ in range(1 + warmup):
+  for _ in range(1 + warmup):  # compile, then warm up
     jax.block_until_ready(fn(*args))
-  times = np.empty(repeats)
-  for i in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times[i] = time.perf_counter() - start
-  median, noise = _median_and_noise(times)
+  median, noise = _median_and_noise(
+      np.array([_seconds(fn, args) for _ in range(repeats)]))
   return 1e3 * median, noise
+
+
+def _seconds(fn: Callable[..., Any], args: tuple[Any, ...]) -> float:
+  """Wall seconds of one call of fn(*args), waited for."""
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start
 
 
 def _median_and_noise(values: np.ndarray) -> tuple[float, float]:
@@ -107,17 +110,11 @@ def ratio(fn: Callable[..., Any], args: tuple[Any, ...],
   virtual machine's) slows both alike, and the ratio keeps."""
   for _ in range(1 + warmup):  # compile, then warm up
     jax.block_until_ready(fn(*args))
-
-  def once(f, a):
-    start = time.perf_counter()
-    jax.block_until_ready(f(*a))
-    return time.perf_counter() - start
-
-  before = once(reference, reference_args)
+  before = _seconds(reference, reference_args)
   ratios = np.empty(repeats)
   for i in range(repeats):
-    this = once(fn, args)
-    after = once(reference, reference_args)
+    this = _seconds(fn, args)
+    after = _seconds(reference, reference_args)
     ratios[i] = this / (0.5 * (before + after))
     before = after
   return _median_and_noise(ratios)

@@ -62,13 +62,19 @@ def errors_of(predicted: np.ndarray, measured: np.ndarray
           'kendall_tau': float(stats.kendalltau(predicted, measured)[0])}
 
 
+def table_cost(model, cells: dict[str, float], step: int, *,
+               scale: float = 1.0, offset_ms: float = 0.0) -> Cost:
+  """scale · Σ the layers' tables (layers.tables of the measured cells) +
+  offset_ms, as a Cost."""
+  tables, group_a, group_b = layers.tables(model, cells, step)
+  return Cost(model.space, 'latency_ms', scale * tables, group_a, group_b,
+              offset_ms)
+
+
 def cost_of(model, record: dict[str, Any]) -> Cost:
   """The predictor of a latency record (its cells and correction)."""
-  tables, group_a, group_b = layers.tables(model, record['cells'],
-                                           record['plan']['step'])
-  correction = record['correction']
-  return Cost(model.space, 'latency_ms', correction['scale'] * tables,
-              group_a, group_b, correction['offset_ms'])
+  return table_cost(model, record['cells'], record['plan']['step'],
+                    **record['correction'])
 
 
 def check(record: Any, path: str, *, model: dict[str, Any],
