@@ -25,14 +25,17 @@ def report(record: dict) -> str:
   rows = [['per-layer table + fit', f'{100 * v["mape"]:.1f}%',
            f'{v["kendall_tau"]:.3f}'],
           ['MACs + fit', f'{100 * v["macs_mape"]:.1f}%',
-           f'{v["macs_kendall_tau"]:.3f}']]
+           f'{v["macs_kendall_tau"]:.3f}'],
+          ['measured again (repeatability)', f'{100 * v["repeat_mape"]:.1f}%',
+           f'{v["repeat_kendall_tau"]:.3f}']]
   return (f'{record["model"]["model.name"]} at batch {record["batch"]} on '
           f'{device["device"]} ({device["backend"]}, {device["threads"]}, '
           f'jax {device["jax"]}): full width {record["full_ms"]:.3f} ms, '
           f'smallest {record["smallest_ms"]:.3f} ms, measurement noise '
           f'±{100 * record["noise"]:.1f}%\n'
-          f'Predicted against measured on {v["networks"]} random networks '
-          'not used in fitting:\n' +
+          f'Predicted against measured (the mean of two measurements) on '
+          f'{v["networks"]} random networks not used in fitting, and the '
+          'two measurements against each other:\n' +
           console.table(['predictor', 'mean abs. error', 'Kendall tau'],
                         rows))
 

@@ -171,20 +171,27 @@ class LatencySearchTest(absltest.TestCase):
     self.assertEqual(printed['validation'], record['validation'])
     self.assertEqual(set(record['validation']),
                      {'mape', 'kendall_tau', 'macs_mape', 'macs_kendall_tau',
-                      'networks'})
+                      'repeat_mape', 'repeat_kendall_tau', 'networks'})
     self.assertEqual(record['validation']['networks'], SMALL['networks'])
     self.assertEqual(record['device'], clock.device())
     self.assertEqual((record['batch'], record['device']['backend']),
                      (2, 'cpu'))
     self.assertTrue(record['complete'])
     self.assertLess(record['smallest_ms'], record['full_ms'])
-    self.assertLen(record['networks'], 2 + SMALL['fit_networks'] +
-                   SMALL['networks'])
+    # The held-out networks are measured twice, the same widths.
+    roles = [n['role'] for n in record['networks']]
+    self.assertEqual(roles, ['fit'] * (2 + SMALL['fit_networks']) +
+                     ['validation'] * SMALL['networks'] +
+                     ['again'] * SMALL['networks'])
+    widths = lambda role: [n['widths'] for n in record['networks']  # noqa: E731
+                           if n['role'] == role]
+    self.assertEqual(widths('validation'), widths('again'))
     model = models.get_model('resnet20_cifar', resolution=28, in_channels=1)
     self.assertEqual(set(record['cells']),
                      set(layers.cells(model, SMALL['step'])))
-    for line in ('Predicted against measured on 3 random networks',
-                 'per-layer table + fit', 'MACs + fit', 'noise'):
+    for line in ('on 3 random networks not used in fitting',
+                 'per-layer table + fit', 'MACs + fit',
+                 'measured again (repeatability)', 'noise'):
       self.assertIn(line, self.out.stdout)
 
   def test_an_interrupted_build_resumes_without_measuring_again(self):

@@ -28,8 +28,6 @@ from bcnet_jax.timing import layers
 from bcnet_jax.timing import predictor
 
 _SAVE_EVERY_S = 10.0
-# Runs of a layer per timed call: its launch cost spread over them.
-LOOPS = 5
 
 
 class Build:
@@ -68,17 +66,22 @@ class Build:
     space = model.space
     rng = np.random.default_rng(0)
     random = space.sample(rng, fit_networks + networks)
-    # (role, widths): the fit's networks, then the held-out ones.
+    # (role, widths): the fit's networks, the held-out ones, then the
+    # held-out ones again (compiled again): their mean is what predictions
+    # are validated against, their difference how far a measurement here
+    # repeats.
+    held_out = random[fit_networks:]
     self.plan = ([('fit', space.full()), ('fit', space.smallest())] +
                  [('fit', c) for c in random[:fit_networks]] +
-                 [('validation', c) for c in random[fit_networks:]])
+                 [('validation', c) for c in held_out] +
+                 [('again', c) for c in held_out])
 
   def _save(self) -> None:
     files.write_json_atomic(self.path, self.record)
 
   def measure_cells(self) -> None:
     """Times the cells not in the file yet, each against a reference cell
-    (clock.ratio), `LOOPS` runs per call: ms = ratio · the reference's."""
+    (clock.ratio): ms = ratio · the reference's."""
     record, space = self.record, self.model.space
     cells = layers.cells(self.model, self.step)
     todo = [k for k in cells if k not in record['cells']]
@@ -87,15 +90,15 @@ class Build:
     ranked = sorted(cells, key=lambda k: (cells[k].in_channels *
                                           cells[k].out_channels))
     reference = layers.runner(cells[ranked[len(ranked) // 2]], space,
-                              batch=record['batch'], loops=LOOPS)
+                              batch=record['batch'])
     if 'reference_ms' not in record:
       record['reference_ms'] = clock.median_ms(
-          *reference, repeats=self.repeats)[0] / LOOPS
+          *reference, repeats=self.repeats)[0]
     saved = time.monotonic()
     for key in tqdm(todo, desc='layers', unit='cell', dynamic_ncols=True):
       times, _ = clock.ratio(
-          *layers.runner(cells[key], space, batch=record['batch'],
-                         loops=LOOPS), *reference, repeats=self.repeats)
+          *layers.runner(cells[key], space, batch=record['batch']),
+          *reference, repeats=self.repeats)
       record['cells'][key] = times * record['reference_ms']
       if time.monotonic() - saved > _SAVE_EVERY_S:
         self._save()
@@ -129,7 +132,10 @@ class Build:
     nets = record['networks']
     widths = np.array([n['widths'] for n in nets])
     measured = np.array([n['ms'] for n in nets])
-    fitted = np.array([n['role'] == 'fit' for n in nets])
+    role = np.array([n['role'] for n in nets])
+    fitted, held_out = role == 'fit', role == 'validation'
+    first, second = measured[held_out], measured[role == 'again']
+    truth = 0.5 * (first + second)
 
     def validated(cost):
       """(scale, offset) fitted on the fit's networks; the errors of
@@ -137,7 +143,7 @@ class Build:
       x = cost(widths)
       scale, offset = predictor.fit(x[fitted], measured[fitted])
       return scale, offset, predictor.errors_of(
-          scale * x[~fitted] + offset, measured[~fitted])
+          scale * x[held_out] + offset, truth)
 
     scale, offset, table_errors = validated(
         predictor.table_cost(self.model, record['cells'], self.step))
@@ -148,10 +154,12 @@ class Build:
           'noise. Measure again (another --out) with a larger --batch or '
           'more --repeats')
     *_, macs_errors = validated(CostModel(self.model).macs_cost())
+    repeat_errors = predictor.errors_of(first, second)
     record['correction'] = {'scale': scale, 'offset_ms': offset}
     record['validation'] = {
         **table_errors, **{f'macs_{k}': v for k, v in macs_errors.items()},
-        'networks': int((~fitted).sum())}
+        **{f'repeat_{k}': v for k, v in repeat_errors.items()},
+        'networks': int(held_out.sum())}
     record['smallest_ms'] = nets[1]['ms']
     record['noise'] = float(np.median([n['noise'] for n in nets]))
     record['complete'] = True

@@ -10,7 +10,7 @@ search's constraint is their sum, corrected by a fit on whole networks
 (predictor.py).
 
   cells = layers.cells(model, step=3)          # {key: Cell}
-  fn, args = layers.runner(cells[key], model.space, batch=1, loops=5)
+  fn, args = layers.runner(cells[key], model.space, batch=1)
   tables, group_a, group_b = layers.tables(model, measured, 3)  # {key: ms}
 """
 
@@ -20,7 +20,6 @@ import dataclasses
 from typing import Any, Callable, Iterator
 
 import jax
-from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -107,24 +106,27 @@ def cells(model, step: int) -> dict[str, Cell]:
   return out
 
 
-def runner(cell: Cell, space, *, batch: int, loops: int
+def runner(cell: Cell, space, *, batch: int
            ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-  """(jitted fn, args): the cell's layer alone (compact mode, inference)
-  run `loops` times in one call, each run's input made to depend on the
-  last's output, so that the call's launch cost is spread over the loops;
-  constant inputs and weights (latency does not depend on their values)."""
+  """(jitted fn, args): the cell's layer alone (compact mode, inference),
+  one run per call; constant inputs and weights (latency does not depend
+  on their values).
+
+  Not several runs chained in a loop: the chain's dependency (a reduction
+  of the output into the next input) adds passes over the activations that
+  grow with the widths, as large as a BatchNorm itself, which no correction
+  removes. A call's launch cost is about the same for every layer, so the
+  sum over a network's layers carries the same amount for every width
+  vector, and the fit's offset takes it out.
+  """
   module, layer = cell.layer.module, cell.layer
   ctx = layers_lib.Widths(space, cell.widths, None)
   kwargs = {'train': False} if layer.kind == 'bn' else {}
   x = jnp.full((batch, *layer.in_shape[:-1], cell.in_channels), 0.5,
                jnp.float32)
   variables = clock.constant_variables(module, x, ctx, **kwargs)
-
-  def body(_, x):
-    y = module.apply(variables, x, ctx, **kwargs)
-    return x + 1e-30 * jnp.mean(y)
-
-  return jax.jit(lambda x: lax.fori_loop(0, loops, body, x)), (x,)
+  return (jax.jit(lambda v, x: module.apply(v, x, ctx, **kwargs)),
+          (variables, x))
 
 
 def tables(model, measured: dict[str, float], step: int

@@ -34,7 +34,8 @@ from bcnet_jax.space.costs import Cost
 from bcnet_jax.timing import clock
 from bcnet_jax.timing import layers
 
-FORMAT = 'bcnet_jax.latency/1'
+# 2: layers timed one call each; the held-out networks measured twice.
+FORMAT = 'bcnet_jax.latency/2'
 # The config fields that make a model's networks what they are.
 MODEL_FIELDS = ('model.name', 'model.bins', 'model.min_bins', 'model.kwargs',
                 'model.round_to', 'input.resolution', 'input.channels')
