@@ -195,8 +195,10 @@ class LatencySearchTest(absltest.TestCase):
       self.assertIn(line, self.out.stdout)
 
   def test_an_interrupted_build_resumes_without_measuring_again(self):
+    # Interrupted after the first of the second measurements.
+    done = 2 + SMALL['fit_networks'] + SMALL['networks'] + 1
     partial = copy.deepcopy(self.record)
-    partial.update(complete=False, networks=partial['networks'][:3])
+    partial.update(complete=False, networks=partial['networks'][:done])
     for key in ('correction', 'validation', 'smallest_ms', 'noise'):
       del partial[key]
     path = os.path.join(self.tmp, 'partial.json')
@@ -205,12 +207,66 @@ class LatencySearchTest(absltest.TestCase):
     record = build.Build(testing_config.get_config(), setup.model, path,
                          **SMALL).run()
     self.assertEqual(record['cells'], self.record['cells'])
-    self.assertEqual(record['networks'][:3], self.record['networks'][:3])
+    self.assertEqual(record['networks'][:done],
+                     self.record['networks'][:done])
+    self.assertEqual([n['widths'] for n in record['networks']],
+                     [n['widths'] for n in self.record['networks']])
     self.assertLen(record['networks'], len(self.record['networks']))
     self.assertTrue(record['complete'])
     with self.assertRaisesRegex(ValueError, '--repeats: the file 3, now 4'):
       build.Build(testing_config.get_config(), setup.model, path,
                   **dict(SMALL, repeats=4))
+
+  def test_the_validation_pairs_each_network_with_its_second_measurement(
+      self):
+    # Second measurements 10% slower than the first: the predictions are
+    # scored against the mean of each pair, the first as a prediction of
+    # the second misses by 0.1 / 1.1 and ranks exactly.
+    record = copy.deepcopy(self.record)
+    first = {tuple(n['widths']): n['ms'] for n in record['networks']
+             if n['role'] == 'validation'}
+    for n in record['networks']:
+      if n['role'] == 'again':
+        n['ms'] = 1.1 * first[tuple(n['widths'])]
+    path = self.write('paired.json', dict(record, complete=False))
+    setup = supernet.Setup.create(testing_config.get_config())
+    built = build.Build(testing_config.get_config(), setup.model, path,
+                        **SMALL)
+    built.finish()
+    validation = built.record['validation']
+    self.assertAlmostEqual(validation['repeat_mape'], 0.1 / 1.1)
+    self.assertEqual(validation['repeat_kendall_tau'], 1.0)
+    held_out = np.array([n['widths'] for n in record['networks']
+                         if n['role'] == 'validation'])
+    predicted = predictor.cost_of(setup.model, built.record)(held_out)
+    expected = predictor.errors_of(
+        predicted, 1.05 * np.array([first[tuple(c)] for c in held_out]))
+    self.assertAlmostEqual(validation['mape'], expected['mape'])
+    self.assertAlmostEqual(validation['kendall_tau'],
+                           expected['kendall_tau'])
+    # Second measurements of other networks (an edited file): named.
+    again = [n for n in record['networks'] if n['role'] == 'again']
+    again[0]['widths'], again[1]['widths'] = (again[1]['widths'],
+                                              again[0]['widths'])
+    path = self.write('unpaired.json', dict(record, complete=False))
+    with self.assertRaisesRegex(ValueError, 'not the same width vectors'):
+      build.Build(testing_config.get_config(), setup.model, path,
+                  **SMALL).finish()
+
+  def test_a_file_of_the_earlier_format_predicts_but_is_not_resumed(self):
+    record = copy.deepcopy(self.record)
+    record['format'] = 'bcnet_jax.latency/1'
+    path = self.write('format1.json', record)
+    before = pathlib.Path(path).read_bytes()
+    setup = supernet.Setup.create(testing_config.get_config())
+    cost, _ = predictor.load(path, self.config(), setup.model)
+    widths = setup.model.space.sample(np.random.default_rng(0), 20)
+    np.testing.assert_allclose(
+        cost(widths), predictor.cost_of(setup.model, self.record)(widths))
+    with self.assertRaisesRegex(ValueError, "earlier version .*'bcnet_jax."
+                                'latency/1'".*give another --out"):
+      build.Build(testing_config.get_config(), setup.model, path, **SMALL)
+    self.assertEqual(pathlib.Path(path).read_bytes(), before)
 
   def test_a_search_under_a_latency_budget(self):
     summary, budget = self.summary, self.budget

@@ -51,7 +51,8 @@ class Build:
     if os.path.exists(path):
       self.record = files.read_json(path)
       predictor.check(self.record, path, model=identity['model'],
-                      device=identity['device'], batch=batch)
+                      device=identity['device'], batch=batch,
+                      formats=(predictor.FORMAT,))
       differing = [f'--{k}: the file {self.record["plan"].get(k)}, now {v}'
                    for k, v in plan.items()
                    if self.record['plan'].get(k) != v]
@@ -134,7 +135,13 @@ class Build:
     measured = np.array([n['ms'] for n in nets])
     role = np.array([n['role'] for n in nets])
     fitted, held_out = role == 'fit', role == 'validation'
-    first, second = measured[held_out], measured[role == 'again']
+    again = role == 'again'
+    if not np.array_equal(widths[held_out], widths[again]):
+      raise errors.InvalidInput(
+          f'{self.path}: its held-out networks and their second measurements '
+          'are not the same width vectors (the file was edited?): measure '
+          'again with another --out')
+    first, second = measured[held_out], measured[again]
     truth = 0.5 * (first + second)
 
     def validated(cost):
@@ -154,6 +161,7 @@ class Build:
           'noise. Measure again (another --out) with a larger --batch or '
           'more --repeats')
     *_, macs_errors = validated(CostModel(self.model).macs_cost())
+    # The first measurement as a prediction of the second.
     repeat_errors = predictor.errors_of(first, second)
     record['correction'] = {'scale': scale, 'offset_ms': offset}
     record['validation'] = {

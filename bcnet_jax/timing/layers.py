@@ -125,6 +125,8 @@ def runner(cell: Cell, space, *, batch: int
   x = jnp.full((batch, *layer.in_shape[:-1], cell.in_channels), 0.5,
                jnp.float32)
   variables = clock.constant_variables(module, x, ctx, **kwargs)
+  # Weights as arguments, as in a network: closed over, XLA would fold
+  # them into the program as constants.
   return (jax.jit(lambda v, x: module.apply(v, x, ctx, **kwargs)),
           (variables, x))
 

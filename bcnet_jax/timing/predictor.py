@@ -8,13 +8,15 @@ do not show. `scale` and `offset_ms` are fitted by least squares to whole
 networks measured on the same device (the full and smallest width vectors
 and random ones); random networks measured apart from those, never fitted,
 give the validation: the mean absolute percentage error and Kendall τ of
-the predictions, beside the same figures for MACs scaled by its own fit.
+the predictions against the mean of two measurements of each, beside the
+same figures for MACs scaled by its own fit and for the first measurement
+as a prediction of the second (how far this device's timings repeat).
 
 The latency file (`python -m bcnet_jax.latency`) holds the measurements,
 not the predictor: the predictor is rebuilt from them, and a file of
 another device, backend, thread setting or model (or, resuming a build,
-batch) is an error naming what differs (jax versions differing is said,
-not refused).
+batch or an earlier format) is an error naming what differs (jax versions
+differing is said, not refused).
 
   cost, record = predictor.load(path, config, model)  # a Cost, the file
 """
@@ -36,6 +38,10 @@ from bcnet_jax.timing import layers
 
 # 2: layers timed one call each; the held-out networks measured twice.
 FORMAT = 'bcnet_jax.latency/2'
+# A finished file of an earlier format still predicts (its cells and its
+# correction were measured and fitted together), so a search reads it; a
+# build resumes only a file of FORMAT.
+READ_FORMATS = (FORMAT, 'bcnet_jax.latency/1')
 # The config fields that make a model's networks what they are.
 MODEL_FIELDS = ('model.name', 'model.bins', 'model.min_bins', 'model.kwargs',
                 'model.round_to', 'input.resolution', 'input.channels')
@@ -79,11 +85,18 @@ def cost_of(model, record: dict[str, Any]) -> Cost:
 
 
 def check(record: Any, path: str, *, model: dict[str, Any],
-          device: dict[str, str], batch: int | None = None) -> None:
-  """A latency file of another format, model, device or batch is an error
-  naming what differs; another jax version is said."""
+          device: dict[str, str], batch: int | None = None,
+          formats: tuple[str, ...] = READ_FORMATS) -> None:
+  """A latency file of another format (not in `formats`), model, device or
+  batch is an error naming what differs; another jax version is said."""
   found = record.get('format') if isinstance(record, dict) else None
-  if found != FORMAT:
+  if found in READ_FORMATS and found not in formats:
+    raise errors.InvalidInput(
+        f'{path} was made by an earlier version (format {found!r}; this one '
+        f'writes {FORMAT!r}: layers timed one call each, the held-out '
+        'networks measured twice) and cannot be resumed or extended: give '
+        'another --out (a search still reads the file as it is)')
+  if found not in formats:
     raise errors.InvalidInput(
         f'{path} is not a latency file of format {FORMAT!r} (found '
         f'{found!r}): make one with python -m bcnet_jax.latency')
