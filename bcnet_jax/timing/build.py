@@ -51,8 +51,15 @@ class Build:
     if os.path.exists(path):
       self.record = files.read_json(path)
       predictor.check(self.record, path, model=identity['model'],
-                      device=identity['device'], batch=batch,
-                      formats=(predictor.FORMAT,))
+                      device=identity['device'], batch=batch)
+      if self.record['format'] != predictor.FORMAT:
+        raise errors.InvalidInput(
+            f'{path} was made by an earlier version (format '
+            f'{self.record["format"]!r}; this one writes '
+            f'{predictor.FORMAT!r}: layers timed one call each, the '
+            'held-out networks measured twice) and cannot be resumed or '
+            'extended: give another --out (a search still reads the file as '
+            'it is)')
       differing = [f'--{k}: the file {self.record["plan"].get(k)}, now {v}'
                    for k, v in plan.items()
                    if self.record['plan'].get(k) != v]

@@ -85,18 +85,11 @@ def cost_of(model, record: dict[str, Any]) -> Cost:
 
 
 def check(record: Any, path: str, *, model: dict[str, Any],
-          device: dict[str, str], batch: int | None = None,
-          formats: tuple[str, ...] = READ_FORMATS) -> None:
-  """A latency file of another format (not in `formats`), model, device or
-  batch is an error naming what differs; another jax version is said."""
+          device: dict[str, str], batch: int | None = None) -> None:
+  """A latency file of another format, model, device or batch is an error
+  naming what differs; another jax version is said."""
   found = record.get('format') if isinstance(record, dict) else None
-  if found in READ_FORMATS and found not in formats:
-    raise errors.InvalidInput(
-        f'{path} was made by an earlier version (format {found!r}; this one '
-        f'writes {FORMAT!r}: layers timed one call each, the held-out '
-        'networks measured twice) and cannot be resumed or extended: give '
-        'another --out (a search still reads the file as it is)')
-  if found not in formats:
+  if found not in READ_FORMATS:
     raise errors.InvalidInput(
         f'{path} is not a latency file of format {FORMAT!r} (found '
         f'{found!r}): make one with python -m bcnet_jax.latency')
