@@ -12,6 +12,7 @@ import time
 
 from absl.testing import absltest
 
+from tests.programs import KILLED_ENV
 from tests.programs import ROOT
 from tests.programs import SUBPROCESS_ENV
 
@@ -102,7 +103,7 @@ class AcceleratorTest(absltest.TestCase):
   def test_killed_run_continues_and_writes_its_results(self):
     out = pathlib.Path(self.create_tempdir().full_path)
     process = subprocess.Popen(
-        accelerator_command(out), cwd=ROOT, env=SUBPROCESS_ENV,
+        accelerator_command(out), cwd=ROOT, env=KILLED_ENV,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:

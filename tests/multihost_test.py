@@ -19,6 +19,7 @@ import time
 from absl.testing import absltest
 
 from tests.programs import command
+from tests.programs import KILLED_ENV
 from tests.programs import ROOT
 from tests.programs import SUBPROCESS_ENV
 
@@ -32,13 +33,12 @@ def free_port() -> int:
 
 
 def launch(module: str, workdir: str, processes: int, devices: int,
-           *flags: str) -> list[subprocess.Popen]:
+           *flags: str, env=SUBPROCESS_ENV) -> list[subprocess.Popen]:
   """`processes` processes of `python -m bcnet_jax.<module>` joined by
-  jax.distributed, each with `devices` CPU devices; the output of process i
-  goes to <workdir>.<module>.<i>.log.
-
+  jax.distributed, each with `devices` CPU devices, in `env`; the output of
+  process i goes to <workdir>.<module>.<i>.log.
   """
-  env = {k: v for k, v in SUBPROCESS_ENV.items() if k != 'XLA_FLAGS'}
+  env = {k: v for k, v in env.items() if k != 'XLA_FLAGS'}
   env['JAX_NUM_CPU_DEVICES'] = str(devices)
   argv = command(module, '--config=configs/testing.py', f'--workdir={workdir}',
                  f'--config.total_steps={STEPS}', '--config.ckpt_every_steps=2',
@@ -93,7 +93,7 @@ class MultiHostTest(absltest.TestCase):
   def test_a_dead_process_stops_the_run_which_resumes_to_the_same_end(self):
     tmp = self.create_tempdir().full_path  # workdirs and their logs
     one, two = os.path.join(tmp, 'one'), os.path.join(tmp, 'two')
-    processes = launch('train', two, 2, 2)
+    processes = launch('train', two, 2, 2, env=KILLED_ENV)
     self.addCleanup(stop, processes)
     deadline = time.time() + 400
     while time.time() < deadline and not checkpoint_steps(two):

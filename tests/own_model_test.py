@@ -23,6 +23,7 @@ from bcnet_jax.retrain import export
 from bcnet_jax.space.costs import CostModel
 from tests import images
 from tests.programs import command
+from tests.programs import KILLED_ENV
 from tests.programs import ROOT
 from tests.programs import searched_arch
 from tests.programs import SUBPROCESS_ENV
@@ -105,7 +106,7 @@ class OwnModelCliTest(absltest.TestCase):
     state_path = pathlib.Path(workdir, 'search', 'state.json')
     process = subprocess.Popen(
         command('search', f'--workdir={workdir}'), cwd=ROOT,
-        env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL,
+        env=KILLED_ENV, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:

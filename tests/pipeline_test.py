@@ -35,6 +35,7 @@ from bcnet_jax.supernet import stage as supernet
 from configs import testing as testing_config
 from tests import images
 from tests.programs import command
+from tests.programs import KILLED_ENV
 from tests.programs import ROOT
 from tests.programs import searched_arch
 from tests.programs import snapshot
@@ -355,7 +356,7 @@ class PipelineTest(absltest.TestCase):
         command('search', '--config=configs/testing.py',
                 f'--workdir={workdir}',
                 f'--config.input.batch_size={config().input.batch_size}'),
-        cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL,
+        cwd=ROOT, env=KILLED_ENV, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
@@ -617,7 +618,7 @@ class PipelineTest(absltest.TestCase):
                 '--config.stage=retrain',
                 f'--config.input.batch_size={config().input.batch_size}',
                 f'--config.retrain.arch={self.arch_path}'),
-        cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL,
+        cwd=ROOT, env=KILLED_ENV, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     folder = pathlib.Path(workdir, 'checkpoints')
     deadline = time.time() + 300

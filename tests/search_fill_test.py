@@ -25,9 +25,9 @@ from bcnet_jax.searching import search
 from configs import cbm_mobilenet
 from tests.data_test import cifar_folder
 from tests.programs import command
+from tests.programs import KILLED_ENV
 from tests.programs import ROOT
 from tests.programs import searched_arch
-from tests.programs import SUBPROCESS_ENV
 
 # The 'tiny' size of experiments/channel_bench_macro, and a search whose
 # band (MACs in [0.95 F, F]) two parents seldom breed into, with mutations
@@ -143,7 +143,7 @@ class SearchFillTest(absltest.TestCase):
     state_path = pathlib.Path(workdir, 'search', 'state.json')
     process = subprocess.Popen(
         command('search', *flags(), f'--workdir={workdir}'), cwd=ROOT,
-        env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL,
+        env=KILLED_ENV, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:

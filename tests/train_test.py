@@ -26,6 +26,7 @@ from bcnet_jax.run.data import pipeline
 from bcnet_jax.supernet import stage as supernet
 from configs import testing as testing_config
 from tests.programs import command
+from tests.programs import KILLED_ENV
 from tests.programs import ROOT
 from tests.programs import snapshot
 from tests.programs import SUBPROCESS_ENV
@@ -155,7 +156,7 @@ class TrainTest(absltest.TestCase):
   def test_sigkill_then_rerun_gives_the_same_parameters(self):
     workdir = os.path.join(self.tmp, 'killed')
     process = subprocess.Popen(
-        train_command(workdir), cwd=ROOT, env=SUBPROCESS_ENV,
+        train_command(workdir), cwd=ROOT, env=KILLED_ENV,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
