@@ -22,7 +22,8 @@ def configure() -> None:
 def cache_environment() -> dict[str, str]:
   """The same cache for a command the tests run (jax reads its settings
   from these variables)."""
-  return {'JAX_ENABLE_COMPILATION_CACHE': 'true',
+  return {'JAX_ENABLE_COMPILATION_CACHE':
+              os.environ.get('JAX_ENABLE_COMPILATION_CACHE', 'true'),
           'JAX_COMPILATION_CACHE_DIR': CACHE_DIR,
           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS':
               str(CACHE_MIN_COMPILE_S)}

@@ -124,6 +124,28 @@ class TablesTest(absltest.TestCase):
       layers.cells(traced_test.trace('ResNet20Twin'), 3)
 
 
+class ClockTest(absltest.TestCase):
+
+  def test_ratios_time_the_runners_in_turns_in_a_new_order_each_round(self):
+    calls = []
+
+    def runner(name):
+      return (lambda: calls.append(name), ())
+
+    times, noise = clock.ratios([runner('a'), runner('b'), runner('c')],
+                                *runner('ref'), repeats=5, warmup=1)
+    self.assertEqual((times.shape, noise.shape), ((3,), (3,)))
+    # Each compiled and warmed up, then the reference; then each call of a
+    # runner followed by one of the reference.
+    self.assertEqual(calls[:7], ['a', 'a', 'b', 'b', 'c', 'c', 'ref'])
+    timed = calls[7:]
+    self.assertEqual(timed[1::2], ['ref'] * 15)
+    rounds = [tuple(timed[0::2][i:i + 3]) for i in range(0, 15, 3)]
+    for order in rounds:
+      self.assertCountEqual(order, 'abc')
+    self.assertGreater(len(set(rounds)), 1)
+
+
 class LatencySearchTest(absltest.TestCase):
   """A latency file of the testing config's ResNet-20, built by the command,
   and a search under a budget between its smallest and full network."""

@@ -15,8 +15,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # run took 0.6x the time with the cache warm).
 SUBPROCESS_ENV = {**os.environ, **jax_setup.cache_environment()}
 # For a process a test kills: no cache. jax writes cache entries in place, so
-# a process killed while writing one leaves a truncated entry for every later
-# reader to stumble on.
+# a process killed while writing one leaves a truncated entry, which every
+# later reader warns of and compiles anew (a command killed on a test's
+# timeout, a failure already, can leave one too).
 KILLED_ENV = {**os.environ, 'JAX_ENABLE_COMPILATION_CACHE': 'false'}
 KILLED_ENV.pop('JAX_COMPILATION_CACHE_DIR', None)
 

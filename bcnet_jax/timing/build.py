@@ -1,11 +1,12 @@
 """Building a latency file: the per-layer table, whole networks, the fit and
 its validation, each saved as it is measured, so that a rerun resumes.
 
-The file is replaced atomically after every whole network and every few
-seconds of cells; a rerun with another model, device or batch is an error
-naming what differs (predictor.check), never a file overwritten. Networks
-are drawn from a fixed seed: a resumed build measures the ones an
-uninterrupted build would.
+The file is replaced atomically every few seconds of cells and after each
+role's whole networks (timed together, in turns: an interrupted role is
+measured again from its start); a rerun with another model, device or
+batch is an error naming what differs (predictor.check), never a file
+overwritten. Networks are drawn from a fixed seed: a resumed build measures
+the ones an uninterrupted build would.
 
   record = build.Build(config, model, path, batch=1, repeats=20, step=3,
                        fit_networks=10, networks=30).run()
@@ -13,6 +14,7 @@ uninterrupted build would.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import Any
@@ -114,25 +116,29 @@ class Build:
     self._save()
 
   def measure_networks(self) -> None:
-    """Times the whole networks of the plan not in the file yet, each
-    against the full network (clock.ratio): ms = ratio · full_ms."""
+    """Times the whole networks of the plan not in the file yet against the
+    full network (clock.ratios): ms = ratio · full_ms. The networks of one
+    role (the fit's, the held-out ones, their second measurement) are
+    timed in turns, and saved together."""
     record = self.record
     reference = clock.network_runner(self.model, self.plan[0][1],
                                      batch=record['batch'])
     if 'full_ms' not in record:
       record['full_ms'] = clock.median_ms(*reference,
                                           repeats=self.repeats)[0]
-    done = len(record['networks'])
-    for role, widths in tqdm(self.plan[done:], desc='networks',
-                             unit='network', dynamic_ncols=True,
-                             initial=done, total=len(self.plan)):
-      times, noise = clock.ratio(
-          *clock.network_runner(self.model, widths, batch=record['batch']),
-          *reference, repeats=self.repeats)
-      record['networks'].append({
-          'role': role, 'widths': [int(w) for w in widths],
-          'ms': times * record['full_ms'], 'noise': noise})
+    todo = self.plan[len(record['networks']):]
+    for role, group in itertools.groupby(todo, key=lambda entry: entry[0]):
+      widths = [w for _, w in group]
+      runners = [clock.network_runner(self.model, w, batch=record['batch'])
+                 for w in widths]
+      times, noise = clock.ratios(runners, *reference, repeats=self.repeats,
+                                  desc=f'networks ({role})')
+      record['networks'].extend(
+          {'role': role, 'widths': [int(x) for x in w],
+           'ms': t * record['full_ms'], 'noise': n}
+          for w, t, n in zip(widths, times.tolist(), noise.tolist()))
       self._save()
+      del runners  # not alive beside the next role's
 
   def finish(self) -> None:
     """The correction, the validation and the figures a search reads."""

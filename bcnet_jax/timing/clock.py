@@ -13,20 +13,24 @@ another.
   ms, noise = clock.median_ms(jax.jit(f), (x,), repeats=30)
   times, noise = clock.ratio(fn, args, reference, reference_args,
                              repeats=20)
+  times, noise = clock.ratios([(fn, args), (fn2, args2)], reference,
+                              reference_args, repeats=20)     # in turns
   out = clock.networks_ms(model, {'full': ..., 'a': ...}, batch=1,
                           repeats=20)     # {'full': ms, 'a': ms, ...}
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from bcnet_jax import models
 
@@ -104,20 +108,43 @@ def networks_ms(model, networks: dict[str, Any], *, batch: int,
 def ratio(fn: Callable[..., Any], args: tuple[Any, ...],
           reference: Callable[..., Any], reference_args: tuple[Any, ...], *,
           repeats: int, warmup: int = 3) -> tuple[float, float]:
-  """(median of fn's time over the reference's, relative noise), the two
-  called in turn, each of fn's calls against the mean of the reference's
-  calls before and after it: a machine whose speed drifts (a shared
-  virtual machine's) slows both alike, and the ratio keeps."""
-  for _ in range(1 + warmup):  # compile, then warm up
-    jax.block_until_ready(fn(*args))
+  """(median of fn's time over the reference's, relative noise): `ratios`
+  of one function."""
+  times, noise = ratios([(fn, args)], reference, reference_args,
+                        repeats=repeats, warmup=warmup)
+  return float(times[0]), float(noise[0])
+
+
+def ratios(runners: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
+           reference: Callable[..., Any], reference_args: tuple[Any, ...], *,
+           repeats: int, warmup: int = 3, desc: str | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """([median of each fn's time over the reference's], [relative noise])
+  of runners [(fn, args)]. Each call of a fn is timed against the mean of
+  the reference's calls before and after it: a machine whose speed drifts
+  (a shared virtual machine's) slows both alike, and the ratio keeps. The
+  runners take turns, one call each per round in a new order each round
+  (fixed seed), `repeats` rounds: a slower change of the machine (another
+  tenant's load for a minute) reaches every runner alike rather than the
+  one being timed then, and no runner always follows the same one.
+  `desc`: progress bars over the compiling and the rounds."""
+  bar = functools.partial(tqdm, disable=desc is None, dynamic_ncols=True)
+  for fn, args in bar(runners, desc=f'{desc}: compiling', unit='fn'):
+    for _ in range(1 + warmup):  # compile, then warm up
+      jax.block_until_ready(fn(*args))
+  order = np.random.default_rng(0)
   before = _seconds(reference, reference_args)
-  ratios = np.empty(repeats)
-  for i in range(repeats):
-    this = _seconds(fn, args)
-    after = _seconds(reference, reference_args)
-    ratios[i] = this / (0.5 * (before + after))
-    before = after
-  return _median_and_noise(ratios)
+  out = np.empty((repeats, len(runners)))
+  for i in bar(range(repeats), desc=f'{desc}: timing in turns',
+               unit='round'):
+    for j in order.permutation(len(runners)):
+      fn, args = runners[j]
+      this = _seconds(fn, args)
+      after = _seconds(reference, reference_args)
+      out[i, j] = this / (0.5 * (before + after))
+      before = after
+  medians, noise = zip(*(_median_and_noise(column) for column in out.T))
+  return np.array(medians), np.array(noise)
 
 
 def _cpu_model() -> str:
