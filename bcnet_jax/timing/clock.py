@@ -86,21 +86,19 @@ def network_runner(model, widths: Any, *, batch: int
 def networks_ms(model, networks: dict[str, Any], *, batch: int,
                 repeats: int) -> dict[str, Any]:
   """{name: ms} of the compact networks {name: widths} of `model`, one of
-  them 'full': its median ms, the others' their `ratio` to it times that;
-  with what they were measured at: 'batch', 'device', 'repeats' and
-  'noise' (the median of the measurements' noise)."""
+  them 'full': its median ms, the others' their `ratios` to it (timed in
+  turns) times that; with what they were measured at: 'batch', 'device',
+  'repeats' and 'noise' (the median of the measurements' noise)."""
   reference = network_runner(model, networks['full'], batch=batch)
   full, spread = median_ms(*reference, repeats=repeats)
-  out = {'batch': batch, 'device': device()['device'], 'repeats': repeats}
-  noise = [spread]
-  for name, widths in networks.items():
-    if name == 'full':
-      out[name] = full
-      continue
-    times, spread = ratio(*network_runner(model, widths, batch=batch),
-                          *reference, repeats=repeats)
-    out[name] = times * full
-    noise.append(spread)
+  others = [name for name in networks if name != 'full']
+  times, spreads = ratios(
+      [network_runner(model, networks[name], batch=batch)
+       for name in others], *reference, repeats=repeats)
+  out = {'batch': batch, 'device': device()['device'], 'repeats': repeats,
+         'full': full, **{name: float(t) * full
+                          for name, t in zip(others, times)}}
+  noise = [spread, *spreads.tolist()]
   out['noise'] = float(np.median(noise))
   return out
 
@@ -128,6 +126,8 @@ def ratios(runners: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
   tenant's load for a minute) reaches every runner alike rather than the
   one being timed then, and no runner always follows the same one.
   `desc`: progress bars over the compiling and the rounds."""
+  if not runners:
+    return np.empty(0), np.empty(0)
   bar = functools.partial(tqdm, disable=desc is None, dynamic_ncols=True)
   for fn, args in bar(runners, desc=f'{desc}: compiling', unit='fn'):
     for _ in range(1 + warmup):  # compile, then warm up
