@@ -145,6 +145,13 @@ class ClockTest(absltest.TestCase):
       self.assertCountEqual(order, 'abc')
     self.assertGreater(len(set(rounds)), 1)
 
+  def test_ratios_of_no_runners_time_nothing(self):
+    # networks_ms of the full network alone times no others.
+    calls = []
+    times, noise = clock.ratios([], lambda: calls.append('ref'), (),
+                                repeats=5)
+    self.assertEqual((times.shape, noise.shape, calls), ((0,), (0,), []))
+
 
 class LatencySearchTest(absltest.TestCase):
   """A latency file of the testing config's ResNet-20, built by the command,
