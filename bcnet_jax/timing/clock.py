@@ -95,12 +95,10 @@ def networks_ms(model, networks: dict[str, Any], *, batch: int,
   times, spreads = ratios(
       [network_runner(model, networks[name], batch=batch)
        for name in others], *reference, repeats=repeats)
-  out = {'batch': batch, 'device': device()['device'], 'repeats': repeats,
-         'full': full, **{name: float(t) * full
-                          for name, t in zip(others, times)}}
-  noise = [spread, *spreads.tolist()]
-  out['noise'] = float(np.median(noise))
-  return out
+  return {'batch': batch, 'device': device()['device'], 'repeats': repeats,
+          'full': full,
+          **{name: float(t) * full for name, t in zip(others, times)},
+          'noise': float(np.median([spread, *spreads]))}
 
 
 def ratio(fn: Callable[..., Any], args: tuple[Any, ...],
