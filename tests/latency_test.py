@@ -118,6 +118,57 @@ class TablesTest(absltest.TestCase):
         coarse[conv][a, b] - coarse[conv][a, a])
     self.assertAlmostEqual(coarse[conv][a, mid], expected)
 
+  def test_streams_are_the_residual_groups_and_segments_run_between(self):
+    for name, streams in (('resnet20_cifar', ['stage1', 'stage2', 'stage3']),
+                          ('efficientnet_b0', [f'stage{s}' for s in
+                                               (2, 3, 4, 5, 6)]),
+                          ('vgg16_cifar', [])):
+      model = models.get_model(name)
+      stream_groups, segment = layers.streams(model)
+      self.assertEqual([model.space.groups[g] for g in stream_groups],
+                       streams, name)
+      self.assertLen(segment, len(layers.check_supported(model)))
+      # Segments in call order, but for a block's first layers, which
+      # belong to the stage its width is numbered in.
+      self.assertEqual(sorted(set(segment)),
+                       list(range(max(1, len(streams)))), name)
+    resnet = models.get_model('resnet20_cifar')
+    paths = [layer.path[0] for layer in layers.check_supported(resnet)]
+    _, segment = layers.streams(resnet)
+    self.assertEqual(segment[paths.index('stage2_block1_conv1')], 1)
+    self.assertEqual(segment[paths.index('stage1_block3_bn2')], 0)
+    self.assertEqual(segment[paths.index('classifier')], 2)
+
+  def test_the_fitted_correction_predicts_what_it_was_fitted_to(self):
+    # Latencies made by a known correction of a known table: the fit finds
+    # a predictor of other width vectors within 1%; one scale and
+    # offset (formats 1 and 2) is that correction with every δ 0.
+    model = models.get_model('resnet20_cifar')
+    space = model.space
+    cells = {k: 0.01 + 1e-4 * c.in_channels * c.out_channels
+             for k, c in layers.cells(model, 5).items()}
+    rng = np.random.default_rng(0)
+    stream_groups, _ = layers.streams(model)
+    width = space.bins - space.min_bins + 1
+    known = {'scales': [0.8, 1.3, 1.1],
+             'corrections_ms': rng.uniform(-0.3, 0.3, (3, width)).tolist(),
+             'offset_ms': 2.0}
+    truth = predictor.corrected_cost(model, cells, 5, known)
+    fitted_on = space.sample(rng, 1000)
+    correction = predictor.fit_correction(model, cells, 5, fitted_on,
+                                          truth(fitted_on))
+    fitted = predictor.corrected_cost(model, cells, 5, correction)
+    other = space.sample(rng, 100)
+    # The ridge penalty shrinks the δ a little.
+    np.testing.assert_allclose(fitted(other), truth(other), rtol=0.01)
+    self.assertLen(correction['corrections_ms'], len(stream_groups))
+    one_scale = predictor.cost_of(model, {
+        'cells': cells, 'plan': {'step': 5},
+        'correction': {'scale': 1.5, 'offset_ms': 2.0}})
+    np.testing.assert_allclose(
+        one_scale(other),
+        1.5 * predictor.table_cost(model, cells, 5)(other) + 2.0)
+
   def test_a_traced_model_is_an_error_saying_what_to_do(self):
     from tests import traced_test  # pylint: disable=g-import-not-at-top
     with self.assertRaisesRegex(ValueError, 'under a MACs budget'):
@@ -199,7 +250,8 @@ class LatencySearchTest(absltest.TestCase):
     record = self.record
     self.assertEqual(printed['validation'], record['validation'])
     self.assertEqual(set(record['validation']),
-                     {'mape', 'kendall_tau', 'macs_mape', 'macs_kendall_tau',
+                     {'mape', 'kendall_tau', 'table_mape',
+                      'table_kendall_tau', 'macs_mape', 'macs_kendall_tau',
                       'repeat_mape', 'repeat_kendall_tau', 'networks'})
     self.assertEqual(record['validation']['networks'], SMALL['networks'])
     self.assertEqual(record['device'], clock.device())
@@ -219,6 +271,7 @@ class LatencySearchTest(absltest.TestCase):
     self.assertEqual(set(record['cells']),
                      set(layers.cells(model, SMALL['step'])))
     for line in ('on 3 random networks not used in fitting',
+                 'per-layer table + fit per stream (the predictor)',
                  'per-layer table + fit', 'MACs + fit',
                  'measured again (repeatability)', 'noise'):
       self.assertIn(line, self.out.stdout)
@@ -283,17 +336,19 @@ class LatencySearchTest(absltest.TestCase):
                   **SMALL).finish()
 
   def test_a_file_of_the_earlier_format_predicts_but_is_not_resumed(self):
+    # Format 2: one scale and offset for the whole table.
     record = copy.deepcopy(self.record)
-    record['format'] = 'bcnet_jax.latency/1'
-    path = self.write('format1.json', record)
+    record.update(format='bcnet_jax.latency/2',
+                  correction={'scale': 1.2, 'offset_ms': 0.5})
+    path = self.write('format2.json', record)
     before = pathlib.Path(path).read_bytes()
     setup = supernet.Setup.create(testing_config.get_config())
     cost, _ = predictor.load(path, self.config(), setup.model)
     widths = setup.model.space.sample(np.random.default_rng(0), 20)
-    np.testing.assert_allclose(
-        cost(widths), predictor.cost_of(setup.model, self.record)(widths))
+    table = predictor.table_cost(setup.model, record['cells'], SMALL['step'])
+    np.testing.assert_allclose(cost(widths), 1.2 * table(widths) + 0.5)
     with self.assertRaisesRegex(ValueError, "earlier version .*'bcnet_jax."
-                                'latency/1'".*give another --out"):
+                                'latency/2'".*give another --out"):
       build.Build(testing_config.get_config(), setup.model, path, **SMALL)
     self.assertEqual(pathlib.Path(path).read_bytes(), before)
 

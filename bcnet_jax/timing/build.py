@@ -2,14 +2,14 @@
 its validation, each saved as it is measured, so that a rerun resumes.
 
 The file is replaced atomically every few seconds of cells and after each
-role's whole networks (timed together, in turns: an interrupted role is
-measured again from its start); a rerun with another model, device or
+turn of whole networks (up to 50 of one role timed together, in turns: an
+interrupted turn is measured again from its start); a rerun with another model, device or
 batch is an error naming what differs (predictor.check), never a file
 overwritten. Networks are drawn from a fixed seed: a resumed build measures
 the ones an uninterrupted build would.
 
   record = build.Build(config, model, path, batch=1, repeats=20, step=3,
-                       fit_networks=10, networks=30).run()
+                       fit_networks=100, networks=30).run()
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ from bcnet_jax.timing import layers
 from bcnet_jax.timing import predictor
 
 _SAVE_EVERY_S = 10.0
+# Cells compiled at once, before they are timed one by one.
+_CELLS_PER_COMPILE = 64
+# Whole networks compiled and held at once (timed in turns, then saved):
+# an interrupted build measures at most these again.
+_NETWORKS_PER_TURN = 50
 
 
 class Build:
@@ -58,8 +63,8 @@ class Build:
         raise errors.InvalidInput(
             f'{path} was made by an earlier version (format '
             f'{self.record["format"]!r}; this one writes '
-            f'{predictor.FORMAT!r}: layers timed one call each, the '
-            'held-out networks measured twice) and cannot be resumed or '
+            f'{predictor.FORMAT!r}: a correction per residual stream, '
+            'fitted to more networks) and cannot be resumed or '
             'extended: give another --out (a search still reads the file as '
             'it is)')
       differing = [f'--{k}: the file {self.record["plan"].get(k)}, now {v}'
@@ -105,21 +110,29 @@ class Build:
       record['reference_ms'] = clock.median_ms(
           *reference, repeats=self.repeats)[0]
     saved = time.monotonic()
-    for key in tqdm(todo, desc='layers', unit='cell', dynamic_ncols=True):
-      times, _ = clock.ratio(
-          *layers.runner(cells[key], space, batch=record['batch']),
-          *reference, repeats=self.repeats)
-      record['cells'][key] = times * record['reference_ms']
-      if time.monotonic() - saved > _SAVE_EVERY_S:
-        self._save()
-        saved = time.monotonic()
+    bar = tqdm(total=len(todo), desc='layers', unit='cell',
+               dynamic_ncols=True)
+    for start in range(0, len(todo), _CELLS_PER_COMPILE):
+      keys = todo[start:start + _CELLS_PER_COMPILE]
+      runners = [layers.runner(cells[key], space, batch=record['batch'])
+                 for key in keys]
+      clock.compile_all(runners)
+      for key, runner in zip(keys, runners):
+        times, _ = clock.ratio(*runner, *reference, repeats=self.repeats)
+        record['cells'][key] = times * record['reference_ms']
+        bar.update()
+        if time.monotonic() - saved > _SAVE_EVERY_S:
+          self._save()
+          saved = time.monotonic()
+    bar.close()
     self._save()
 
   def measure_networks(self) -> None:
     """Times the whole networks of the plan not in the file yet against the
     full network (clock.ratios): ms = ratio · full_ms. The networks of one
     role (the fit's, the held-out ones, their second measurement) are
-    timed in turns, and saved together."""
+    timed in turns, up to _NETWORKS_PER_TURN at a time, and saved
+    together."""
     record = self.record
     reference = clock.network_runner(self.model, self.plan[0][1],
                                      batch=record['batch'])
@@ -129,16 +142,19 @@ class Build:
     todo = self.plan[len(record['networks']):]
     for role, group in itertools.groupby(todo, key=lambda entry: entry[0]):
       widths = [w for _, w in group]
-      runners = [clock.network_runner(self.model, w, batch=record['batch'])
-                 for w in widths]
-      times, noise = clock.ratios(runners, *reference, repeats=self.repeats,
-                                  desc=f'networks ({role})')
-      record['networks'].extend(
-          {'role': role, 'widths': [int(x) for x in w],
-           'ms': t * record['full_ms'], 'noise': n}
-          for w, t, n in zip(widths, times.tolist(), noise.tolist()))
-      self._save()
-      del runners  # not alive beside the next role's
+      for start in range(0, len(widths), _NETWORKS_PER_TURN):
+        chunk = widths[start:start + _NETWORKS_PER_TURN]
+        runners = [clock.network_runner(self.model, w, batch=record['batch'])
+                   for w in chunk]
+        times, noise = clock.ratios(runners, *reference,
+                                    repeats=self.repeats,
+                                    desc=f'networks ({role})')
+        record['networks'].extend(
+            {'role': role, 'widths': [int(x) for x in w],
+             'ms': t * record['full_ms'], 'noise': n}
+            for w, t, n in zip(chunk, times.tolist(), noise.tolist()))
+        self._save()
+        del runners  # not alive beside the next ones
 
   def finish(self) -> None:
     """The correction, the validation and the figures a search reads."""
@@ -165,7 +181,7 @@ class Build:
       return scale, offset, predictor.errors_of(
           scale * x[held_out] + offset, truth)
 
-    scale, offset, table_errors = validated(
+    scale, _, table_errors = validated(
         predictor.table_cost(self.model, record['cells'], self.step))
     if scale <= 0:
       raise errors.InvalidInput(
@@ -174,11 +190,16 @@ class Build:
           'noise. Measure again (another --out) with a larger --batch or '
           'more --repeats')
     *_, macs_errors = validated(CostModel(self.model).macs_cost())
+    record['correction'] = predictor.fit_correction(
+        self.model, record['cells'], self.step, widths[fitted],
+        measured[fitted])
+    errors_ = predictor.errors_of(
+        predictor.cost_of(self.model, record)(widths[held_out]), truth)
     # The first measurement as a prediction of the second.
     repeat_errors = predictor.errors_of(first, second)
-    record['correction'] = {'scale': scale, 'offset_ms': offset}
     record['validation'] = {
-        **table_errors, **{f'macs_{k}': v for k, v in macs_errors.items()},
+        **errors_, **{f'table_{k}': v for k, v in table_errors.items()},
+        **{f'macs_{k}': v for k, v in macs_errors.items()},
         **{f'repeat_{k}': v for k, v in repeat_errors.items()},
         'networks': int(held_out.sum())}
     record['smallest_ms'] = nets[1]['ms']

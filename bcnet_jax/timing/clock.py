@@ -21,7 +21,7 @@ another.
 
 from __future__ import annotations
 
-import functools
+import concurrent.futures
 import os
 import platform
 import time
@@ -101,6 +101,22 @@ def networks_ms(model, networks: dict[str, Any], *, batch: int,
           'noise': float(np.median([spread, *spreads]))}
 
 
+def compile_all(
+    runners: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], *,
+    desc: str | None = None) -> None:
+  """Compiles the runners' jitted functions for their arguments, as many at
+  once as there are cores (XLA compiles a program on about one core): a
+  jitted function's first call then finds its program compiled. Other
+  functions are left to their first call. `desc`: a progress bar."""
+  jitted = [(fn, args) for fn, args in runners if hasattr(fn, 'lower')]
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+    compiled = pool.map(lambda runner: runner[0].lower(*runner[1]).compile(),
+                        jitted)
+    for _ in tqdm(compiled, total=len(jitted), desc=desc, unit='fn',
+                  disable=desc is None, dynamic_ncols=True):
+      pass
+
+
 def ratio(fn: Callable[..., Any], args: tuple[Any, ...],
           reference: Callable[..., Any], reference_args: tuple[Any, ...], *,
           repeats: int, warmup: int = 3) -> tuple[float, float]:
@@ -126,15 +142,15 @@ def ratios(runners: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
   `desc`: progress bars over the compiling and the rounds."""
   if not runners:
     return np.empty(0), np.empty(0)
-  bar = functools.partial(tqdm, disable=desc is None, dynamic_ncols=True)
-  for fn, args in bar(runners, desc=f'{desc}: compiling', unit='fn'):
-    for _ in range(1 + warmup):  # compile, then warm up
+  compile_all(runners, desc=desc and f'{desc}: compiling')
+  for fn, args in runners:
+    for _ in range(1 + warmup):  # (compiled: a cache hit), then warm up
       jax.block_until_ready(fn(*args))
   order = np.random.default_rng(0)
   before = _seconds(reference, reference_args)
   out = np.empty((repeats, len(runners)))
-  for i in bar(range(repeats), desc=f'{desc}: timing in turns',
-               unit='round'):
+  for i in tqdm(range(repeats), desc=f'{desc}: timing in turns',
+                unit='round', disable=desc is None, dynamic_ncols=True):
     for j in order.permutation(len(runners)):
       fn, args = runners[j]
       this = _seconds(fn, args)

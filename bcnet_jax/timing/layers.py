@@ -12,10 +12,12 @@ search's constraint is their sum, corrected by a fit on whole networks
   cells = layers.cells(model, step=3)          # {key: Cell}
   fn, args = layers.runner(cells[key], model.space, batch=1)
   tables, group_a, group_b = layers.tables(model, measured, 3)  # {key: ms}
+  stream_groups, segment = layers.streams(model)   # predictor.py's segments
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any, Callable, Iterator
 
@@ -129,6 +131,34 @@ def runner(cell: Cell, space, *, batch: int
   # them into the program as constants.
   return (jax.jit(lambda v, x: module.apply(v, x, ctx, **kwargs)),
           (variables, x))
+
+
+def streams(model) -> tuple[list[int], np.ndarray]:
+  """(stream groups, segment of each layer): the model's residual streams,
+  and which stream's segment each layer of its table belongs to.
+
+  A layer belongs to the group its output channels are (a classifier's or
+  an SE reduction's: its input's, the reduction's width being derived from
+  it); a stream is a group whose layers come in more than one run in call
+  order, the channels a residual add ties across blocks (ResNet-20:
+  stage1..3). A
+  segment runs from one stream group to the next in the space's group order
+  (the built-in models number groups in call order); groups before the first
+  stream join the first segment. A model without residual adds has no
+  stream, and all its layers are segment 0.
+  """
+  space = model.space
+  groups = set(space.groups)
+  owner = [space.dim(layer.out_dim if layer.out_dim in groups
+                     else layer.in_dim or layer.out_dim).group
+           for layer in check_supported(model)]
+  runs = collections.Counter(g for i, g in enumerate(owner)
+                             if i == 0 or owner[i - 1] != g)
+  stream_groups = sorted(g for g, n in runs.items() if n > 1)
+  segment_of_group = np.maximum(
+      np.searchsorted(stream_groups, np.arange(space.num_groups),
+                      side='right') - 1, 0)
+  return stream_groups, segment_of_group[owner]
 
 
 def tables(model, measured: dict[str, float], step: int

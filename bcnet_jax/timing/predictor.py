@@ -1,22 +1,28 @@
 """The latency predictor: the per-layer table, corrected on whole networks.
 
-predicted(c) = scale · Σ_layers T_l[c] + offset_ms
+predicted(c) = Σ_layers a_seg(l) · T_l[c] + Σ_streams δ_s[c[g_s]] + offset_ms
 
 The table (layers.py) times each layer alone; a whole network runs them in
 one program, with launch costs, fusions and memory traffic the layers alone
-do not show. `scale` and `offset_ms` are fitted by least squares to whole
-networks measured on the same device (the full and smallest width vectors
-and random ones); random networks measured apart from those, never fitted,
-give the validation: the mean absolute percentage error and Kendall τ of
-the predictions against the mean of two measurements of each, beside the
-same figures for MACs scaled by its own fit and for the first measurement
-as a prediction of the second (how far this device's timings repeat).
+do not show. On a CPU most of that lives inside a stage of residual blocks
+and follows the exact width of the stage's residual stream, not smoothly
+(experiments/README.md, "Where the table's error lives"): so the
+correction has a scale a_s for each stream's segment of layers
+(layers.streams) and a value δ_s for each width of its stream group g_s,
+fitted by ridge regression (RIDGE, on the δ only) to whole networks
+measured on the same device (the full and smallest width vectors and
+random ones). A model without residual streams has one scale and no δ.
+Random networks measured apart from those, never fitted, give the
+validation: the mean absolute percentage error and Kendall τ of the
+predictions against the mean of two measurements of each, beside the same
+figures for the table with one scale and offset, for MACs scaled by its own
+fit and for the first measurement as a prediction of the second (how far
+this device's timings repeat).
 
-The latency file (`python -m bcnet_jax.latency`) holds the measurements,
-not the predictor: the predictor is rebuilt from them, and a file of
-another device, backend, thread setting or model (or, resuming a build,
-batch or an earlier format) is an error naming what differs (jax versions
-differing is said, not refused).
+The latency file (`python -m bcnet_jax.latency`) holds the measurements and
+the fitted correction; a file of another device, backend, thread setting or
+model (or, resuming a build, batch or an earlier format) is an error naming
+what differs (jax versions differing is said, not refused).
 
   cost, record = predictor.load(path, config, model)  # a Cost, the file
 """
@@ -37,11 +43,16 @@ from bcnet_jax.timing import clock
 from bcnet_jax.timing import layers
 
 # 2: layers timed one call each; the held-out networks measured twice.
-FORMAT = 'bcnet_jax.latency/2'
+# 3: the correction per stream segment (a scale and a value per width).
+FORMAT = 'bcnet_jax.latency/3'
 # A finished file of an earlier format still predicts (its cells and its
-# correction were measured and fitted together), so a search reads it; a
-# build resumes only a file of FORMAT.
-READ_FORMATS = (FORMAT, 'bcnet_jax.latency/1')
+# one scale and offset were measured and fitted together), so a search
+# reads it; a build resumes only a file of FORMAT.
+READ_FORMATS = (FORMAT, 'bcnet_jax.latency/2', 'bcnet_jax.latency/1')
+# The ridge penalty on the streams' δ, with latencies in units of the
+# slowest fitted network: the δ of a width few fitted networks have stay
+# near 0 (on ResNet-20 any of 1 to 10 ranked alike).
+RIDGE = 1.0
 # The config fields that make a model's networks what they are.
 MODEL_FIELDS = ('model.name', 'model.bins', 'model.min_bins', 'model.kwargs',
                 'model.round_to', 'input.resolution', 'input.channels')
@@ -69,19 +80,74 @@ def errors_of(predicted: np.ndarray, measured: np.ndarray
           'kendall_tau': float(stats.kendalltau(predicted, measured)[0])}
 
 
-def table_cost(model, cells: dict[str, float], step: int, *,
-               scale: float = 1.0, offset_ms: float = 0.0) -> Cost:
-  """scale · Σ the layers' tables (layers.tables of the measured cells) +
-  offset_ms, as a Cost."""
+def table_cost(model, cells: dict[str, float], step: int) -> Cost:
+  """Σ the layers' tables (layers.tables of the measured cells), as a
+  Cost."""
+  return Cost(model.space, 'latency_ms', *layers.tables(model, cells, step))
+
+
+def corrected_cost(model, cells: dict[str, float], step: int,
+                   correction: dict[str, Any]) -> Cost:
+  """The predictor: each layer's table times its segment's scale, plus each
+  stream's δ at its group's width (a table of that group and none), plus
+  the offset."""
+  space = model.space
   tables, group_a, group_b = layers.tables(model, cells, step)
-  return Cost(model.space, 'latency_ms', scale * tables, group_a, group_b,
-              offset_ms)
+  stream_groups, segment = layers.streams(model)
+  scales = np.asarray(correction['scales'])[segment]
+  deltas = np.zeros((len(stream_groups), *tables.shape[1:]))
+  deltas[:, :, 0] = np.asarray(correction['corrections_ms'],
+                               float).reshape(deltas.shape[:2])
+  return Cost(space, 'latency_ms',
+              np.concatenate([scales[:, None, None] * tables, deltas]),
+              np.concatenate([group_a, stream_groups]).astype(int),
+              np.concatenate([group_b, [space.num_groups] *
+                              len(stream_groups)]).astype(int),
+              correction['offset_ms'])
+
+
+def fit_correction(model, cells: dict[str, float], step: int,
+                   widths: np.ndarray, measured: np.ndarray
+                   ) -> dict[str, Any]:
+  """The correction (corrected_cost's) minimizing Σ (predicted −
+  measured)² + RIDGE · Σ δ², latencies in units of the slowest measured."""
+  space = model.space
+  tables, group_a, group_b = layers.tables(model, cells, step)
+  stream_groups, segment = layers.streams(model)
+  unit = float(np.max(measured))
+  segment_sums = [
+      Cost(space, 'latency_ms', tables[segment == s], group_a[segment == s],
+           group_b[segment == s])(widths) / unit
+      for s in range(segment.max() + 1)]
+  bins = np.arange(space.min_bins, space.bins + 1)
+  one_hots = [(widths[:, g, None] == bins).astype(float)
+              for g in stream_groups]
+  design = np.column_stack([*segment_sums, *one_hots,
+                            np.ones(len(widths))])
+  penalized = np.zeros(design.shape[1], bool)
+  penalized[len(segment_sums):-1] = True
+  penalty = np.sqrt(RIDGE) * np.eye(design.shape[1])[penalized]
+  beta, *_ = np.linalg.lstsq(
+      np.concatenate([design, penalty]),
+      np.concatenate([measured / unit, np.zeros(len(penalty))]), rcond=None)
+  return {'scales': beta[:len(segment_sums)].tolist(),
+          'corrections_ms': (unit * beta[penalized]).reshape(
+              len(stream_groups), len(bins)).tolist(),
+          'offset_ms': unit * float(beta[-1])}
 
 
 def cost_of(model, record: dict[str, Any]) -> Cost:
   """The predictor of a latency record (its cells and correction)."""
-  return table_cost(model, record['cells'], record['plan']['step'],
-                    **record['correction'])
+  correction = record['correction']
+  if 'scale' in correction:  # formats 1 and 2: one scale for every layer
+    stream_groups, segment = layers.streams(model)
+    correction = {'scales': [correction['scale']] * (segment.max() + 1),
+                  'corrections_ms': np.zeros((len(stream_groups),
+                                              model.space.bins -
+                                              model.space.min_bins + 1)),
+                  'offset_ms': correction['offset_ms']}
+  return corrected_cost(model, record['cells'], record['plan']['step'],
+                        correction)
 
 
 def check(record: Any, path: str, *, model: dict[str, Any],
