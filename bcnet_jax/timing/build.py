@@ -3,9 +3,9 @@ its validation, each saved as it is measured, so that a rerun resumes.
 
 The file is replaced atomically every few seconds of cells and after each
 turn of whole networks (up to 50 of one role timed together, in turns: an
-interrupted turn is measured again from its start); a rerun with another model, device or
-batch is an error naming what differs (predictor.check), never a file
-overwritten. Networks are drawn from a fixed seed: a resumed build measures
+interrupted turn is measured again from its start); a rerun with another
+model, device or batch is an error naming what differs (predictor.check),
+never a file overwritten. Networks are drawn from a fixed seed: a resumed build measures
 the ones an uninterrupted build would.
 
   record = build.Build(config, model, path, batch=1, repeats=20, step=3,
