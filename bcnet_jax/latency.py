@@ -19,10 +19,17 @@ from bcnet_jax.timing import build
 from bcnet_jax.timing import clock
 
 
+def _correction(ridge: float | None) -> str:
+  """What a correction of predictor.RIDGES is, in words."""
+  if ridge is None:
+    return 'one scale and offset'
+  return f'per stream (ridge {ridge:g})'
+
+
 def report(record: dict) -> str:
   """The file's figures, as a user reads them."""
   v, device = record['validation'], record['device']
-  rows = [['per-layer table + fit per stream (the predictor)',
+  rows = [['per-layer table + correction (the predictor)',
            f'{100 * v["mape"]:.1f}%', f'{v["kendall_tau"]:.3f}'],
           ['per-layer table + fit', f'{100 * v["table_mape"]:.1f}%',
            f'{v["table_kendall_tau"]:.3f}'],
@@ -30,11 +37,17 @@ def report(record: dict) -> str:
            f'{v["macs_kendall_tau"]:.3f}'],
           ['measured again (repeatability)', f'{100 * v["repeat_mape"]:.1f}%',
            f'{v["repeat_kendall_tau"]:.3f}']]
+  tried = ', '.join(
+      f'{_correction(c["ridge"])} {c["kendall_tau"]:.3f}'
+      for c in record['cross_validation'])
   return (f'{record["model"]["model.name"]} at batch {record["batch"]} on '
           f'{device["device"]} ({device["backend"]}, {device["threads"]}, '
           f'jax {device["jax"]}): full width {record["full_ms"]:.3f} ms, '
           f'smallest {record["smallest_ms"]:.3f} ms, measurement noise '
           f'±{100 * record["noise"]:.1f}%\n'
+          f'The correction: {_correction(record["correction"]["ridge"])}, '
+          'which ranked the fit\'s networks best, each predicted from the '
+          f'others (Kendall tau: {tried})\n'
           f'Predicted against measured (the mean of two measurements) on '
           f'{v["networks"]} random networks not used in fitting, and the '
           'two measurements against each other:\n' +

@@ -156,7 +156,7 @@ class TablesTest(absltest.TestCase):
     truth = predictor.corrected_cost(model, cells, 5, known)
     fitted_on = space.sample(rng, 1000)
     correction = predictor.fit_correction(model, cells, 5, fitted_on,
-                                          truth(fitted_on))
+                                          truth(fitted_on), ridge=1.0)
     fitted = predictor.corrected_cost(model, cells, 5, correction)
     other = space.sample(rng, 100)
     # The ridge penalty shrinks the δ a little.
@@ -168,6 +168,19 @@ class TablesTest(absltest.TestCase):
     np.testing.assert_allclose(
         one_scale(other),
         1.5 * predictor.table_cost(model, cells, 5)(other) + 2.0)
+    # The build keeps the candidate that predicts held-out folds best: a
+    # correction per stream here, one scale where that is all there is.
+    chosen, tried = predictor.choose_correction(
+        model, cells, 5, fitted_on[:200], truth(fitted_on[:200]))
+    self.assertEqual([t['ridge'] for t in tried], list(predictor.RIDGES))
+    self.assertIsNotNone(chosen['ridge'])
+    self.assertGreater(
+        max(t['kendall_tau'] for t in tried if t['ridge'] is not None),
+        tried[0]['kendall_tau'])
+    chosen, _ = predictor.choose_correction(
+        model, cells, 5, fitted_on[:200], one_scale(fitted_on[:200]))
+    self.assertIsNone(chosen['ridge'])
+    np.testing.assert_allclose(chosen['scales'], 1.5)
 
   def test_a_traced_model_is_an_error_saying_what_to_do(self):
     from tests import traced_test  # pylint: disable=g-import-not-at-top

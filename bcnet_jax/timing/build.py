@@ -5,8 +5,8 @@ The file is replaced atomically every few seconds of cells and after each
 turn of whole networks (up to 50 of one role timed together, in turns: an
 interrupted turn is measured again from its start); a rerun with another
 model, device or batch is an error naming what differs (predictor.check),
-never a file overwritten. Networks are drawn from a fixed seed: a resumed build measures
-the ones an uninterrupted build would.
+never a file overwritten. Networks are drawn from a fixed seed: a resumed
+build measures the ones an uninterrupted build would.
 
   record = build.Build(config, model, path, batch=1, repeats=20, step=3,
                        fit_networks=100, networks=30).run()
@@ -190,9 +190,9 @@ class Build:
           'noise. Measure again (another --out) with a larger --batch or '
           'more --repeats')
     *_, macs_errors = validated(CostModel(self.model).macs_cost())
-    record['correction'] = predictor.fit_correction(
-        self.model, record['cells'], self.step, widths[fitted],
-        measured[fitted])
+    record['correction'], record['cross_validation'] = (
+        predictor.choose_correction(self.model, record['cells'], self.step,
+                                    widths[fitted], measured[fitted]))
     errors_ = predictor.errors_of(
         predictor.cost_of(self.model, record)(widths[held_out]), truth)
     # The first measurement as a prediction of the second.

@@ -9,9 +9,11 @@ and follows the exact width of the stage's residual stream, not smoothly
 (experiments/README.md, "Where the table's error lives"): so the
 correction has a scale a_s for each stream's segment of layers
 (layers.streams) and a value δ_s for each width of its stream group g_s,
-fitted by ridge regression (RIDGE, on the δ only) to whole networks
-measured on the same device (the full and smallest width vectors and
-random ones). A model without residual streams has one scale and no δ.
+fitted by ridge regression (on the δ only) to whole networks measured on
+the same device (the full and smallest width vectors and random ones). The
+penalty, or one scale and offset for every layer instead (the only choice
+of a model without residual streams), is the one whose predictions of
+each fitted network from the others rank them best (choose_correction).
 Random networks measured apart from those, never fitted, give the
 validation: the mean absolute percentage error and Kendall τ of the
 predictions against the mean of two measurements of each, beside the same
@@ -49,10 +51,14 @@ FORMAT = 'bcnet_jax.latency/3'
 # one scale and offset were measured and fitted together), so a search
 # reads it; a build resumes only a file of FORMAT.
 READ_FORMATS = (FORMAT, 'bcnet_jax.latency/2', 'bcnet_jax.latency/1')
-# The ridge penalty on the streams' δ, with latencies in units of the
-# slowest fitted network: the δ of a width few fitted networks have stay
-# near 0 (on ResNet-20 any of 1 to 10 ranked alike).
-RIDGE = 1.0
+# The corrections a build tries (choose_correction): None, one scale and
+# offset for every layer; a number, a scale per segment and a value per
+# width of each stream with this ridge penalty on the values (latencies in
+# units of the slowest fitted network: a value of a width few fitted
+# networks have stays near 0). Each is scored by predicting each of the
+# fit's networks from the others, in FOLDS folds.
+RIDGES = (None, 1.0, 10.0, 100.0)
+FOLDS = 5
 # The config fields that make a model's networks what they are.
 MODEL_FIELDS = ('model.name', 'model.bins', 'model.min_bins', 'model.kwargs',
                 'model.round_to', 'input.resolution', 'input.channels')
@@ -106,14 +112,30 @@ def corrected_cost(model, cells: dict[str, float], step: int,
               correction['offset_ms'])
 
 
+def _one_scale(model, scale: float, offset_ms: float) -> dict[str, Any]:
+  """One scale for every layer, no stream's value: the table's sum times
+  scale plus offset, as a correction."""
+  stream_groups, segment = layers.streams(model)
+  space = model.space
+  return {'scales': [float(scale)] * int(segment.max() + 1),
+          'corrections_ms': np.zeros(
+              (len(stream_groups), space.bins - space.min_bins + 1)).tolist(),
+          'offset_ms': float(offset_ms)}
+
+
 def fit_correction(model, cells: dict[str, float], step: int,
-                   widths: np.ndarray, measured: np.ndarray
-                   ) -> dict[str, Any]:
+                   widths: np.ndarray, measured: np.ndarray,
+                   ridge: float | None) -> dict[str, Any]:
   """The correction (corrected_cost's) minimizing Σ (predicted −
-  measured)² + RIDGE · Σ δ², latencies in units of the slowest measured."""
+  measured)² + ridge · Σ δ², latencies in units of the slowest measured;
+  ridge None: one scale and offset (no stream's own)."""
   space = model.space
   tables, group_a, group_b = layers.tables(model, cells, step)
   stream_groups, segment = layers.streams(model)
+  if ridge is None:
+    return {**_one_scale(model, *fit(
+        Cost(space, 'latency_ms', tables, group_a, group_b)(widths),
+        measured)), 'ridge': None}
   unit = float(np.max(measured))
   segment_sums = [
       Cost(space, 'latency_ms', tables[segment == s], group_a[segment == s],
@@ -126,26 +148,45 @@ def fit_correction(model, cells: dict[str, float], step: int,
                             np.ones(len(widths))])
   penalized = np.zeros(design.shape[1], bool)
   penalized[len(segment_sums):-1] = True
-  penalty = np.sqrt(RIDGE) * np.eye(design.shape[1])[penalized]
+  penalty = np.sqrt(ridge) * np.eye(design.shape[1])[penalized]
   beta, *_ = np.linalg.lstsq(
       np.concatenate([design, penalty]),
       np.concatenate([measured / unit, np.zeros(len(penalty))]), rcond=None)
   return {'scales': beta[:len(segment_sums)].tolist(),
           'corrections_ms': (unit * beta[penalized]).reshape(
               len(stream_groups), len(bins)).tolist(),
-          'offset_ms': unit * float(beta[-1])}
+          'offset_ms': unit * float(beta[-1]), 'ridge': ridge}
+
+
+def choose_correction(model, cells: dict[str, float], step: int,
+                      widths: np.ndarray, measured: np.ndarray
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """(the correction, fitted to all the networks, of the RIDGES candidate
+  whose predictions of each network from the others (FOLDS folds) rank them
+  best; [{'ridge', 'kendall_tau'} of each candidate]). The first best wins
+  a tie: one scale before a correction per stream."""
+  fold = np.random.default_rng(0).permutation(len(widths)) % FOLDS
+  scores = []
+  for ridge in RIDGES:
+    predicted = np.empty(len(widths))
+    for k in np.unique(fold):
+      out = fold == k
+      correction = fit_correction(model, cells, step, widths[~out],
+                                  measured[~out], ridge)
+      predicted[out] = corrected_cost(model, cells, step,
+                                      correction)(widths[out])
+    scores.append({'ridge': ridge, 'kendall_tau':
+                   errors_of(predicted, measured)['kendall_tau']})
+  best = max(scores, key=lambda score: score['kendall_tau'])['ridge']
+  return fit_correction(model, cells, step, widths, measured, best), scores
 
 
 def cost_of(model, record: dict[str, Any]) -> Cost:
   """The predictor of a latency record (its cells and correction)."""
   correction = record['correction']
   if 'scale' in correction:  # formats 1 and 2: one scale for every layer
-    stream_groups, segment = layers.streams(model)
-    correction = {'scales': [correction['scale']] * (segment.max() + 1),
-                  'corrections_ms': np.zeros((len(stream_groups),
-                                              model.space.bins -
-                                              model.space.min_bins + 1)),
-                  'offset_ms': correction['offset_ms']}
+    correction = _one_scale(model, correction['scale'],
+                            correction['offset_ms'])
   return corrected_cost(model, record['cells'], record['plan']['step'],
                         correction)
 
