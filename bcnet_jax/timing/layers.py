@@ -141,11 +141,10 @@ def streams(model) -> tuple[list[int], np.ndarray]:
   an SE reduction's: its input's, the reduction's width being derived from
   it); a stream is a group whose layers come in more than one run in call
   order, the channels a residual add ties across blocks (ResNet-20:
-  stage1..3). A
-  segment runs from one stream group to the next in the space's group order
-  (the built-in models number groups in call order); groups before the first
-  stream join the first segment. A model without residual adds has no
-  stream, and all its layers are segment 0.
+  stage1..3). A segment runs from one stream group to the next in the
+  space's group order (the built-in models number groups in call order);
+  groups before the first stream join the first segment. A model without
+  residual adds has no stream, and all its layers are segment 0.
   """
   space = model.space
   groups = set(space.groups)
