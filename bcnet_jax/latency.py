@@ -38,7 +38,8 @@ def report(record: dict) -> str:
           ['measured again (repeatability)', f'{100 * v["repeat_mape"]:.1f}%',
            f'{v["repeat_kendall_tau"]:.3f}']]
   tried = ', '.join(
-      f'{_correction(c["ridge"])} {c["kendall_tau"]:.3f}'
+      f'{_correction(c["ridge"])} ' +
+      ('not tried' if c['kendall_tau'] is None else f'{c["kendall_tau"]:.3f}')
       for c in record['cross_validation'])
   return (f'{record["model"]["model.name"]} at batch {record["batch"]} on '
           f'{device["device"]} ({device["backend"]}, {device["threads"]}, '
@@ -102,9 +103,10 @@ if __name__ == '__main__':
                                'between: 1 times every bin')
   _FIT = flags.DEFINE_integer('fit_networks', 100, 'random whole networks '
                               'the correction is fitted on, besides the '
-                              'full and smallest (it has a value per width '
-                              'of each residual stream: 20 or more per '
-                              'stream)')
+                              'full and smallest: a correction per '
+                              'residual stream (a value per width of each) '
+                              'is tried with more than about 3 per stream '
+                              'and learns more from 5 or more per width')
   _NETWORKS = flags.DEFINE_integer('networks', 30, 'random whole networks '
                                    'held out to validate the predictor')
   _CLASSES = flags.DEFINE_integer('num_classes', None, 'outputs of the '

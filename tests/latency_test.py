@@ -10,6 +10,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -120,6 +121,8 @@ class TablesTest(absltest.TestCase):
 
   def test_streams_are_the_residual_groups_and_segments_run_between(self):
     for name, streams in (('resnet20_cifar', ['stage1', 'stage2', 'stage3']),
+                          ('mobilenetv2_cifar', [f'stage{s}' for s in
+                                                 (2, 3, 4, 5, 6)]),
                           ('efficientnet_b0', [f'stage{s}' for s in
                                                (2, 3, 4, 5, 6)]),
                           ('vgg16_cifar', [])):
@@ -141,46 +144,85 @@ class TablesTest(absltest.TestCase):
 
   def test_the_fitted_correction_predicts_what_it_was_fitted_to(self):
     # Latencies made by a known correction of a known table: the fit finds
-    # a predictor of other width vectors within 1%; one scale and
-    # offset (formats 1 and 2) is that correction with every δ 0.
+    # a predictor of other width vectors within 1%.
     model = models.get_model('resnet20_cifar')
     space = model.space
     cells = {k: 0.01 + 1e-4 * c.in_channels * c.out_channels
              for k, c in layers.cells(model, 5).items()}
     rng = np.random.default_rng(0)
-    stream_groups, _ = layers.streams(model)
     width = space.bins - space.min_bins + 1
-    known = {'scales': [0.8, 1.3, 1.1],
+    known = {'ridge': 1.0, 'streams': ['stage1', 'stage2', 'stage3'],
+             'scales': [0.8, 1.3, 1.1],
              'corrections_ms': rng.uniform(-0.3, 0.3, (3, width)).tolist(),
              'offset_ms': 2.0}
-    truth = predictor.corrected_cost(model, cells, 5, known)
+    truth = predictor.stream_cost(model, cells, 5, known)
     fitted_on = space.sample(rng, 1000)
     correction = predictor.fit_correction(model, cells, 5, fitted_on,
                                           truth(fitted_on), ridge=1.0)
-    fitted = predictor.corrected_cost(model, cells, 5, correction)
+    self.assertEqual(correction['streams'], known['streams'])
+    fitted = predictor.cost_of(model, {'cells': cells, 'plan': {'step': 5},
+                                       'correction': correction})
     other = space.sample(rng, 100)
     # The ridge penalty shrinks the δ a little.
     np.testing.assert_allclose(fitted(other), truth(other), rtol=0.01)
-    self.assertLen(correction['corrections_ms'], len(stream_groups))
-    one_scale = predictor.cost_of(model, {
-        'cells': cells, 'plan': {'step': 5},
-        'correction': {'scale': 1.5, 'offset_ms': 2.0}})
-    np.testing.assert_allclose(
-        one_scale(other),
-        1.5 * predictor.table_cost(model, cells, 5)(other) + 2.0)
-    # The build keeps the candidate that predicts held-out folds best: a
-    # correction per stream here, one scale where that is all there is.
-    chosen, tried = predictor.choose_correction(
-        model, cells, 5, fitted_on[:200], truth(fitted_on[:200]))
+    # Another version's streams: named, not mispredicted.
+    with self.assertRaisesRegex(ValueError, r"streams \['stage1', 'stage2'\] "
+                                r".* finds \['stage1', 'stage2', 'stage3'\]"):
+      predictor.stream_cost(model, cells, 5,
+                            dict(known, streams=['stage1', 'stage2']))
+
+  def test_the_build_keeps_the_correction_that_predicts_folds_best(self):
+    model = models.get_model('resnet20_cifar')
+    space = model.space
+    cells = {k: 0.01 + 1e-4 * c.in_channels * c.out_channels
+             for k, c in layers.cells(model, 5).items()}
+    rng = np.random.default_rng(0)
+    width = space.bins - space.min_bins + 1
+    per_stream = predictor.stream_cost(model, cells, 5, {
+        'streams': ['stage1', 'stage2', 'stage3'], 'scales': [0.8, 1.3, 1.1],
+        'corrections_ms': rng.uniform(-0.3, 0.3, (3, width)).tolist(),
+        'offset_ms': 2.0})
+    one_scale = predictor.table_cost(model, cells, 5, scale=1.5,
+                                     offset_ms=2.0)
+    widths = space.sample(rng, 200)
+    chosen, tried = predictor.choose_correction(model, cells, 5, widths,
+                                                per_stream(widths))
     self.assertEqual([t['ridge'] for t in tried], list(predictor.RIDGES))
     self.assertIsNotNone(chosen['ridge'])
     self.assertGreater(
         max(t['kendall_tau'] for t in tried if t['ridge'] is not None),
         tried[0]['kendall_tau'])
-    chosen, _ = predictor.choose_correction(
-        model, cells, 5, fitted_on[:200], one_scale(fitted_on[:200]))
-    self.assertIsNone(chosen['ridge'])
-    np.testing.assert_allclose(chosen['scales'], 1.5)
+    # Latencies of one scale: every candidate fits them; one scale wins.
+    chosen, _ = predictor.choose_correction(model, cells, 5, widths,
+                                            one_scale(widths))
+    self.assertEqual(set(chosen), {'ridge', 'scale', 'offset_ms'})
+    self.assertAlmostEqual(chosen['scale'], 1.5)
+    # Too few networks for a scale per stream, or no stream: not tried.
+    for name, count in (('resnet20_cifar', 10), ('vgg16_cifar', 200)):
+      model = models.get_model(name)
+      some = model.space.sample(rng, count)
+      chosen, tried = predictor.choose_correction(
+          model, cells if name == 'resnet20_cifar' else
+          {k: 1.0 for k in layers.cells(model, 5)}, 5, some,
+          rng.uniform(1, 2, count))
+      self.assertIsNone(chosen['ridge'], name)
+      self.assertEqual([t['kendall_tau'] is None for t in tried],
+                       [False, True, True, True], name)
+
+  def test_a_file_of_one_scale_predicts_as_before(self):
+    # Formats 1 and 2 kept one scale and offset: the same Cost as they
+    # made, so a search interrupted under one resumes (its state keeps the
+    # predictor's fingerprint).
+    model = models.get_model('resnet20_cifar')
+    cells = {k: 0.01 + 1e-4 * c.in_channels * c.out_channels
+             for k, c in layers.cells(model, 5).items()}
+    tables, group_a, group_b = layers.tables(model, cells, 5)
+    before = Cost(model.space, 'latency_ms', 1.5 * tables, group_a, group_b,
+                  2.0)
+    cost = predictor.cost_of(model, {
+        'cells': cells, 'plan': {'step': 5},
+        'correction': {'scale': 1.5, 'offset_ms': 2.0}})
+    self.assertEqual(cost.fingerprint(), before.fingerprint())
 
   def test_a_traced_model_is_an_error_saying_what_to_do(self):
     from tests import traced_test  # pylint: disable=g-import-not-at-top
@@ -199,15 +241,31 @@ class ClockTest(absltest.TestCase):
     times, noise = clock.ratios([runner('a'), runner('b'), runner('c')],
                                 *runner('ref'), repeats=5, warmup=1)
     self.assertEqual((times.shape, noise.shape), ((3,), (3,)))
-    # Each compiled and warmed up, then the reference; then each call of a
-    # runner followed by one of the reference.
-    self.assertEqual(calls[:7], ['a', 'a', 'b', 'b', 'c', 'c', 'ref'])
-    timed = calls[7:]
+    # Each compiled and warmed up, the reference too, then the reference;
+    # then each call of a runner followed by one of the reference.
+    self.assertEqual(calls[:9], ['a', 'a', 'b', 'b', 'c', 'c'] + ['ref'] * 3)
+    timed = calls[9:]
     self.assertEqual(timed[1::2], ['ref'] * 15)
     rounds = [tuple(timed[0::2][i:i + 3]) for i in range(0, 15, 3)]
     for order in rounds:
       self.assertCountEqual(order, 'abc')
     self.assertGreater(len(set(rounds)), 1)
+
+  def test_compile_all_compiles_what_the_first_call_runs(self):
+    compiles = []
+    listener = lambda event, *_, **__: compiles.append(event)  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    self.addCleanup(jax.monitoring.unregister_event_duration_listener,
+                    listener)
+    runners = [(jax.jit(lambda x, k=k: jnp.tanh(x) * k), (jnp.ones(k),))
+               for k in range(2, 6)]
+    clock.compile_all(runners)
+    compiled = compiles.count('/jax/core/compile/backend_compile_duration')
+    self.assertGreaterEqual(compiled, len(runners))
+    compiles.clear()
+    for fn, args in runners:
+      jax.block_until_ready(fn(*args))
+    self.assertNotIn('/jax/core/compile/backend_compile_duration', compiles)
 
   def test_ratios_of_no_runners_time_nothing(self):
     # networks_ms of the full network alone times no others.
@@ -283,8 +341,14 @@ class LatencySearchTest(absltest.TestCase):
     model = models.get_model('resnet20_cifar', resolution=28, in_channels=1)
     self.assertEqual(set(record['cells']),
                      set(layers.cells(model, SMALL['step'])))
+    # Too few fit networks here for a correction per stream: one scale.
+    self.assertEqual([c['ridge'] for c in record['cross_validation']],
+                     list(predictor.RIDGES))
+    self.assertIsNone(record['correction']['ridge'])
     for line in ('on 3 random networks not used in fitting',
-                 'per-layer table + fit per stream (the predictor)',
+                 'The correction: one scale and offset, which ranked',
+                 'per stream (ridge 10) not tried',
+                 'per-layer table + correction (the predictor)',
                  'per-layer table + fit', 'MACs + fit',
                  'measured again (repeatability)', 'noise'):
       self.assertIn(line, self.out.stdout)
@@ -294,13 +358,21 @@ class LatencySearchTest(absltest.TestCase):
     done = 2 + SMALL['fit_networks'] + SMALL['networks'] + 1
     partial = copy.deepcopy(self.record)
     partial.update(complete=False, networks=partial['networks'][:done])
-    for key in ('correction', 'validation', 'smallest_ms', 'noise'):
+    for key in ('correction', 'cross_validation', 'validation',
+                'smallest_ms', 'noise'):
       del partial[key]
     path = os.path.join(self.tmp, 'partial.json')
     files.write_json_atomic(path, partial)
     setup = supernet.Setup.create(testing_config.get_config())
-    record = build.Build(testing_config.get_config(), setup.model, path,
-                         **SMALL).run()
+    # One network a turn: each saved as soon as it is measured.
+    saved = []
+    save = build.Build._save
+    with mock.patch.object(build, '_NETWORKS_PER_TURN', 1), \
+        mock.patch.object(build.Build, '_save', lambda self: (
+            saved.append(len(self.record['networks'])), save(self))):
+      record = build.Build(testing_config.get_config(), setup.model, path,
+                           **SMALL).run()
+    self.assertEqual(saved[-3:], [done + 1, done + 2, done + 2])
     self.assertEqual(record['cells'], self.record['cells'])
     self.assertEqual(record['networks'][:done],
                      self.record['networks'][:done])

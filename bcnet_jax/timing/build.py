@@ -131,8 +131,8 @@ class Build:
     """Times the whole networks of the plan not in the file yet against the
     full network (clock.ratios): ms = ratio · full_ms. The networks of one
     role (the fit's, the held-out ones, their second measurement) are
-    timed in turns, up to _NETWORKS_PER_TURN at a time, and saved
-    together."""
+    timed in turns, up to _NETWORKS_PER_TURN at a time (in turns of equal
+    size), and saved together."""
     record = self.record
     reference = clock.network_runner(self.model, self.plan[0][1],
                                      batch=record['batch'])
@@ -142,8 +142,8 @@ class Build:
     todo = self.plan[len(record['networks']):]
     for role, group in itertools.groupby(todo, key=lambda entry: entry[0]):
       widths = [w for _, w in group]
-      for start in range(0, len(widths), _NETWORKS_PER_TURN):
-        chunk = widths[start:start + _NETWORKS_PER_TURN]
+      turns = -(-len(widths) // _NETWORKS_PER_TURN)  # of equal size
+      for chunk in np.array_split(np.array(widths), turns):
         runners = [clock.network_runner(self.model, w, batch=record['batch'])
                    for w in chunk]
         times, noise = clock.ratios(runners, *reference,

@@ -105,16 +105,19 @@ def compile_all(
     runners: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], *,
     desc: str | None = None) -> None:
   """Compiles the runners' jitted functions for their arguments, as many at
-  once as there are cores (XLA compiles a program on about one core): a
+  once as this process has cores (XLA compiles a program on about one): a
   jitted function's first call then finds its program compiled. Other
   functions are left to their first call. `desc`: a progress bar."""
   jitted = [(fn, args) for fn, args in runners if hasattr(fn, 'lower')]
-  with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+  pool = concurrent.futures.ThreadPoolExecutor(_cores())
+  try:
     compiled = pool.map(lambda runner: runner[0].lower(*runner[1]).compile(),
                         jitted)
     for _ in tqdm(compiled, total=len(jitted), desc=desc, unit='fn',
                   disable=desc is None, dynamic_ncols=True):
       pass
+  finally:  # interrupted: the programs not started are not compiled
+    pool.shutdown(cancel_futures=True)
 
 
 def ratio(fn: Callable[..., Any], args: tuple[Any, ...],
@@ -143,7 +146,7 @@ def ratios(runners: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
   if not runners:
     return np.empty(0), np.empty(0)
   compile_all(runners, desc=desc and f'{desc}: compiling')
-  for fn, args in runners:
+  for fn, args in [*runners, (reference, reference_args)]:
     for _ in range(1 + warmup):  # (compiled: a cache hit), then warm up
       jax.block_until_ready(fn(*args))
   order = np.random.default_rng(0)
@@ -176,10 +179,14 @@ def _cpu_model() -> str:
 def threads() -> str:
   """The thread setting latency was measured under: the cores this process
   may use and XLA_FLAGS (which can pin XLA's CPU threads)."""
-  cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
-           else os.cpu_count())
   flags = os.environ.get('XLA_FLAGS', '').strip()
-  return f'{cores} cores' + (f', XLA_FLAGS={flags}' if flags else '')
+  return f'{_cores()} cores' + (f', XLA_FLAGS={flags}' if flags else '')
+
+
+def _cores() -> int:
+  """The cores this process may use."""
+  return (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+          else os.cpu_count())
 
 
 def device() -> dict[str, str]:

@@ -137,14 +137,17 @@ def streams(model) -> tuple[list[int], np.ndarray]:
   """(stream groups, segment of each layer): the model's residual streams,
   and which stream's segment each layer of its table belongs to.
 
-  A layer belongs to the group its output channels are (a classifier's or
-  an SE reduction's: its input's, the reduction's width being derived from
-  it); a stream is a group whose layers come in more than one run in call
-  order, the channels a residual add ties across blocks (ResNet-20:
-  stage1..3). A segment runs from one stream group to the next in the
-  space's group order (the built-in models number groups in call order);
-  groups before the first stream join the first segment. A model without
-  residual adds has no stream, and all its layers are segment 0.
+  A layer belongs to the group of its output channels where they are a
+  group's own dim, else (a classifier's classes, an SE reduction's derived
+  dim) to its input's; a stream is a group whose layers come in more than
+  one run in call order, the channels a residual add ties across blocks
+  (ResNet-20: stage1..3; a stage of one block has none). A segment runs
+  from one stream group to the next in the space's group order, which
+  follows the blocks (within a block the models may number a group before
+  one called earlier: ResNet-20's stage2 before stage2_block1_mid, so that
+  block's first conv is stage 2's, where MobileNetV2's is the stage
+  before's); groups before the first stream join the first segment. A model
+  without residual adds has no stream, and all its layers are segment 0.
   """
   space = model.space
   groups = set(space.groups)

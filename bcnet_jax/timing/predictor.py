@@ -4,9 +4,10 @@ predicted(c) = Σ_layers a_seg(l) · T_l[c] + Σ_streams δ_s[c[g_s]] + offset_m
 
 The table (layers.py) times each layer alone; a whole network runs them in
 one program, with launch costs, fusions and memory traffic the layers alone
-do not show. On a CPU most of that lives inside a stage of residual blocks
-and follows the exact width of the stage's residual stream, not smoothly
-(experiments/README.md, "Where the table's error lives"): so the
+do not show. On the CPU measured (ResNet-20 on an Intel Xeon) most of
+that lives inside a stage of residual blocks and follows the exact width of
+the stage's residual stream, not smoothly (experiments/README.md, "Where
+the table's error lives"): so the
 correction has a scale a_s for each stream's segment of layers
 (layers.streams) and a value δ_s for each width of its stream group g_s,
 fitted by ridge regression (on the δ only) to whole networks measured on
@@ -86,20 +87,31 @@ def errors_of(predicted: np.ndarray, measured: np.ndarray
           'kendall_tau': float(stats.kendalltau(predicted, measured)[0])}
 
 
-def table_cost(model, cells: dict[str, float], step: int) -> Cost:
-  """Σ the layers' tables (layers.tables of the measured cells), as a
-  Cost."""
-  return Cost(model.space, 'latency_ms', *layers.tables(model, cells, step))
+def table_cost(model, cells: dict[str, float], step: int, *,
+               scale: float = 1.0, offset_ms: float = 0.0) -> Cost:
+  """scale · Σ the layers' tables (layers.tables of the measured cells) +
+  offset_ms, as a Cost: the predictor with one scale (every format's)."""
+  tables, group_a, group_b = layers.tables(model, cells, step)
+  return Cost(model.space, 'latency_ms', scale * tables, group_a, group_b,
+              offset_ms)
 
 
-def corrected_cost(model, cells: dict[str, float], step: int,
-                   correction: dict[str, Any]) -> Cost:
-  """The predictor: each layer's table times its segment's scale, plus each
-  stream's δ at its group's width (a table of that group and none), plus
-  the offset."""
+def stream_cost(model, cells: dict[str, float], step: int,
+                correction: dict[str, Any]) -> Cost:
+  """The predictor with a correction per stream: each layer's table times
+  its segment's scale, plus each stream's δ at its group's width (a table
+  of that group and none), plus the offset. Streams other than the
+  correction's (another version's layers.streams) are an error."""
   space = model.space
   tables, group_a, group_b = layers.tables(model, cells, step)
   stream_groups, segment = layers.streams(model)
+  names = [space.groups[g] for g in stream_groups]
+  if correction['streams'] != names:
+    raise errors.InvalidInput(
+        f'the latency file\'s correction is for the residual streams '
+        f'{correction["streams"]} of {space.model}, and this version finds '
+        f'{names}: measure again with python -m bcnet_jax.latency (another '
+        '--out)')
   scales = np.asarray(correction['scales'])[segment]
   deltas = np.zeros((len(stream_groups), *tables.shape[1:]))
   deltas[:, :, 0] = np.asarray(correction['corrections_ms'],
@@ -112,50 +124,84 @@ def corrected_cost(model, cells: dict[str, float], step: int,
               correction['offset_ms'])
 
 
-def _one_scale(model, scale: float, offset_ms: float) -> dict[str, Any]:
-  """One scale for every layer, no stream's value: the table's sum times
-  scale plus offset, as a correction."""
-  stream_groups, segment = layers.streams(model)
-  space = model.space
-  return {'scales': [float(scale)] * int(segment.max() + 1),
-          'corrections_ms': np.zeros(
-              (len(stream_groups), space.bins - space.min_bins + 1)).tolist(),
-          'offset_ms': float(offset_ms)}
+def cost_of(model, record: dict[str, Any]) -> Cost:
+  """The predictor of a latency record (its cells and correction)."""
+  cells, step = record['cells'], record['plan']['step']
+  correction = record['correction']
+  if 'streams' in correction:
+    return stream_cost(model, cells, step, correction)
+  return table_cost(model, cells, step, scale=correction['scale'],
+                    offset_ms=correction['offset_ms'])
+
+
+class _Features:
+  """What the corrections are fitted on, for a set of networks: each
+  segment's table sum and each stream group's width as one-hot columns,
+  latencies in units of the slowest measured (so that one ridge penalty
+  suits any device)."""
+
+  def __init__(self, model, cells: dict[str, float], step: int,
+               widths: np.ndarray, measured: np.ndarray):
+    space = model.space
+    tables, group_a, group_b = layers.tables(model, cells, step)
+    stream_groups, segment = layers.streams(model)
+    self.unit = float(np.max(measured))
+    self.target = measured / self.unit
+    self.sums = np.stack(
+        [Cost(space, 'latency_ms', tables[segment == s],
+              group_a[segment == s], group_b[segment == s])(widths)
+         for s in range(segment.max() + 1)], 1) / self.unit
+    bins = np.arange(space.min_bins, space.bins + 1)
+    self.one_hots = np.concatenate(
+        [np.zeros((len(widths), 0))] +
+        [(widths[:, g, None] == bins).astype(float) for g in stream_groups],
+        1)
+    self.streams = [space.groups[g] for g in stream_groups]
+    self.bins = len(bins)
+
+  def design(self, ridge: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """(design matrix, its penalized columns) of a RIDGES candidate."""
+    ones = np.ones((len(self.sums), 1))
+    if ridge is None:
+      return (np.concatenate([self.sums.sum(1, keepdims=True), ones], 1),
+              np.zeros(2, bool))
+    design = np.concatenate([self.sums, self.one_hots, ones], 1)
+    penalized = np.zeros(design.shape[1], bool)
+    penalized[self.sums.shape[1]:-1] = True
+    return design, penalized
+
+  def solve(self, ridge: float | None, rows: np.ndarray) -> np.ndarray:
+    """The coefficients fitted to `rows` (a boolean mask): least squares,
+    plus ridge · Σ δ² (in the unit)."""
+    design, penalized = self.design(ridge)
+    penalty = np.sqrt(ridge or 0.0) * np.eye(design.shape[1])[penalized]
+    beta, *_ = np.linalg.lstsq(
+        np.concatenate([design[rows], penalty]),
+        np.concatenate([self.target[rows], np.zeros(len(penalty))]),
+        rcond=None)
+    return beta
+
+  def correction(self, ridge: float | None) -> dict[str, Any]:
+    """The candidate fitted to every network, as a latency file keeps it."""
+    beta = self.solve(ridge, np.ones(len(self.sums), bool))
+    if ridge is None:
+      return {'ridge': None, 'scale': float(beta[0]),
+              'offset_ms': self.unit * float(beta[1])}
+    segments = self.sums.shape[1]
+    return {'ridge': ridge, 'streams': self.streams,
+            'scales': beta[:segments].tolist(),
+            'corrections_ms': (self.unit * beta[segments:-1]).reshape(
+                len(self.streams), self.bins).tolist(),
+            'offset_ms': self.unit * float(beta[-1])}
 
 
 def fit_correction(model, cells: dict[str, float], step: int,
                    widths: np.ndarray, measured: np.ndarray,
                    ridge: float | None) -> dict[str, Any]:
-  """The correction (corrected_cost's) minimizing Σ (predicted −
-  measured)² + ridge · Σ δ², latencies in units of the slowest measured;
-  ridge None: one scale and offset (no stream's own)."""
-  space = model.space
-  tables, group_a, group_b = layers.tables(model, cells, step)
-  stream_groups, segment = layers.streams(model)
-  if ridge is None:
-    return {**_one_scale(model, *fit(
-        Cost(space, 'latency_ms', tables, group_a, group_b)(widths),
-        measured)), 'ridge': None}
-  unit = float(np.max(measured))
-  segment_sums = [
-      Cost(space, 'latency_ms', tables[segment == s], group_a[segment == s],
-           group_b[segment == s])(widths) / unit
-      for s in range(segment.max() + 1)]
-  bins = np.arange(space.min_bins, space.bins + 1)
-  one_hots = [(widths[:, g, None] == bins).astype(float)
-              for g in stream_groups]
-  design = np.column_stack([*segment_sums, *one_hots,
-                            np.ones(len(widths))])
-  penalized = np.zeros(design.shape[1], bool)
-  penalized[len(segment_sums):-1] = True
-  penalty = np.sqrt(ridge) * np.eye(design.shape[1])[penalized]
-  beta, *_ = np.linalg.lstsq(
-      np.concatenate([design, penalty]),
-      np.concatenate([measured / unit, np.zeros(len(penalty))]), rcond=None)
-  return {'scales': beta[:len(segment_sums)].tolist(),
-          'corrections_ms': (unit * beta[penalized]).reshape(
-              len(stream_groups), len(bins)).tolist(),
-          'offset_ms': unit * float(beta[-1]), 'ridge': ridge}
+  """The correction (cost_of's) minimizing Σ (predicted − measured)² +
+  ridge · Σ δ², latencies in units of the slowest measured; ridge None:
+  one scale and offset."""
+  return _Features(model, cells, step, widths, measured).correction(ridge)
 
 
 def choose_correction(model, cells: dict[str, float], step: int,
@@ -163,32 +209,36 @@ def choose_correction(model, cells: dict[str, float], step: int,
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """(the correction, fitted to all the networks, of the RIDGES candidate
   whose predictions of each network from the others (FOLDS folds) rank them
-  best; [{'ridge', 'kendall_tau'} of each candidate]). The first best wins
-  a tie: one scale before a correction per stream."""
+  best; [{'ridge', 'kendall_tau'} of each candidate, None if not tried]).
+
+  One scale wins a tie. A correction per stream is not tried for a model
+  without streams, nor where a fold leaves no more than twice as many
+  networks as it has scales and offset (they would fit exactly), and not
+  kept if a scale it fits is not positive."""
+  features = _Features(model, cells, step, widths, measured)
   fold = np.random.default_rng(0).permutation(len(widths)) % FOLDS
+  fewest = min(np.sum(fold != k) for k in np.unique(fold))
+  tried = bool(features.streams) and fewest > 2 * (features.sums.shape[1] +
+                                                   1)
   scores = []
   for ridge in RIDGES:
+    if ridge is not None and not tried:
+      scores.append({'ridge': ridge, 'kendall_tau': None})
+      continue
+    design, _ = features.design(ridge)
     predicted = np.empty(len(widths))
     for k in np.unique(fold):
-      out = fold == k
-      correction = fit_correction(model, cells, step, widths[~out],
-                                  measured[~out], ridge)
-      predicted[out] = corrected_cost(model, cells, step,
-                                      correction)(widths[out])
-    scores.append({'ridge': ridge, 'kendall_tau':
-                   errors_of(predicted, measured)['kendall_tau']})
-  best = max(scores, key=lambda score: score['kendall_tau'])['ridge']
-  return fit_correction(model, cells, step, widths, measured, best), scores
-
-
-def cost_of(model, record: dict[str, Any]) -> Cost:
-  """The predictor of a latency record (its cells and correction)."""
-  correction = record['correction']
-  if 'scale' in correction:  # formats 1 and 2: one scale for every layer
-    correction = _one_scale(model, correction['scale'],
-                            correction['offset_ms'])
-  return corrected_cost(model, record['cells'], record['plan']['step'],
-                        correction)
+      predicted[fold == k] = (design[fold == k] @
+                              features.solve(ridge, fold != k))
+    scores.append({'ridge': ridge, 'kendall_tau': errors_of(
+        predicted, features.target)['kendall_tau']})
+  ranked = sorted((s for s in scores if s['kendall_tau'] is not None),
+                  key=lambda s: -np.nan_to_num(s['kendall_tau'], nan=-2))
+  for score in ranked:  # one scale among them: the last to fall back on
+    correction = features.correction(score['ridge'])
+    if score['ridge'] is None or min(correction['scales']) > 0:
+      break
+  return correction, scores
 
 
 def check(record: Any, path: str, *, model: dict[str, Any],
