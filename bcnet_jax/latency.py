@@ -40,15 +40,16 @@ def report(record: dict) -> str:
   tried = ', '.join(
       f'{_correction(c["ridge"])} ' +
       ('not tried' if c['kendall_tau'] is None else f'{c["kendall_tau"]:.3f}')
+      + (f' (dropped: {c["dropped"]})' if 'dropped' in c else '')
       for c in record['cross_validation'])
   return (f'{record["model"]["model.name"]} at batch {record["batch"]} on '
           f'{device["device"]} ({device["backend"]}, {device["threads"]}, '
           f'jax {device["jax"]}): full width {record["full_ms"]:.3f} ms, '
           f'smallest {record["smallest_ms"]:.3f} ms, measurement noise '
           f'±{100 * record["noise"]:.1f}%\n'
-          f'The correction: {_correction(record["correction"]["ridge"])}, '
-          'which ranked the fit\'s networks best, each predicted from the '
-          f'others (Kendall tau: {tried})\n'
+          f'The correction: {_correction(record["correction"]["ridge"])}; '
+          'the candidates\' Kendall tau on the fit\'s networks, each '
+          f'predicted from the others: {tried}\n'
           f'Predicted against measured (the mean of two measurements) on '
           f'{v["networks"]} random networks not used in fitting, and the '
           'two measurements against each other:\n' +

@@ -160,8 +160,11 @@ class TablesTest(absltest.TestCase):
     correction = predictor.fit_correction(model, cells, 5, fitted_on,
                                           truth(fitted_on), ridge=1.0)
     self.assertEqual(correction['streams'], known['streams'])
-    fitted = predictor.cost_of(model, {'cells': cells, 'plan': {'step': 5},
-                                       'correction': correction})
+    # As a latency file keeps it, and reads it back.
+    path = os.path.join(self.create_tempdir(), 'latency.json')
+    files.write_json_atomic(path, {'cells': cells, 'plan': {'step': 5},
+                                   'correction': correction})
+    fitted = predictor.cost_of(model, files.read_json(path))
     other = space.sample(rng, 100)
     # The ridge penalty shrinks the δ a little.
     np.testing.assert_allclose(fitted(other), truth(other), rtol=0.01)
@@ -170,6 +173,11 @@ class TablesTest(absltest.TestCase):
                                 r".* finds \['stage1', 'stage2', 'stage3'\]"):
       predictor.stream_cost(model, cells, 5,
                             dict(known, streams=['stage1', 'stage2']))
+    with self.assertRaisesRegex(ValueError, r'\(2 segments.* \(3 segments'):
+      predictor.stream_cost(model, cells, 5, dict(known, scales=[1.0, 1.0]))
+    with self.assertRaisesRegex(ValueError, 'neither one scale nor'):
+      predictor.cost_of(model, {'cells': cells, 'plan': {'step': 5},
+                                'correction': {'offset_ms': 1.0}})
 
   def test_the_build_keeps_the_correction_that_predicts_folds_best(self):
     model = models.get_model('resnet20_cifar')
@@ -192,6 +200,16 @@ class TablesTest(absltest.TestCase):
     self.assertGreater(
         max(t['kendall_tau'] for t in tried if t['ridge'] is not None),
         tried[0]['kendall_tau'])
+    # A correction per stream that fits a scale below 0 is not kept.
+    negative = predictor.stream_cost(model, cells, 5, {
+        'streams': ['stage1', 'stage2', 'stage3'],
+        'scales': [0.8, -0.5, 1.1], 'corrections_ms': np.zeros((3, width)),
+        'offset_ms': 20.0})
+    chosen, tried = predictor.choose_correction(model, cells, 5, widths,
+                                                negative(widths))
+    self.assertIsNone(chosen['ridge'])
+    self.assertEqual([t.get('dropped') for t in tried],
+                     [None] + ['a scale not positive'] * 3)
     # Latencies of one scale: every candidate fits them; one scale wins.
     chosen, _ = predictor.choose_correction(model, cells, 5, widths,
                                             one_scale(widths))
@@ -252,13 +270,13 @@ class ClockTest(absltest.TestCase):
     self.assertGreater(len(set(rounds)), 1)
 
   def test_compile_all_compiles_what_the_first_call_runs(self):
+    runners = [(jax.jit(lambda x, k=k: jnp.tanh(x) * k), (jnp.ones(k),))
+               for k in range(2, 6)]
     compiles = []
     listener = lambda event, *_, **__: compiles.append(event)  # noqa: E731
     jax.monitoring.register_event_duration_secs_listener(listener)
     self.addCleanup(jax.monitoring.unregister_event_duration_listener,
                     listener)
-    runners = [(jax.jit(lambda x, k=k: jnp.tanh(x) * k), (jnp.ones(k),))
-               for k in range(2, 6)]
     clock.compile_all(runners)
     compiled = compiles.count('/jax/core/compile/backend_compile_duration')
     self.assertGreaterEqual(compiled, len(runners))
@@ -346,7 +364,7 @@ class LatencySearchTest(absltest.TestCase):
                      list(predictor.RIDGES))
     self.assertIsNone(record['correction']['ridge'])
     for line in ('on 3 random networks not used in fitting',
-                 'The correction: one scale and offset, which ranked',
+                 'The correction: one scale and offset; the candidates',
                  'per stream (ridge 10) not tried',
                  'per-layer table + correction (the predictor)',
                  'per-layer table + fit', 'MACs + fit',

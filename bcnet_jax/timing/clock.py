@@ -147,7 +147,7 @@ def ratios(runners: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
     return np.empty(0), np.empty(0)
   compile_all(runners, desc=desc and f'{desc}: compiling')
   for fn, args in [*runners, (reference, reference_args)]:
-    for _ in range(1 + warmup):  # (compiled: a cache hit), then warm up
+    for _ in range(1 + warmup):  # compile (or find it compiled), warm up
       jax.block_until_ready(fn(*args))
   order = np.random.default_rng(0)
   before = _seconds(reference, reference_args)

@@ -139,9 +139,10 @@ def streams(model) -> tuple[list[int], np.ndarray]:
 
   A layer belongs to the group of its output channels where they are a
   group's own dim, else (a classifier's classes, an SE reduction's derived
-  dim) to its input's; a stream is a group whose layers come in more than
-  one run in call order, the channels a residual add ties across blocks
-  (ResNet-20: stage1..3; a stage of one block has none). A segment runs
+  dim) to its input's (a stem's input, the image, has none: its output's);
+  a stream is a group whose layers come in more than one run in call
+  order, the channels a residual add ties across blocks (ResNet-20:
+  stage1..3; a stage of one block has none). A segment runs
   from one stream group to the next in the space's group order, which
   follows the blocks (within a block the models may number a group before
   one called earlier: ResNet-20's stage2 before stage2_block1_mid, so that

@@ -106,12 +106,14 @@ def stream_cost(model, cells: dict[str, float], step: int,
   tables, group_a, group_b = layers.tables(model, cells, step)
   stream_groups, segment = layers.streams(model)
   names = [space.groups[g] for g in stream_groups]
-  if correction['streams'] != names:
+  found = f'{names} ({segment.max() + 1} segments of layers)'
+  saved = (f'{correction["streams"]} ({len(correction["scales"])} segments '
+           'of layers)')
+  if saved != found:
     raise errors.InvalidInput(
         f'the latency file\'s correction is for the residual streams '
-        f'{correction["streams"]} of {space.model}, and this version finds '
-        f'{names}: measure again with python -m bcnet_jax.latency (another '
-        '--out)')
+        f'{saved} of {space.model}, and this version finds {found}: measure '
+        'again with python -m bcnet_jax.latency (another --out)')
   scales = np.asarray(correction['scales'])[segment]
   deltas = np.zeros((len(stream_groups), *tables.shape[1:]))
   deltas[:, :, 0] = np.asarray(correction['corrections_ms'],
@@ -130,6 +132,11 @@ def cost_of(model, record: dict[str, Any]) -> Cost:
   correction = record['correction']
   if 'streams' in correction:
     return stream_cost(model, cells, step, correction)
+  if 'scale' not in correction:
+    raise errors.InvalidInput(
+        f'the latency file\'s correction has neither one scale nor a '
+        f'correction per stream (its keys: {sorted(correction)}): measure '
+        'again with python -m bcnet_jax.latency (another --out)')
   return table_cost(model, cells, step, scale=correction['scale'],
                     offset_ms=correction['offset_ms'])
 
@@ -209,20 +216,21 @@ def choose_correction(model, cells: dict[str, float], step: int,
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """(the correction, fitted to all the networks, of the RIDGES candidate
   whose predictions of each network from the others (FOLDS folds) rank them
-  best; [{'ridge', 'kendall_tau'} of each candidate, None if not tried]).
+  best; [{'ridge', 'kendall_tau'} of each candidate, None if not tried,
+  and 'dropped': why, if it ranked better but was not kept]).
 
   One scale wins a tie. A correction per stream is not tried for a model
   without streams, nor where a fold leaves no more than twice as many
-  networks as it has scales and offset (they would fit exactly), and not
+  networks as it has scales and offset (too few to estimate them), and not
   kept if a scale it fits is not positive."""
   features = _Features(model, cells, step, widths, measured)
   fold = np.random.default_rng(0).permutation(len(widths)) % FOLDS
   fewest = min(np.sum(fold != k) for k in np.unique(fold))
-  tried = bool(features.streams) and fewest > 2 * (features.sums.shape[1] +
-                                                   1)
+  per_stream = bool(features.streams) and fewest > 2 * (
+      features.sums.shape[1] + 1)
   scores = []
   for ridge in RIDGES:
-    if ridge is not None and not tried:
+    if ridge is not None and not per_stream:
       scores.append({'ridge': ridge, 'kendall_tau': None})
       continue
     design, _ = features.design(ridge)
@@ -238,6 +246,7 @@ def choose_correction(model, cells: dict[str, float], step: int,
     correction = features.correction(score['ridge'])
     if score['ridge'] is None or min(correction['scales']) > 0:
       break
+    score['dropped'] = 'a scale not positive'
   return correction, scores
 
 
