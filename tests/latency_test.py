@@ -42,6 +42,21 @@ SMALL = {'batch': 2, 'repeats': 3, 'step': 10, 'fit_networks': 2,
          'networks': 3}
 
 
+def resnet20_latencies() -> tuple:
+  """(ResNet-20, cells of a known function of the channels, a correction
+  per stream of random values, the generator that drew them)."""
+  model = models.get_model('resnet20_cifar')
+  cells = {k: 0.01 + 1e-4 * c.in_channels * c.out_channels
+           for k, c in layers.cells(model, 5).items()}
+  rng = np.random.default_rng(0)
+  width = model.space.bins - model.space.min_bins + 1
+  correction = {'ridge': 1.0, 'streams': ['stage1', 'stage2', 'stage3'],
+                'scales': [0.8, 1.3, 1.1],
+                'corrections_ms': rng.uniform(-0.3, 0.3, (3, width)).tolist(),
+                'offset_ms': 2.0}
+  return model, cells, correction, rng
+
+
 class CostTest(parameterized.TestCase):
 
   @parameterized.parameters('resnet20_cifar', 'mobilenetv2_cifar',
@@ -145,18 +160,9 @@ class TablesTest(absltest.TestCase):
   def test_the_fitted_correction_predicts_what_it_was_fitted_to(self):
     # Latencies made by a known correction of a known table: the fit finds
     # a predictor of other width vectors within 1%.
-    model = models.get_model('resnet20_cifar')
-    space = model.space
-    cells = {k: 0.01 + 1e-4 * c.in_channels * c.out_channels
-             for k, c in layers.cells(model, 5).items()}
-    rng = np.random.default_rng(0)
-    width = space.bins - space.min_bins + 1
-    known = {'ridge': 1.0, 'streams': ['stage1', 'stage2', 'stage3'],
-             'scales': [0.8, 1.3, 1.1],
-             'corrections_ms': rng.uniform(-0.3, 0.3, (3, width)).tolist(),
-             'offset_ms': 2.0}
+    model, cells, known, rng = resnet20_latencies()
     truth = predictor.stream_cost(model, cells, 5, known)
-    fitted_on = space.sample(rng, 1000)
+    fitted_on = model.space.sample(rng, 1000)
     correction = predictor.fit_correction(model, cells, 5, fitted_on,
                                           truth(fitted_on), ridge=1.0)
     self.assertEqual(correction['streams'], known['streams'])
@@ -165,7 +171,7 @@ class TablesTest(absltest.TestCase):
     files.write_json_atomic(path, {'cells': cells, 'plan': {'step': 5},
                                    'correction': correction})
     fitted = predictor.cost_of(model, files.read_json(path))
-    other = space.sample(rng, 100)
+    other = model.space.sample(rng, 100)
     # The ridge penalty shrinks the δ a little.
     np.testing.assert_allclose(fitted(other), truth(other), rtol=0.01)
     # Another version's streams: named, not mispredicted.
@@ -180,19 +186,11 @@ class TablesTest(absltest.TestCase):
                                 'correction': {'offset_ms': 1.0}})
 
   def test_the_build_keeps_the_correction_that_predicts_folds_best(self):
-    model = models.get_model('resnet20_cifar')
-    space = model.space
-    cells = {k: 0.01 + 1e-4 * c.in_channels * c.out_channels
-             for k, c in layers.cells(model, 5).items()}
-    rng = np.random.default_rng(0)
-    width = space.bins - space.min_bins + 1
-    per_stream = predictor.stream_cost(model, cells, 5, {
-        'streams': ['stage1', 'stage2', 'stage3'], 'scales': [0.8, 1.3, 1.1],
-        'corrections_ms': rng.uniform(-0.3, 0.3, (3, width)).tolist(),
-        'offset_ms': 2.0})
+    model, cells, known, rng = resnet20_latencies()
+    per_stream = predictor.stream_cost(model, cells, 5, known)
     one_scale = predictor.table_cost(model, cells, 5, scale=1.5,
                                      offset_ms=2.0)
-    widths = space.sample(rng, 200)
+    widths = model.space.sample(rng, 200)
     chosen, tried = predictor.choose_correction(model, cells, 5, widths,
                                                 per_stream(widths))
     self.assertEqual([t['ridge'] for t in tried], list(predictor.RIDGES))
@@ -201,10 +199,9 @@ class TablesTest(absltest.TestCase):
         max(t['kendall_tau'] for t in tried if t['ridge'] is not None),
         tried[0]['kendall_tau'])
     # A correction per stream that fits a scale below 0 is not kept.
-    negative = predictor.stream_cost(model, cells, 5, {
-        'streams': ['stage1', 'stage2', 'stage3'],
-        'scales': [0.8, -0.5, 1.1], 'corrections_ms': np.zeros((3, width)),
-        'offset_ms': 20.0})
+    negative = predictor.stream_cost(model, cells, 5, dict(
+        known, scales=[0.8, -0.5, 1.1], offset_ms=20.0,
+        corrections_ms=np.zeros_like(known['corrections_ms'])))
     chosen, tried = predictor.choose_correction(model, cells, 5, widths,
                                                 negative(widths))
     self.assertIsNone(chosen['ridge'])
@@ -231,9 +228,7 @@ class TablesTest(absltest.TestCase):
     # Formats 1 and 2 kept one scale and offset: the same Cost as they
     # made, so a search interrupted under one resumes (its state keeps the
     # predictor's fingerprint).
-    model = models.get_model('resnet20_cifar')
-    cells = {k: 0.01 + 1e-4 * c.in_channels * c.out_channels
-             for k, c in layers.cells(model, 5).items()}
+    model, cells, *_ = resnet20_latencies()
     tables, group_a, group_b = layers.tables(model, cells, 5)
     before = Cost(model.space, 'latency_ms', 1.5 * tables, group_a, group_b,
                   2.0)
