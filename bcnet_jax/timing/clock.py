@@ -107,8 +107,12 @@ def compile_all(
   """Compiles the runners' jitted functions for their arguments, as many at
   once as this process has cores (XLA compiles a program on about one): a
   jitted function's first call then finds its program compiled. Other
-  functions are left to their first call. `desc`: a progress bar."""
+  functions, and a lone program (no others to compile beside it: the
+  build's cells, compiled in sets, are timed one by one through `ratio`),
+  are left to their first call. `desc`: a progress bar."""
   jitted = [(fn, args) for fn, args in runners if hasattr(fn, 'lower')]
+  if len(jitted) < 2:
+    return
   pool = concurrent.futures.ThreadPoolExecutor(_cores())
   try:
     compiled = pool.map(lambda runner: runner[0].lower(*runner[1]).compile(),
