@@ -31,6 +31,7 @@ from bcnet_jax.timing import build
 from bcnet_jax.timing import clock
 from bcnet_jax.timing import layers
 from bcnet_jax.timing import predictor
+from bcnet_jax.timing import segments
 from configs import testing as testing_config
 from tests.programs import command
 from tests.programs import ROOT
@@ -55,6 +56,23 @@ def resnet20_latencies() -> tuple:
                 'corrections_ms': rng.uniform(-0.3, 0.3, (3, width)).tolist(),
                 'offset_ms': 2.0}
   return model, cells, correction, rng
+
+
+def segments_of(model, cells, correction, widths) -> np.ndarray:
+  """[networks, segments] ms: each segment's part of `correction` (its
+  scale times its layers' tables, its stream's values, a share of the
+  offset); together, the whole correction's prediction."""
+  count = len(correction['scales'])
+  parts = []
+  for s in range(count):
+    alone = dict(correction, offset_ms=correction['offset_ms'] / count,
+                 scales=[x if i == s else 0.0
+                         for i, x in enumerate(correction['scales'])],
+                 corrections_ms=[row if i == s else [0.0] * len(row)
+                                 for i, row in enumerate(
+                                     correction['corrections_ms'])])
+    parts.append(predictor.stream_cost(model, cells, 5, alone)(widths))
+  return np.stack(parts, 1)
 
 
 class CostTest(parameterized.TestCase):
@@ -160,11 +178,16 @@ class TablesTest(absltest.TestCase):
   def test_the_fitted_correction_predicts_what_it_was_fitted_to(self):
     # Latencies made by a known correction of a known table: the fit finds
     # a predictor of other width vectors within 1%.
+    # Each segment timed alone as the correction's part of it; the whole
+    # network 10% slower than their sum, plus 1 ms.
     model, cells, known, rng = resnet20_latencies()
     truth = predictor.stream_cost(model, cells, 5, known)
     fitted_on = model.space.sample(rng, 1000)
-    correction = predictor.fit_correction(model, cells, 5, fitted_on,
-                                          truth(fitted_on), ridge=1.0)
+    segments_ms = segments_of(model, cells, known, fitted_on)
+    np.testing.assert_allclose(segments_ms.sum(1), truth(fitted_on))
+    correction = predictor.fit_correction(
+        model, cells, 5, fitted_on, 1.1 * truth(fitted_on) + 1.0,
+        segments_ms, ridge=1.0)
     self.assertEqual(correction['streams'], known['streams'])
     # As a latency file keeps it, and reads it back.
     path = os.path.join(self.create_tempdir(), 'latency.json')
@@ -173,7 +196,8 @@ class TablesTest(absltest.TestCase):
     fitted = predictor.cost_of(model, files.read_json(path))
     other = model.space.sample(rng, 100)
     # The ridge penalty shrinks the δ a little.
-    np.testing.assert_allclose(fitted(other), truth(other), rtol=0.01)
+    np.testing.assert_allclose(fitted(other), 1.1 * truth(other) + 1.0,
+                               rtol=0.01)
     # Another version's streams: named, not mispredicted.
     with self.assertRaisesRegex(ValueError, r"streams \['stage1', 'stage2'\] "
                                 r".* finds \['stage1', 'stage2', 'stage3'\]"):
@@ -191,38 +215,47 @@ class TablesTest(absltest.TestCase):
     one_scale = predictor.table_cost(model, cells, 5, scale=1.5,
                                      offset_ms=2.0)
     widths = model.space.sample(rng, 200)
-    chosen, tried = predictor.choose_correction(model, cells, 5, widths,
-                                                per_stream(widths))
+    chosen, tried = predictor.choose_correction(
+        model, cells, 5, widths, per_stream(widths),
+        segments_of(model, cells, known, widths))
     self.assertEqual([t['ridge'] for t in tried], list(predictor.RIDGES))
     self.assertIsNotNone(chosen['ridge'])
     self.assertGreater(
         max(t['kendall_tau'] for t in tried if t['ridge'] is not None),
         tried[0]['kendall_tau'])
     # A correction per stream that fits a scale below 0 is not kept.
-    negative = predictor.stream_cost(model, cells, 5, dict(
-        known, scales=[0.8, -0.5, 1.1], offset_ms=20.0,
-        corrections_ms=np.zeros_like(known['corrections_ms'])))
-    chosen, tried = predictor.choose_correction(model, cells, 5, widths,
-                                                negative(widths))
+    negative = dict(known, scales=[0.8, -0.5, 1.1], offset_ms=20.0,
+                    corrections_ms=np.zeros_like(known['corrections_ms']))
+    chosen, tried = predictor.choose_correction(
+        model, cells, 5, widths,
+        predictor.stream_cost(model, cells, 5, negative)(widths),
+        segments_of(model, cells, negative, widths))
     self.assertIsNone(chosen['ridge'])
     self.assertEqual([t.get('dropped') for t in tried],
-                     [None] + ['a scale not positive'] * 3)
+                     [None] + ['a scale not positive'] * 4)
     # Latencies of one scale: every candidate fits them; one scale wins.
-    chosen, _ = predictor.choose_correction(model, cells, 5, widths,
-                                            one_scale(widths))
+    one_scale_segments = segments_of(model, cells, dict(
+        known, scales=[1.5] * 3, offset_ms=2.0,
+        corrections_ms=np.zeros_like(known['corrections_ms'])), widths)
+    chosen, _ = predictor.choose_correction(
+        model, cells, 5, widths, one_scale(widths), one_scale_segments)
     self.assertEqual(set(chosen), {'ridge', 'scale', 'offset_ms'})
     self.assertAlmostEqual(chosen['scale'], 1.5)
-    # Too few networks for a scale per stream, or no stream: not tried.
-    for name, count in (('resnet20_cifar', 10), ('vgg16_cifar', 200)):
+    # No segments timed, too few networks for a scale per stream, or no
+    # stream: not tried.
+    for name, count, timed in (('resnet20_cifar', 200, False),
+                               ('resnet20_cifar', 10, True),
+                               ('vgg16_cifar', 200, False)):
       model = models.get_model(name)
       some = model.space.sample(rng, count)
       chosen, tried = predictor.choose_correction(
           model, cells if name == 'resnet20_cifar' else
           {k: 1.0 for k in layers.cells(model, 5)}, 5, some,
-          rng.uniform(1, 2, count))
+          rng.uniform(1, 2, count),
+          rng.uniform(0.3, 0.7, (count, 3)) if timed else None)
       self.assertIsNone(chosen['ridge'], name)
       self.assertEqual([t['kendall_tau'] is None for t in tried],
-                       [False, True, True, True], name)
+                       [False] + [True] * 4, name)
 
   def test_a_file_of_one_scale_predicts_as_before(self):
     # Formats 1 and 2 kept one scale and offset: the same Cost as they
@@ -241,6 +274,49 @@ class TablesTest(absltest.TestCase):
     from tests import traced_test  # pylint: disable=g-import-not-at-top
     with self.assertRaisesRegex(ValueError, 'under a MACs budget'):
       layers.cells(traced_test.trace('ResNet20Twin'), 3)
+
+
+class SegmentsTest(absltest.TestCase):
+
+  def test_a_network_cut_where_its_streams_segments_meet(self):
+    rng = np.random.default_rng(0)
+    for name, count in (('resnet20_cifar', 3), ('mobilenetv2_cifar', 5),
+                        ('vgg16_cifar', 1)):
+      model = models.get_model(name)
+      widths = model.space.sample(rng, 1)[0]
+      compact = models.compact_like(model, widths)
+      runners = segments.runners(model, widths, batch=2)
+      self.assertLen(runners, count, name)
+      # Each operation of the network once, in its layer's segment.
+      table = layers.check_supported(model)
+      _, segment = layers.streams(model)
+      pieces = [operations(fn, args) for fn, args in runners]
+      self.assertEqual(sum(len(p) for p in pieces),
+                       len(operations(*clock.network_runner(
+                           model, widths, batch=2))), name)
+      for s, piece in enumerate(pieces):
+        traced_by = {stack for stack in piece if stack}
+        expected = {'/'.join(layer.path)
+                    for layer, at in zip(table, segment) if at == s}
+        self.assertTrue(traced_by, name)
+        self.assertTrue(all(any(t.startswith(p) for p in expected)
+                            for t in traced_by), (name, s))
+      # The first segment reads the image; the last gives the logits.
+      first_inputs = {a.shape for a in runners[0][1]}
+      self.assertIn(compact.dummy_input(2).shape, first_inputs, name)
+      fn, args = runners[-1]
+      self.assertEqual([o.shape for o in jax.eval_shape(fn, *args)],
+                       [(2, model.num_classes)], name)
+
+
+def operations(fn, args) -> list[str]:
+  """The module path (past the model) that traced each operation of a
+  jitted fn's program; '' where the model itself did."""
+  jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+  if len(jaxpr.eqns) == 1 and 'jaxpr' in jaxpr.eqns[0].params:
+    jaxpr = jaxpr.eqns[0].params['jaxpr'].jaxpr
+  return ['/'.join(str(e.source_info.name_stack).split('/')[1:])
+          for e in jaxpr.eqns]
 
 
 class ClockTest(absltest.TestCase):
@@ -354,6 +430,12 @@ class LatencySearchTest(absltest.TestCase):
     model = models.get_model('resnet20_cifar', resolution=28, in_channels=1)
     self.assertEqual(set(record['cells']),
                      set(layers.cells(model, SMALL['step'])))
+    # Each fit network's three segments (one per stream), timed alone.
+    self.assertEqual([n['widths'] for n in record['segments']],
+                     widths('fit'))
+    for n in record['segments']:
+      self.assertLen(n['ms'], 3)
+      self.assertTrue(all(ms > 0 for ms in n['ms']))
     # Too few fit networks here for a correction per stream: one scale.
     self.assertEqual([c['ridge'] for c in record['cross_validation']],
                      list(predictor.RIDGES))
@@ -370,7 +452,8 @@ class LatencySearchTest(absltest.TestCase):
     # Interrupted after the first of the second measurements.
     done = 2 + SMALL['fit_networks'] + SMALL['networks'] + 1
     partial = copy.deepcopy(self.record)
-    partial.update(complete=False, networks=partial['networks'][:done])
+    partial.update(complete=False, networks=partial['networks'][:done],
+                   segments=[])
     for key in ('correction', 'cross_validation', 'validation',
                 'smallest_ms', 'noise'):
       del partial[key]
@@ -382,16 +465,24 @@ class LatencySearchTest(absltest.TestCase):
     save = build.Build._save
     with mock.patch.object(build, '_NETWORKS_PER_TURN', 1), \
         mock.patch.object(build.Build, '_save', lambda self: (
-            saved.append(len(self.record['networks'])), save(self))):
+            saved.append((len(self.record['networks']),
+                          len(self.record['segments']))), save(self))):
       record = build.Build(testing_config.get_config(), setup.model, path,
                            **SMALL).run()
-    self.assertEqual(saved[-3:], [done + 1, done + 2, done + 2])
+    # The networks, then each fit network's segments, then the fit.
+    fit = 2 + SMALL['fit_networks']
+    self.assertEqual(saved[-3 - fit:],
+                     [(done + 1, 0), (done + 2, 0)] +
+                     [(done + 2, k) for k in range(1, fit + 1)] +
+                     [(done + 2, fit)])
     self.assertEqual(record['cells'], self.record['cells'])
     self.assertEqual(record['networks'][:done],
                      self.record['networks'][:done])
     self.assertEqual([n['widths'] for n in record['networks']],
                      [n['widths'] for n in self.record['networks']])
     self.assertLen(record['networks'], len(self.record['networks']))
+    self.assertEqual([n['widths'] for n in record['segments']],
+                     [n['widths'] for n in self.record['segments']])
     self.assertTrue(record['complete'])
     with self.assertRaisesRegex(ValueError, '--repeats: the file 3, now 4'):
       build.Build(testing_config.get_config(), setup.model, path,

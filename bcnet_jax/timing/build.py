@@ -28,6 +28,7 @@ from bcnet_jax.space.costs import CostModel
 from bcnet_jax.timing import clock
 from bcnet_jax.timing import layers
 from bcnet_jax.timing import predictor
+from bcnet_jax.timing import segments
 
 _SAVE_EVERY_S = 10.0
 # Cells compiled at once, before they are timed one by one.
@@ -77,7 +78,8 @@ class Build:
             'or give another --out')
     else:
       self.record = {'format': predictor.FORMAT, **identity, 'plan': plan,
-                     'complete': False, 'cells': {}, 'networks': []}
+                     'complete': False, 'cells': {}, 'networks': [],
+                     'segments': []}
     space = model.space
     rng = np.random.default_rng(0)
     random = space.sample(rng, fit_networks + networks)
@@ -156,6 +158,40 @@ class Build:
         self._save()
         del runners  # not alive beside the next ones
 
+  def measure_segments(self) -> None:
+    """Times each segment of the fit's networks alone (segments.py), in
+    turns like the networks, against the smallest network's first segment
+    (short: its calls between theirs cost little): ms = ratio · its ms. A
+    model of one segment (no residual stream) has nothing to time apart
+    from its networks."""
+    record, model = self.record, self.model
+    if layers.streams(model)[1].max() == 0:
+      return
+    batch = record['batch']
+    reference = segments.runners(model, self.plan[1][1], batch=batch)[0]
+    if 'segment_reference_ms' not in record:
+      record['segment_reference_ms'] = clock.median_ms(
+          *reference, repeats=self.repeats)[0]
+    fitted = [w for role, w in self.plan if role == 'fit']
+    todo = fitted[len(record['segments']):]
+    if not todo:
+      return
+    turns = -(-len(todo) // _NETWORKS_PER_TURN)
+    for chunk in np.array_split(np.array(todo), turns):
+      runners = [segments.runners(model, w, batch=batch) for w in chunk]
+      times, noise = clock.ratios(
+          [r for network in runners for r in network], *reference,
+          repeats=self.repeats, desc='segments (fit)')
+      count = len(runners[0])
+      record['segments'].extend(
+          {'widths': [int(x) for x in w],
+           'ms': (times[i * count:(i + 1) * count] *
+                  record['segment_reference_ms']).tolist(),
+           'noise': float(np.median(noise[i * count:(i + 1) * count]))}
+          for i, w in enumerate(chunk))
+      self._save()
+      del runners
+
   def finish(self) -> None:
     """The correction, the validation and the figures a search reads."""
     record = self.record
@@ -190,9 +226,19 @@ class Build:
           'noise. Measure again (another --out) with a larger --batch or '
           'more --repeats')
     *_, macs_errors = validated(CostModel(self.model).macs_cost())
+    segments_ms = None
+    if record['segments']:
+      if not np.array_equal([n['widths'] for n in record['segments']],
+                            widths[fitted]):
+        raise errors.InvalidInput(
+            f'{self.path}: its segments timed alone are not of the fit\'s '
+            'networks (the file was edited?): measure again with another '
+            '--out')
+      segments_ms = np.array([n['ms'] for n in record['segments']])
     record['correction'], record['cross_validation'] = (
         predictor.choose_correction(self.model, record['cells'], self.step,
-                                    widths[fitted], measured[fitted]))
+                                    widths[fitted], measured[fitted],
+                                    segments_ms))
     errors_ = predictor.errors_of(
         predictor.cost_of(self.model, record)(widths[held_out]), truth)
     # The first measurement as a prediction of the second.
@@ -211,5 +257,6 @@ class Build:
     if not self.record['complete']:
       self.measure_cells()
       self.measure_networks()
+      self.measure_segments()
       self.finish()
     return self.record

@@ -47,18 +47,20 @@ from bcnet_jax.timing import layers
 
 # 2: layers timed one call each; the held-out networks measured twice.
 # 3: the correction per stream segment (a scale and a value per width).
-FORMAT = 'bcnet_jax.latency/3'
+# 4: that correction fitted to the fit's networks' segments timed alone.
+FORMAT = 'bcnet_jax.latency/4'
 # A finished file of an earlier format still predicts (its cells and its
 # one scale and offset were measured and fitted together), so a search
 # reads it; a build resumes only a file of FORMAT.
-READ_FORMATS = (FORMAT, 'bcnet_jax.latency/2', 'bcnet_jax.latency/1')
+READ_FORMATS = (FORMAT, 'bcnet_jax.latency/3', 'bcnet_jax.latency/2',
+                'bcnet_jax.latency/1')
 # The corrections a build tries (choose_correction): None, one scale and
 # offset for every layer; a number, a scale per segment and a value per
 # width of each stream with this ridge penalty on the values (latencies in
 # units of the slowest fitted network: a value of a width few fitted
 # networks have stays near 0). Each is scored by predicting each of the
 # fit's networks from the others, in FOLDS folds.
-RIDGES = (None, 1.0, 10.0, 100.0)
+RIDGES = (None, 0.1, 1.0, 10.0, 100.0)
 FOLDS = 5
 # The config fields that make a model's networks what they are.
 MODEL_FIELDS = ('model.name', 'model.bins', 'model.min_bins', 'model.kwargs',
@@ -144,49 +146,63 @@ def cost_of(model, record: dict[str, Any]) -> Cost:
 class _Features:
   """What the corrections are fitted on, for a set of networks: each
   segment's table sum and each stream group's width as one-hot columns,
-  latencies in units of the slowest measured (so that one ridge penalty
-  suits any device)."""
+  the networks' latencies and (with streams) their segments' timed alone,
+  in units of the slowest network (so that one ridge penalty suits any
+  device)."""
 
   def __init__(self, model, cells: dict[str, float], step: int,
-               widths: np.ndarray, measured: np.ndarray):
+               widths: np.ndarray, measured: np.ndarray,
+               segments_ms: np.ndarray | None):
     space = model.space
     tables, group_a, group_b = layers.tables(model, cells, step)
     stream_groups, segment = layers.streams(model)
     self.unit = float(np.max(measured))
     self.target = measured / self.unit
+    self.segments = (None if segments_ms is None
+                     else np.asarray(segments_ms) / self.unit)
     self.sums = np.stack(
         [Cost(space, 'latency_ms', tables[segment == s],
               group_a[segment == s], group_b[segment == s])(widths)
          for s in range(segment.max() + 1)], 1) / self.unit
     bins = np.arange(space.min_bins, space.bins + 1)
-    self.one_hots = np.concatenate(
-        [np.zeros((len(widths), 0))] +
-        [(widths[:, g, None] == bins).astype(float) for g in stream_groups],
-        1)
+    self.one_hots = [(widths[:, g, None] == bins).astype(float)
+                     for g in stream_groups]
     self.streams = [space.groups[g] for g in stream_groups]
     self.bins = len(bins)
 
-  def design(self, ridge: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """(design matrix, its penalized columns) of a RIDGES candidate."""
+  def design(self, ridge: float | None) -> np.ndarray:
+    """The design matrix a RIDGES candidate's coefficients multiply: the
+    table's sum and 1; per stream, each segment's sum, the one-hot widths
+    of each stream and 1."""
     ones = np.ones((len(self.sums), 1))
     if ridge is None:
-      return (np.concatenate([self.sums.sum(1, keepdims=True), ones], 1),
-              np.zeros(2, bool))
-    design = np.concatenate([self.sums, self.one_hots, ones], 1)
-    penalized = np.zeros(design.shape[1], bool)
-    penalized[self.sums.shape[1]:-1] = True
-    return design, penalized
+      return np.concatenate([self.sums.sum(1, keepdims=True), ones], 1)
+    return np.concatenate([self.sums, *self.one_hots, ones], 1)
 
   def solve(self, ridge: float | None, rows: np.ndarray) -> np.ndarray:
-    """The coefficients fitted to `rows` (a boolean mask): least squares,
-    plus ridge · Σ δ² (in the unit)."""
-    design, penalized = self.design(ridge)
-    penalty = np.sqrt(ridge or 0.0) * np.eye(design.shape[1])[penalized]
-    beta, *_ = np.linalg.lstsq(
-        np.concatenate([design[rows], penalty]),
-        np.concatenate([self.target[rows], np.zeros(len(penalty))]),
-        rcond=None)
-    return beta
+    """The coefficients fitted to `rows` (a boolean mask). One scale: least
+    squares on the networks. Per stream: each segment timed alone as its
+    table's sum times a scale, plus a value per width of its stream, plus
+    a constant (least squares plus ridge · Σ values², in the unit); then
+    the networks as one scale times the segments' sum plus an offset."""
+    if ridge is None:
+      return _least_squares(self.design(None)[rows], self.target[rows])
+    segment_parts = []
+    for s, one_hot in enumerate(self.one_hots):
+      design = np.concatenate([self.sums[:, s:s + 1], one_hot,
+                               np.ones((len(one_hot), 1))], 1)
+      penalty = np.sqrt(ridge) * np.eye(design.shape[1])[1:-1]
+      beta = _least_squares(np.concatenate([design[rows], penalty]),
+                            np.concatenate([self.segments[rows, s],
+                                            np.zeros(len(penalty))]))
+      segment_parts.append((beta, design @ beta))
+    summed = sum(predicted for _, predicted in segment_parts)
+    scale, offset = _least_squares(
+        np.stack([summed, np.ones_like(summed)], 1)[rows], self.target[rows])
+    return np.concatenate(
+        [scale * np.array([beta[0] for beta, _ in segment_parts]),
+         *(scale * beta[1:-1] for beta, _ in segment_parts),
+         [scale * sum(beta[-1] for beta, _ in segment_parts) + offset]])
 
   def correction(self, ridge: float | None) -> dict[str, Any]:
     """The candidate fitted to every network, as a latency file keeps it."""
@@ -202,17 +218,24 @@ class _Features:
             'offset_ms': self.unit * float(beta[-1])}
 
 
+def _least_squares(design: np.ndarray, target: np.ndarray) -> np.ndarray:
+  return np.linalg.lstsq(design, target, rcond=None)[0]
+
+
 def fit_correction(model, cells: dict[str, float], step: int,
                    widths: np.ndarray, measured: np.ndarray,
+                   segments_ms: np.ndarray | None,
                    ridge: float | None) -> dict[str, Any]:
-  """The correction (cost_of's) minimizing Σ (predicted − measured)² +
-  ridge · Σ δ², latencies in units of the slowest measured; ridge None:
-  one scale and offset."""
-  return _Features(model, cells, step, widths, measured).correction(ridge)
+  """The correction (cost_of's) of `ridge` (_Features.solve) fitted to
+  networks of `widths` measured whole (`measured`) and by segment
+  (`segments_ms`, [networks, segments]; needed per stream only)."""
+  return _Features(model, cells, step, widths, measured,
+                   segments_ms).correction(ridge)
 
 
 def choose_correction(model, cells: dict[str, float], step: int,
-                      widths: np.ndarray, measured: np.ndarray
+                      widths: np.ndarray, measured: np.ndarray,
+                      segments_ms: np.ndarray | None
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """(the correction, fitted to all the networks, of the RIDGES candidate
   whose predictions of each network from the others (FOLDS folds) rank them
@@ -220,20 +243,20 @@ def choose_correction(model, cells: dict[str, float], step: int,
   and 'dropped': why, if it ranked better but was not kept]).
 
   One scale wins a tie. A correction per stream is not tried for a model
-  without streams, nor where a fold leaves no more than twice as many
-  networks as it has scales and offset (too few to estimate them), and not
-  kept if a scale it fits is not positive."""
-  features = _Features(model, cells, step, widths, measured)
+  without streams or segments timed, nor where a fold leaves no more than
+  twice as many networks as it has scales and offset (too few to estimate
+  them), and not kept if a scale it fits is not positive."""
+  features = _Features(model, cells, step, widths, measured, segments_ms)
   fold = np.random.default_rng(0).permutation(len(widths)) % FOLDS
   fewest = min(np.sum(fold != k) for k in np.unique(fold))
-  per_stream = bool(features.streams) and fewest > 2 * (
-      features.sums.shape[1] + 1)
+  per_stream = (bool(features.streams) and segments_ms is not None and
+                fewest > 2 * (features.sums.shape[1] + 1))
   scores = []
   for ridge in RIDGES:
     if ridge is not None and not per_stream:
       scores.append({'ridge': ridge, 'kendall_tau': None})
       continue
-    design, _ = features.design(ridge)
+    design = features.design(ridge)
     predicted = np.empty(len(widths))
     for k in np.unique(fold):
       predicted[fold == k] = (design[fold == k] @
