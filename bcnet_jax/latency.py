@@ -1,7 +1,7 @@
 """`python -m bcnet_jax.latency --config=CONFIG --batch=N --out=latency.json`
 (or `--workdir=DIR` for a trained supernet's config): measures the latency
-of the config's model on this device, layer by layer and as whole networks,
-and fits the predictor a search constrains with
+of the config's model on this device, layer by layer, by segment and as
+whole networks, and fits the predictor a search constrains with
 `--config.search.latency_budget_ms=MS --config.search.latency_file=...`.
 Rerun to resume. Prints the validation on held-out networks beside MACs
 as a predictor. The program: bcnet_jax/timing/."""
@@ -102,9 +102,10 @@ if __name__ == '__main__':
   _STEP = flags.DEFINE_integer('step', 3, 'layers are timed at every '
                                'step-th bin (and the largest), linear '
                                'between: 1 times every bin')
-  _FIT = flags.DEFINE_integer('fit_networks', 100, 'random whole networks '
-                              'the correction is fitted on, besides the '
-                              'full and smallest: a correction per '
+  _FIT = flags.DEFINE_integer('fit_networks', 100, 'random networks the '
+                              'correction is fitted on (timed whole and, '
+                              'with residual streams, by segment), besides '
+                              'the full and smallest: a correction per '
                               'residual stream (a value per width of each) '
                               'is tried with more than about 3 per stream '
                               'and learns more from 5 or more per width')

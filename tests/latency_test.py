@@ -20,6 +20,7 @@ import numpy as np
 
 from bcnet_jax import models
 from bcnet_jax import training as train
+from bcnet_jax.models import channels
 from bcnet_jax.run import files
 from bcnet_jax.searching import report as search_report
 from bcnet_jax.searching import search
@@ -189,6 +190,8 @@ class TablesTest(absltest.TestCase):
         model, cells, 5, fitted_on, 1.1 * truth(fitted_on) + 1.0,
         segments_ms, ridge=1.0)
     self.assertEqual(correction['streams'], known['streams'])
+    np.testing.assert_allclose(correction['scales'],
+                               1.1 * np.array(known['scales']), rtol=0.01)
     # As a latency file keeps it, and reads it back.
     path = os.path.join(self.create_tempdir(), 'latency.json')
     files.write_json_atomic(path, {'cells': cells, 'plan': {'step': 5},
@@ -287,20 +290,20 @@ class SegmentsTest(absltest.TestCase):
       compact = models.compact_like(model, widths)
       runners = segments.runners(model, widths, batch=2)
       self.assertLen(runners, count, name)
-      # Each operation of the network once, in its layer's segment.
-      table = layers.check_supported(model)
+      # Each operation of the network once; each piece holds operations of
+      # every layer of its segment, and of no other layer.
       _, segment = layers.streams(model)
+      segment_of = {'/'.join(layer.path): at for layer, at in
+                    zip(layers.check_supported(model), segment)}
       pieces = [operations(fn, args) for fn, args in runners]
       self.assertEqual(sum(len(p) for p in pieces),
                        len(operations(*clock.network_runner(
                            model, widths, batch=2))), name)
       for s, piece in enumerate(pieces):
-        traced_by = {stack for stack in piece if stack}
-        expected = {'/'.join(layer.path)
-                    for layer, at in zip(table, segment) if at == s}
-        self.assertTrue(traced_by, name)
-        self.assertTrue(all(any(t.startswith(p) for p in expected)
-                            for t in traced_by), (name, s))
+        traced_by = {path for module in piece for path in segment_of
+                     if module == path or module.startswith(path + '/')}
+        self.assertEqual(traced_by, {path for path, at in segment_of.items()
+                                     if at == s}, (name, s))
       # The first segment reads the image; the last gives the logits.
       first_inputs = {a.shape for a in runners[0][1]}
       self.assertIn(compact.dummy_input(2).shape, first_inputs, name)
@@ -310,13 +313,12 @@ class SegmentsTest(absltest.TestCase):
 
 
 def operations(fn, args) -> list[str]:
-  """The module path (past the model) that traced each operation of a
-  jitted fn's program; '' where the model itself did."""
+  """The module path that traced each operation of a jitted fn's
+  program."""
   jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
-  if len(jaxpr.eqns) == 1 and 'jaxpr' in jaxpr.eqns[0].params:
-    jaxpr = jaxpr.eqns[0].params['jaxpr'].jaxpr
-  return ['/'.join(str(e.source_info.name_stack).split('/')[1:])
-          for e in jaxpr.eqns]
+  if len(jaxpr.eqns) == 1 and channels.subjaxpr(jaxpr.eqns[0]):
+    jaxpr, _ = channels.subjaxpr(jaxpr.eqns[0])
+  return [channels.module_of(e) for e in jaxpr.eqns]
 
 
 class ClockTest(absltest.TestCase):
@@ -484,6 +486,19 @@ class LatencySearchTest(absltest.TestCase):
     self.assertEqual([n['widths'] for n in record['segments']],
                      [n['widths'] for n in self.record['segments']])
     self.assertTrue(record['complete'])
+    # Interrupted after the first fit network's segments.
+    partial = copy.deepcopy(self.record)
+    partial.update(complete=False, segments=partial['segments'][:1])
+    files.write_json_atomic(path, partial)
+    saved.clear()
+    with mock.patch.object(build, '_NETWORKS_PER_TURN', 1), \
+        mock.patch.object(build.Build, '_save', lambda self: (
+            saved.append(len(self.record['segments'])), save(self))):
+      record = build.Build(testing_config.get_config(), setup.model, path,
+                           **SMALL).run()
+    self.assertEqual(saved, [2, 3, 4, 4])
+    self.assertEqual(record['segments'][:1], self.record['segments'][:1])
+    self.assertEqual(record['networks'], self.record['networks'])
     with self.assertRaisesRegex(ValueError, '--repeats: the file 3, now 4'):
       build.Build(testing_config.get_config(), setup.model, path,
                   **dict(SMALL, repeats=4))
@@ -523,6 +538,14 @@ class LatencySearchTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'not the same width vectors'):
       build.Build(testing_config.get_config(), setup.model, path,
                   **SMALL).finish()
+    # Segments of other networks: named too.
+    record = copy.deepcopy(self.record)
+    first, second = record['segments'][2:4]
+    first['widths'], second['widths'] = second['widths'], first['widths']
+    path = self.write('unpaired_segments.json', dict(record, complete=False))
+    with self.assertRaisesRegex(ValueError, 'segments timed alone are not'):
+      build.Build(testing_config.get_config(), setup.model, path,
+                  **SMALL).finish()
 
   def test_a_file_of_the_earlier_format_predicts_but_is_not_resumed(self):
     # Format 2: one scale and offset for the whole table.
@@ -540,6 +563,20 @@ class LatencySearchTest(absltest.TestCase):
                                 'latency/2'".*give another --out"):
       build.Build(testing_config.get_config(), setup.model, path, **SMALL)
     self.assertEqual(pathlib.Path(path).read_bytes(), before)
+    # An unfinished build of format 3 (no segments): resumed, its cells and
+    # networks kept, the segments timed.
+    record = copy.deepcopy(self.record)
+    record.update(format='bcnet_jax.latency/3', complete=False)
+    del record['segments']
+    path = self.write('format3.json', record)
+    resumed = build.Build(testing_config.get_config(), setup.model, path,
+                          **SMALL).run()
+    self.assertEqual((resumed['format'], resumed['complete']),
+                     (predictor.FORMAT, True))
+    self.assertEqual((resumed['cells'], resumed['networks']),
+                     (record['cells'], record['networks']))
+    self.assertEqual([n['widths'] for n in resumed['segments']],
+                     [n['widths'] for n in self.record['segments']])
 
   def test_a_search_under_a_latency_budget(self):
     summary, budget = self.summary, self.budget

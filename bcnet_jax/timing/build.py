@@ -1,12 +1,14 @@
-"""Building a latency file: the per-layer table, whole networks, the fit and
-its validation, each saved as it is measured, so that a rerun resumes.
+"""Building a latency file: the per-layer table, whole networks, the fit's
+networks' segments, the fit and its validation, each saved as it is
+measured, so that a rerun resumes.
 
 The file is replaced atomically every few seconds of cells and after each
-turn of whole networks (up to 50 of one role timed together, in turns: an
-interrupted turn is measured again from its start); a rerun with another
-model, device or batch is an error naming what differs (predictor.check),
-never a file overwritten. Networks are drawn from a fixed seed: a resumed
-build measures the ones an uninterrupted build would.
+turn of whole networks or segments (those of up to 50 networks timed
+together, in turns: an interrupted turn is measured again from its start);
+a rerun with another model, device or batch is an error naming what
+differs (predictor.check), never a file overwritten. Networks are drawn
+from a fixed seed: a resumed build measures the ones an uninterrupted
+build would.
 
   record = build.Build(config, model, path, batch=1, repeats=20, step=3,
                        fit_networks=100, networks=30).run()
@@ -33,9 +35,12 @@ from bcnet_jax.timing import segments
 _SAVE_EVERY_S = 10.0
 # Cells compiled at once, before they are timed one by one.
 _CELLS_PER_COMPILE = 64
-# Whole networks compiled and held at once (timed in turns, then saved):
-# an interrupted build measures at most these again.
+# Networks (whole, or their segments) compiled and held at once (timed in
+# turns, then saved): an interrupted build measures at most these again.
 _NETWORKS_PER_TURN = 50
+# An unfinished file of this format measured its cells and networks as
+# this version does: its build resumes (and times the segments).
+_RESUMABLE_FORMAT = 'bcnet_jax.latency/3'
 
 
 class Build:
@@ -60,14 +65,18 @@ class Build:
       self.record = files.read_json(path)
       predictor.check(self.record, path, model=identity['model'],
                       device=identity['device'], batch=batch)
+      if (self.record['format'] == _RESUMABLE_FORMAT and
+          not self.record['complete']):
+        # Measured as this version measures, but for the segments.
+        self.record.update(format=predictor.FORMAT, segments=[])
       if self.record['format'] != predictor.FORMAT:
         raise errors.InvalidInput(
             f'{path} was made by an earlier version (format '
             f'{self.record["format"]!r}; this one writes '
-            f'{predictor.FORMAT!r}: a correction per residual stream, '
-            'fitted to more networks) and cannot be resumed or '
-            'extended: give another --out (a search still reads the file as '
-            'it is)')
+            f'{predictor.FORMAT!r}: the correction per residual stream '
+            'fitted to the fit\'s networks\' segments timed alone) and '
+            'cannot be resumed or extended: give another --out (a search '
+            'still reads the file as it is)')
       differing = [f'--{k}: the file {self.record["plan"].get(k)}, now {v}'
                    for k, v in plan.items()
                    if self.record['plan'].get(k) != v]
@@ -162,20 +171,18 @@ class Build:
     """Times each segment of the fit's networks alone (segments.py), in
     turns like the networks, against the smallest network's first segment
     (short: its calls between theirs cost little): ms = ratio · its ms. A
-    model of one segment (no residual stream) has nothing to time apart
-    from its networks."""
+    model of one segment (no residual stream, or one) has nothing to time
+    apart from its networks."""
     record, model = self.record, self.model
-    if layers.streams(model)[1].max() == 0:
+    fitted = [w for role, w in self.plan if role == 'fit']
+    todo = fitted[len(record['segments']):]
+    if layers.streams(model)[1].max() == 0 or not todo:
       return
     batch = record['batch']
     reference = segments.runners(model, self.plan[1][1], batch=batch)[0]
     if 'segment_reference_ms' not in record:
       record['segment_reference_ms'] = clock.median_ms(
           *reference, repeats=self.repeats)[0]
-    fitted = [w for role, w in self.plan if role == 'fit']
-    todo = fitted[len(record['segments']):]
-    if not todo:
-      return
     turns = -(-len(todo) // _NETWORKS_PER_TURN)
     for chunk in np.array_split(np.array(todo), turns):
       runners = [segments.runners(model, w, batch=batch) for w in chunk]
@@ -226,15 +233,16 @@ class Build:
           'noise. Measure again (another --out) with a larger --batch or '
           'more --repeats')
     *_, macs_errors = validated(CostModel(self.model).macs_cost())
-    segments_ms = None
-    if record['segments']:
-      if not np.array_equal([n['widths'] for n in record['segments']],
-                            widths[fitted]):
-        raise errors.InvalidInput(
-            f'{self.path}: its segments timed alone are not of the fit\'s '
-            'networks (the file was edited?): measure again with another '
-            '--out')
+    segments_ms = measured[fitted][:, None]  # one segment: the network
+    if layers.streams(self.model)[1].max() > 0:
       segments_ms = np.array([n['ms'] for n in record['segments']])
+      if not (np.array_equal([n['widths'] for n in record['segments']],
+                             widths[fitted]) and segments_ms.shape[1:] ==
+              (layers.streams(self.model)[1].max() + 1,)):
+        raise errors.InvalidInput(
+            f'{self.path}: its segments timed alone are not the fit\'s '
+            'networks\' (the file was edited?): measure again with another '
+            '--out')
     record['correction'], record['cross_validation'] = (
         predictor.choose_correction(self.model, record['cells'], self.step,
                                     widths[fitted], measured[fitted],

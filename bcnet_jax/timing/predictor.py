@@ -1,4 +1,4 @@
-"""The latency predictor: the per-layer table, corrected on whole networks.
+"""The latency predictor: the per-layer table, corrected on networks.
 
 predicted(c) = Σ_layers a_seg(l) · T_l[c] + Σ_streams δ_s[c[g_s]] + offset_ms
 
@@ -10,9 +10,10 @@ the stage's residual stream, not smoothly (experiments/README.md, "Where
 the table's error lives"): so the
 correction has a scale a_s for each stream's segment of layers
 (layers.streams) and a value δ_s for each width of its stream group g_s,
-fitted by ridge regression (on the δ only) to whole networks measured on
-the same device (the full and smallest width vectors and random ones). The
-penalty, or one scale and offset for every layer instead (the only choice
+fitted by ridge regression (on the δ only) to the segments of networks
+timed alone on the same device (segments.py; the full and smallest width
+vectors and random ones), then scaled to the same networks measured whole.
+The penalty, or one scale and offset for every layer instead (the only choice
 of a model without residual streams), is the one whose predictions of
 each fitted network from the others rank them best (choose_correction).
 Random networks measured apart from those, never fitted, give the
@@ -50,8 +51,8 @@ from bcnet_jax.timing import layers
 # 4: that correction fitted to the fit's networks' segments timed alone.
 FORMAT = 'bcnet_jax.latency/4'
 # A finished file of an earlier format still predicts (its cells and its
-# one scale and offset were measured and fitted together), so a search
-# reads it; a build resumes only a file of FORMAT.
+# correction were measured and fitted together), so a search reads it; a
+# build resumes a file of FORMAT (or an unfinished one of format 3).
 READ_FORMATS = (FORMAT, 'bcnet_jax.latency/3', 'bcnet_jax.latency/2',
                 'bcnet_jax.latency/1')
 # The corrections a build tries (choose_correction): None, one scale and
@@ -160,6 +161,11 @@ class _Features:
     self.target = measured / self.unit
     self.segments = (None if segments_ms is None
                      else np.asarray(segments_ms) / self.unit)
+    if (self.segments is not None and
+        self.segments.shape != (len(widths), segment.max() + 1)):
+      raise ValueError(f'segments timed alone of shape '
+                       f'{self.segments.shape}, not (networks, segments) = '
+                       f'{(len(widths), segment.max() + 1)}')
     self.sums = np.stack(
         [Cost(space, 'latency_ms', tables[segment == s],
               group_a[segment == s], group_b[segment == s])(widths)
@@ -186,19 +192,22 @@ class _Features:
     a constant (least squares plus ridge · Σ values², in the unit); then
     the networks as one scale times the segments' sum plus an offset."""
     if ridge is None:
-      return _least_squares(self.design(None)[rows], self.target[rows])
+      return np.array(fit(self.sums.sum(1)[rows], self.target[rows]))
+    if self.segments is None:
+      raise ValueError('a correction per stream is fitted to the networks\' '
+                       'segments timed alone: none were given')
     segment_parts = []
     for s, one_hot in enumerate(self.one_hots):
       design = np.concatenate([self.sums[:, s:s + 1], one_hot,
                                np.ones((len(one_hot), 1))], 1)
       penalty = np.sqrt(ridge) * np.eye(design.shape[1])[1:-1]
-      beta = _least_squares(np.concatenate([design[rows], penalty]),
-                            np.concatenate([self.segments[rows, s],
-                                            np.zeros(len(penalty))]))
+      beta = np.linalg.lstsq(
+          np.concatenate([design[rows], penalty]),
+          np.concatenate([self.segments[rows, s], np.zeros(len(penalty))]),
+          rcond=None)[0]
       segment_parts.append((beta, design @ beta))
     summed = sum(predicted for _, predicted in segment_parts)
-    scale, offset = _least_squares(
-        np.stack([summed, np.ones_like(summed)], 1)[rows], self.target[rows])
+    scale, offset = fit(summed[rows], self.target[rows])
     return np.concatenate(
         [scale * np.array([beta[0] for beta, _ in segment_parts]),
          *(scale * beta[1:-1] for beta, _ in segment_parts),
@@ -216,10 +225,6 @@ class _Features:
             'corrections_ms': (self.unit * beta[segments:-1]).reshape(
                 len(self.streams), self.bins).tolist(),
             'offset_ms': self.unit * float(beta[-1])}
-
-
-def _least_squares(design: np.ndarray, target: np.ndarray) -> np.ndarray:
-  return np.linalg.lstsq(design, target, rcond=None)[0]
 
 
 def fit_correction(model, cells: dict[str, float], step: int,
