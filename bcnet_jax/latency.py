@@ -19,16 +19,19 @@ from bcnet_jax.timing import build
 from bcnet_jax.timing import clock
 
 
-def _correction(ridge: float | None) -> str:
-  """What a correction of predictor.RIDGES is, in words."""
+def _correction(fitted_to: str, ridge: float | None) -> str:
+  """What a correction of predictor.CANDIDATES is, in words."""
   if ridge is None:
     return 'one scale and offset'
-  return f'per stream (ridge {ridge:g})'
+  data = ('segments timed alone' if fitted_to == 'segments'
+          else 'whole networks')
+  return f'per stream, fitted to {data} (ridge {ridge:g})'
 
 
 def report(record: dict) -> str:
   """The file's figures, as a user reads them."""
   v, device = record['validation'], record['device']
+  correction = record['correction']
   rows = [['per-layer table + correction (the predictor)',
            f'{100 * v["mape"]:.1f}%', f'{v["kendall_tau"]:.3f}'],
           ['per-layer table + fit', f'{100 * v["table_mape"]:.1f}%',
@@ -38,7 +41,7 @@ def report(record: dict) -> str:
           ['measured again (repeatability)', f'{100 * v["repeat_mape"]:.1f}%',
            f'{v["repeat_kendall_tau"]:.3f}']]
   tried = ', '.join(
-      f'{_correction(c["ridge"])} ' +
+      f'{_correction(c["fitted_to"], c["ridge"])} ' +
       ('not tried' if c['kendall_tau'] is None else f'{c["kendall_tau"]:.3f}')
       + (f' (dropped: {c["dropped"]})' if 'dropped' in c else '')
       for c in record['cross_validation'])
@@ -47,7 +50,8 @@ def report(record: dict) -> str:
           f'jax {device["jax"]}): full width {record["full_ms"]:.3f} ms, '
           f'smallest {record["smallest_ms"]:.3f} ms, measurement noise '
           f'±{100 * record["noise"]:.1f}%\n'
-          f'The correction: {_correction(record["correction"]["ridge"])}; '
+          'The correction: ' + _correction(
+              correction.get('fitted_to'), correction['ridge']) + '; '
           'the candidates\' Kendall tau on the fit\'s networks, each '
           f'predicted from the others: {tried}\n'
           f'Predicted against measured (the mean of two measurements) on '

@@ -186,21 +186,23 @@ class TablesTest(absltest.TestCase):
     fitted_on = model.space.sample(rng, 1000)
     segments_ms = segments_of(model, cells, known, fitted_on)
     np.testing.assert_allclose(segments_ms.sum(1), truth(fitted_on))
-    correction = predictor.fit_correction(
-        model, cells, 5, fitted_on, 1.1 * truth(fitted_on) + 1.0,
-        segments_ms, ridge=1.0)
-    self.assertEqual(correction['streams'], known['streams'])
-    np.testing.assert_allclose(correction['scales'],
-                               1.1 * np.array(known['scales']), rtol=0.01)
-    # As a latency file keeps it, and reads it back.
-    path = os.path.join(self.create_tempdir(), 'latency.json')
-    files.write_json_atomic(path, {'cells': cells, 'plan': {'step': 5},
-                                   'correction': correction})
-    fitted = predictor.cost_of(model, files.read_json(path))
     other = model.space.sample(rng, 100)
-    # The ridge penalty shrinks the δ a little.
-    np.testing.assert_allclose(fitted(other), 1.1 * truth(other) + 1.0,
-                               rtol=0.01)
+    for fitted_to in ('segments', 'networks'):
+      correction = predictor.fit_correction(
+          model, cells, 5, fitted_on, 1.1 * truth(fitted_on) + 1.0,
+          segments_ms, (fitted_to, 1.0))
+      self.assertEqual((correction['streams'], correction['fitted_to']),
+                       (known['streams'], fitted_to))
+      np.testing.assert_allclose(correction['scales'],
+                                 1.1 * np.array(known['scales']), rtol=0.01)
+      # As a latency file keeps it, and reads it back.
+      path = os.path.join(self.create_tempdir(), 'latency.json')
+      files.write_json_atomic(path, {'cells': cells, 'plan': {'step': 5},
+                                     'correction': correction})
+      fitted = predictor.cost_of(model, files.read_json(path))
+      # The ridge penalty shrinks the δ a little.
+      np.testing.assert_allclose(fitted(other), 1.1 * truth(other) + 1.0,
+                                 rtol=0.01, err_msg=fitted_to)
     # Another version's streams: named, not mispredicted.
     with self.assertRaisesRegex(ValueError, r"streams \['stage1', 'stage2'\] "
                                 r".* finds \['stage1', 'stage2', 'stage3'\]"):
@@ -221,7 +223,8 @@ class TablesTest(absltest.TestCase):
     chosen, tried = predictor.choose_correction(
         model, cells, 5, widths, per_stream(widths),
         segments_of(model, cells, known, widths))
-    self.assertEqual([t['ridge'] for t in tried], list(predictor.RIDGES))
+    self.assertEqual([(t['fitted_to'], t['ridge']) for t in tried],
+                     list(predictor.CANDIDATES))
     self.assertIsNotNone(chosen['ridge'])
     self.assertGreater(
         max(t['kendall_tau'] for t in tried if t['ridge'] is not None),
@@ -235,7 +238,7 @@ class TablesTest(absltest.TestCase):
         segments_of(model, cells, negative, widths))
     self.assertIsNone(chosen['ridge'])
     self.assertEqual([t.get('dropped') for t in tried],
-                     [None] + ['a scale not positive'] * 4)
+                     [None] + ['a scale not positive'] * 8)
     # Latencies of one scale: every candidate fits them; one scale wins.
     one_scale_segments = segments_of(model, cells, dict(
         known, scales=[1.5] * 3, offset_ms=2.0,
@@ -244,21 +247,21 @@ class TablesTest(absltest.TestCase):
         model, cells, 5, widths, one_scale(widths), one_scale_segments)
     self.assertEqual(set(chosen), {'ridge', 'scale', 'offset_ms'})
     self.assertAlmostEqual(chosen['scale'], 1.5)
-    # No segments timed, too few networks for a scale per stream, or no
-    # stream: not tried.
-    for name, count, timed in (('resnet20_cifar', 200, False),
-                               ('resnet20_cifar', 10, True),
-                               ('vgg16_cifar', 200, False)):
+    # Not tried: a fit to segments without segments timed; a correction
+    # per stream with too few networks for its scales, or without streams.
+    for name, count, timed, not_tried in (
+        ('resnet20_cifar', 200, False, [False] * 5 + [True] * 4),
+        ('resnet20_cifar', 10, True, [False] + [True] * 8),
+        ('vgg16_cifar', 200, False, [False] + [True] * 8)):
       model = models.get_model(name)
       some = model.space.sample(rng, count)
-      chosen, tried = predictor.choose_correction(
+      _, tried = predictor.choose_correction(
           model, cells if name == 'resnet20_cifar' else
           {k: 1.0 for k in layers.cells(model, 5)}, 5, some,
           rng.uniform(1, 2, count),
           rng.uniform(0.3, 0.7, (count, 3)) if timed else None)
-      self.assertIsNone(chosen['ridge'], name)
-      self.assertEqual([t['kendall_tau'] is None for t in tried],
-                       [False] + [True] * 4, name)
+      self.assertEqual([t['kendall_tau'] is None for t in tried], not_tried,
+                       name)
 
   def test_a_file_of_one_scale_predicts_as_before(self):
     # Formats 1 and 2 kept one scale and offset: the same Cost as they
@@ -439,12 +442,15 @@ class LatencySearchTest(absltest.TestCase):
       self.assertLen(n['ms'], 3)
       self.assertTrue(all(ms > 0 for ms in n['ms']))
     # Too few fit networks here for a correction per stream: one scale.
-    self.assertEqual([c['ridge'] for c in record['cross_validation']],
-                     list(predictor.RIDGES))
+    self.assertEqual([(c['fitted_to'], c['ridge'])
+                      for c in record['cross_validation']],
+                     list(predictor.CANDIDATES))
     self.assertIsNone(record['correction']['ridge'])
     for line in ('on 3 random networks not used in fitting',
                  'The correction: one scale and offset; the candidates',
-                 'per stream (ridge 10) not tried',
+                 'per stream, fitted to whole networks (ridge 10) not tried',
+                 'per stream, fitted to segments timed alone (ridge 0.1) not '
+                 'tried',
                  'per-layer table + correction (the predictor)',
                  'per-layer table + fit', 'MACs + fit',
                  'measured again (repeatability)', 'noise'):

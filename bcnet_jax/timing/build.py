@@ -233,7 +233,7 @@ class Build:
           'noise. Measure again (another --out) with a larger --batch or '
           'more --repeats')
     *_, macs_errors = validated(CostModel(self.model).macs_cost())
-    segments_ms = measured[fitted][:, None]  # one segment: the network
+    segments_ms = None  # one segment: the network, fitted as such
     if layers.streams(self.model)[1].max() > 0:
       segments_ms = np.array([n['ms'] for n in record['segments']])
       if not (np.array_equal([n['widths'] for n in record['segments']],

@@ -55,13 +55,17 @@ FORMAT = 'bcnet_jax.latency/4'
 # build resumes a file of FORMAT (or an unfinished one of format 3).
 READ_FORMATS = (FORMAT, 'bcnet_jax.latency/3', 'bcnet_jax.latency/2',
                 'bcnet_jax.latency/1')
-# The corrections a build tries (choose_correction): None, one scale and
-# offset for every layer; a number, a scale per segment and a value per
-# width of each stream with this ridge penalty on the values (latencies in
-# units of the slowest fitted network: a value of a width few fitted
-# networks have stays near 0). Each is scored by predicting each of the
-# fit's networks from the others, in FOLDS folds.
-RIDGES = (None, 0.1, 1.0, 10.0, 100.0)
+# The corrections a build tries (choose_correction), as (fitted to, ridge):
+# ('networks', None), one scale and offset for every layer; a ridge, a
+# scale per segment and a value per width of each stream with this penalty
+# on the values (latencies in units of the slowest fitted network: a value
+# of a width few fitted networks have stays near 0), fitted to the whole
+# networks or to their segments timed alone (then scaled to the networks).
+# Each is scored by predicting each of the fit's networks from the others,
+# in FOLDS folds.
+CANDIDATES = (('networks', None),
+              *((fitted_to, ridge) for fitted_to in ('networks', 'segments')
+                for ridge in (0.1, 1.0, 10.0, 100.0)))
 FOLDS = 5
 # The config fields that make a model's networks what they are.
 MODEL_FIELDS = ('model.name', 'model.bins', 'model.min_bins', 'model.kwargs',
@@ -177,101 +181,124 @@ class _Features:
     self.bins = len(bins)
 
   def design(self, ridge: float | None) -> np.ndarray:
-    """The design matrix a RIDGES candidate's coefficients multiply: the
-    table's sum and 1; per stream, each segment's sum, the one-hot widths
-    of each stream and 1."""
+    """The design matrix a candidate's coefficients multiply: the table's
+    sum and 1 (ridge None); per stream, each segment's sum, the one-hot
+    widths of each stream and 1."""
     ones = np.ones((len(self.sums), 1))
     if ridge is None:
       return np.concatenate([self.sums.sum(1, keepdims=True), ones], 1)
     return np.concatenate([self.sums, *self.one_hots, ones], 1)
 
-  def solve(self, ridge: float | None, rows: np.ndarray) -> np.ndarray:
-    """The coefficients fitted to `rows` (a boolean mask). One scale: least
-    squares on the networks. Per stream: each segment timed alone as its
-    table's sum times a scale, plus a value per width of its stream, plus
-    a constant (least squares plus ridge · Σ values², in the unit); then
-    the networks as one scale times the segments' sum plus an offset."""
+  def solve(self, candidate: tuple[str, float | None], rows: np.ndarray
+            ) -> np.ndarray:
+    """The coefficients of a CANDIDATES candidate fitted to `rows` (a
+    boolean mask): least squares, plus ridge · Σ values² (in the unit)."""
+    fitted_to, ridge = candidate
     if ridge is None:
       return np.array(fit(self.sums.sum(1)[rows], self.target[rows]))
+    if fitted_to == 'networks':
+      return _ridge(self.design(ridge)[rows], self.target[rows], ridge,
+                    penalized=slice(self.sums.shape[1], -1))
+    return self._solve_by_segment(ridge, rows)
+
+  def _solve_by_segment(self, ridge: float, rows: np.ndarray) -> np.ndarray:
+    """Each segment timed alone as its table's sum times a scale, plus a
+    value per width of its stream, plus a constant; then the networks as
+    one scale times the segments' sum plus an offset, multiplied into the
+    coefficients."""
     if self.segments is None:
-      raise ValueError('a correction per stream is fitted to the networks\' '
-                       'segments timed alone: none were given')
-    segment_parts = []
+      raise ValueError('a correction per stream fitted to segments needs '
+                       'the networks\' segments timed alone: none given')
+    parts = []
     for s, one_hot in enumerate(self.one_hots):
       design = np.concatenate([self.sums[:, s:s + 1], one_hot,
                                np.ones((len(one_hot), 1))], 1)
-      penalty = np.sqrt(ridge) * np.eye(design.shape[1])[1:-1]
-      beta = np.linalg.lstsq(
-          np.concatenate([design[rows], penalty]),
-          np.concatenate([self.segments[rows, s], np.zeros(len(penalty))]),
-          rcond=None)[0]
-      segment_parts.append((beta, design @ beta))
-    summed = sum(predicted for _, predicted in segment_parts)
-    scale, offset = fit(summed[rows], self.target[rows])
+      beta = _ridge(design[rows], self.segments[rows, s], ridge,
+                    penalized=slice(1, -1))
+      parts.append((beta, design @ beta))
+    scale, offset = fit(sum(predicted for _, predicted in parts)[rows],
+                        self.target[rows])
     return np.concatenate(
-        [scale * np.array([beta[0] for beta, _ in segment_parts]),
-         *(scale * beta[1:-1] for beta, _ in segment_parts),
-         [scale * sum(beta[-1] for beta, _ in segment_parts) + offset]])
+        [scale * np.array([beta[0] for beta, _ in parts]),
+         *(scale * beta[1:-1] for beta, _ in parts),
+         [scale * sum(beta[-1] for beta, _ in parts) + offset]])
 
-  def correction(self, ridge: float | None) -> dict[str, Any]:
+  def correction(self, candidate: tuple[str, float | None]
+                 ) -> dict[str, Any]:
     """The candidate fitted to every network, as a latency file keeps it."""
-    beta = self.solve(ridge, np.ones(len(self.sums), bool))
+    beta = self.solve(candidate, np.ones(len(self.sums), bool))
+    fitted_to, ridge = candidate
     if ridge is None:
       return {'ridge': None, 'scale': float(beta[0]),
               'offset_ms': self.unit * float(beta[1])}
     segments = self.sums.shape[1]
-    return {'ridge': ridge, 'streams': self.streams,
+    return {'ridge': ridge, 'fitted_to': fitted_to, 'streams': self.streams,
             'scales': beta[:segments].tolist(),
             'corrections_ms': (self.unit * beta[segments:-1]).reshape(
                 len(self.streams), self.bins).tolist(),
             'offset_ms': self.unit * float(beta[-1])}
 
 
+def _ridge(design: np.ndarray, target: np.ndarray, ridge: float, *,
+           penalized: slice) -> np.ndarray:
+  """The coefficients minimizing |design·β − target|² +
+  ridge·|β[penalized]|²."""
+  penalty = np.sqrt(ridge) * np.eye(design.shape[1])[penalized]
+  return np.linalg.lstsq(np.concatenate([design, penalty]),
+                         np.concatenate([target, np.zeros(len(penalty))]),
+                         rcond=None)[0]
+
+
 def fit_correction(model, cells: dict[str, float], step: int,
                    widths: np.ndarray, measured: np.ndarray,
                    segments_ms: np.ndarray | None,
-                   ridge: float | None) -> dict[str, Any]:
-  """The correction (cost_of's) of `ridge` (_Features.solve) fitted to
+                   candidate: tuple[str, float | None]) -> dict[str, Any]:
+  """The correction (cost_of's) of a CANDIDATES candidate fitted to
   networks of `widths` measured whole (`measured`) and by segment
-  (`segments_ms`, [networks, segments]; needed per stream only)."""
+  (`segments_ms`, [networks, segments]; needed for a fit to segments
+  only)."""
   return _Features(model, cells, step, widths, measured,
-                   segments_ms).correction(ridge)
+                   segments_ms).correction(candidate)
 
 
 def choose_correction(model, cells: dict[str, float], step: int,
                       widths: np.ndarray, measured: np.ndarray,
                       segments_ms: np.ndarray | None
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  """(the correction, fitted to all the networks, of the RIDGES candidate
-  whose predictions of each network from the others (FOLDS folds) rank them
-  best; [{'ridge', 'kendall_tau'} of each candidate, None if not tried,
-  and 'dropped': why, if it ranked better but was not kept]).
+  """(the correction, fitted to all the networks, of the CANDIDATES
+  candidate whose predictions of each network from the others (FOLDS
+  folds) rank them best; [{'fitted_to', 'ridge', 'kendall_tau'} of each
+  candidate, None if not tried, and 'dropped': why, if it ranked better but
+  was not kept]).
 
   One scale wins a tie. A correction per stream is not tried for a model
-  without streams or segments timed, nor where a fold leaves no more than
-  twice as many networks as it has scales and offset (too few to estimate
-  them), and not kept if a scale it fits is not positive."""
+  without streams, nor where a fold leaves no more than twice as many
+  networks as it has scales and offset (too few to estimate them), nor
+  fitted to segments without segments timed; it is not kept if a scale it
+  fits is not positive."""
   features = _Features(model, cells, step, widths, measured, segments_ms)
   fold = np.random.default_rng(0).permutation(len(widths)) % FOLDS
   fewest = min(np.sum(fold != k) for k in np.unique(fold))
-  per_stream = (bool(features.streams) and segments_ms is not None and
-                fewest > 2 * (features.sums.shape[1] + 1))
+  per_stream = bool(features.streams) and fewest > 2 * (
+      features.sums.shape[1] + 1)
   scores = []
-  for ridge in RIDGES:
-    if ridge is not None and not per_stream:
-      scores.append({'ridge': ridge, 'kendall_tau': None})
+  for fitted_to, ridge in CANDIDATES:
+    score = {'fitted_to': fitted_to, 'ridge': ridge, 'kendall_tau': None}
+    scores.append(score)
+    if ridge is not None and not per_stream or (
+        fitted_to == 'segments' and segments_ms is None):
       continue
     design = features.design(ridge)
     predicted = np.empty(len(widths))
     for k in np.unique(fold):
-      predicted[fold == k] = (design[fold == k] @
-                              features.solve(ridge, fold != k))
-    scores.append({'ridge': ridge, 'kendall_tau': errors_of(
-        predicted, features.target)['kendall_tau']})
+      predicted[fold == k] = (design[fold == k] @ features.solve(
+          (fitted_to, ridge), fold != k))
+    score['kendall_tau'] = errors_of(predicted,
+                                     features.target)['kendall_tau']
   ranked = sorted((s for s in scores if s['kendall_tau'] is not None),
                   key=lambda s: -np.nan_to_num(s['kendall_tau'], nan=-2))
   for score in ranked:  # one scale among them: the last to fall back on
-    correction = features.correction(score['ridge'])
+    correction = features.correction((score['fitted_to'], score['ridge']))
     if score['ridge'] is None or min(correction['scales']) > 0:
       break
     score['dropped'] = 'a scale not positive'
