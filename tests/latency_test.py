@@ -3,6 +3,7 @@ latency file (built by the command on this machine's CPU, resumed), a search
 constrained by its prediction, and the errors a user meets."""
 
 import copy
+import dataclasses
 import itertools
 import json
 import os
@@ -315,6 +316,26 @@ class SegmentsTest(absltest.TestCase):
                        [(2, model.num_classes)], name)
 
 
+  def test_a_network_that_cannot_be_cut_is_an_error_saying_why(self):
+    model = models.get_model('resnet20_cifar')
+    widths = model.space.full()
+    table = layers.check_supported(model)
+    stream_groups, segment = layers.streams(model)
+    # A layer whose module path no operation carries (called through a
+    # model's method, say): its operations would join another segment.
+    renamed = [dataclasses.replace(table[0], path=('elsewhere',)), *table[1:]]
+    with mock.patch.object(layers, 'check_supported', lambda _: renamed):
+      with self.assertRaisesRegex(ValueError, r"layers \['elsewhere'\]"):
+        segments.runners(model, widths, batch=2)
+    # Segments that interleave in the program.
+    swapped = segment.copy()
+    swapped[[0, -1]] = segment[[-1, 0]]
+    with mock.patch.object(layers, 'streams',
+                           lambda _: (stream_groups, swapped)):
+      with self.assertRaisesRegex(ValueError, 'interleaved'):
+        segments.runners(model, widths, batch=2)
+
+
 def operations(fn, args) -> list[str]:
   """The module path that traced each operation of a jitted fn's
   program."""
@@ -555,26 +576,27 @@ class LatencySearchTest(absltest.TestCase):
                   **SMALL).finish()
 
   def test_a_file_of_the_earlier_format_predicts_but_is_not_resumed(self):
-    # Format 2: one scale and offset for the whole table.
-    record = copy.deepcopy(self.record)
-    record.update(format='bcnet_jax.latency/2',
-                  correction={'scale': 1.2, 'offset_ms': 0.5})
-    path = self.write('format2.json', record)
-    before = pathlib.Path(path).read_bytes()
+    # Finished files of formats 2 and 3 (one scale and offset here).
     setup = supernet.Setup.create(testing_config.get_config())
-    cost, _ = predictor.load(path, self.config(), setup.model)
-    widths = setup.model.space.sample(np.random.default_rng(0), 20)
-    table = predictor.table_cost(setup.model, record['cells'], SMALL['step'])
-    np.testing.assert_allclose(cost(widths), 1.2 * table(widths) + 0.5)
-    with self.assertRaisesRegex(ValueError, "earlier version .*'bcnet_jax."
-                                'latency/2'".*give another --out"):
-      build.Build(testing_config.get_config(), setup.model, path, **SMALL)
-    self.assertEqual(pathlib.Path(path).read_bytes(), before)
+    for format_ in ('bcnet_jax.latency/2', 'bcnet_jax.latency/3'):
+      record = copy.deepcopy(self.record)
+      record.update(format=format_,
+                    correction={'scale': 1.2, 'offset_ms': 0.5})
+      del record['segments'], record['segment_reference_ms']
+      path = self.write('earlier.json', record)
+      before = pathlib.Path(path).read_bytes()
+      cost, _ = predictor.load(path, self.config(), setup.model)
+      widths = setup.model.space.sample(np.random.default_rng(0), 20)
+      table = predictor.table_cost(setup.model, record['cells'],
+                                   SMALL['step'])
+      np.testing.assert_allclose(cost(widths), 1.2 * table(widths) + 0.5)
+      with self.assertRaisesRegex(ValueError, f"earlier version .*'{format_}'"
+                                  ".*give another --out"):
+        build.Build(testing_config.get_config(), setup.model, path, **SMALL)
+      self.assertEqual(pathlib.Path(path).read_bytes(), before)
     # An unfinished build of format 3 (no segments): resumed, its cells and
     # networks kept, the segments timed.
-    record = copy.deepcopy(self.record)
-    record.update(format='bcnet_jax.latency/3', complete=False)
-    del record['segments']
+    record.update(complete=False)
     path = self.write('format3.json', record)
     resumed = build.Build(testing_config.get_config(), setup.model, path,
                           **SMALL).run()
@@ -584,6 +606,7 @@ class LatencySearchTest(absltest.TestCase):
                      (record['cells'], record['networks']))
     self.assertEqual([n['widths'] for n in resumed['segments']],
                      [n['widths'] for n in self.record['segments']])
+    self.assertGreater(resumed['segment_reference_ms'], 0)
 
   def test_a_search_under_a_latency_budget(self):
     summary, budget = self.summary, self.budget

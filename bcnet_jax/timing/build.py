@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -73,10 +73,9 @@ class Build:
         raise errors.InvalidInput(
             f'{path} was made by an earlier version (format '
             f'{self.record["format"]!r}; this one writes '
-            f'{predictor.FORMAT!r}: the correction per residual stream '
-            'fitted to the fit\'s networks\' segments timed alone) and '
-            'cannot be resumed or extended: give another --out (a search '
-            'still reads the file as it is)')
+            f'{predictor.FORMAT!r}: it also times the fit\'s networks\' '
+            'segments alone) and cannot be resumed or extended: give '
+            'another --out (a search still reads the file as it is)')
       differing = [f'--{k}: the file {self.record["plan"].get(k)}, now {v}'
                    for k, v in plan.items()
                    if self.record['plan'].get(k) != v]
@@ -152,20 +151,15 @@ class Build:
                                           repeats=self.repeats)[0]
     todo = self.plan[len(record['networks']):]
     for role, group in itertools.groupby(todo, key=lambda entry: entry[0]):
-      widths = [w for _, w in group]
-      turns = -(-len(widths) // _NETWORKS_PER_TURN)  # of equal size
-      for chunk in np.array_split(np.array(widths), turns):
-        runners = [clock.network_runner(self.model, w, batch=record['batch'])
-                   for w in chunk]
-        times, noise = clock.ratios(runners, *reference,
-                                    repeats=self.repeats,
-                                    desc=f'networks ({role})')
+      for chunk, times, noise in self._in_turns(
+          [w for _, w in group], reference, f'networks ({role})',
+          lambda w: [clock.network_runner(self.model, w,
+                                          batch=record['batch'])]):
         record['networks'].extend(
             {'role': role, 'widths': [int(x) for x in w],
-             'ms': t * record['full_ms'], 'noise': n}
-            for w, t, n in zip(chunk, times.tolist(), noise.tolist()))
+             'ms': float(t[0]) * record['full_ms'], 'noise': float(n[0])}
+            for w, t, n in zip(chunk, times, noise))
         self._save()
-        del runners  # not alive beside the next ones
 
   def measure_segments(self) -> None:
     """Times each segment of the fit's networks alone (segments.py), in
@@ -179,25 +173,36 @@ class Build:
     if layers.streams(model)[1].max() == 0 or not todo:
       return
     batch = record['batch']
-    reference = segments.runners(model, self.plan[1][1], batch=batch)[0]
+    reference = segments.runners(model, model.space.smallest(),
+                                 batch=batch)[0]
     if 'segment_reference_ms' not in record:
       record['segment_reference_ms'] = clock.median_ms(
           *reference, repeats=self.repeats)[0]
-    turns = -(-len(todo) // _NETWORKS_PER_TURN)
-    for chunk in np.array_split(np.array(todo), turns):
-      runners = [segments.runners(model, w, batch=batch) for w in chunk]
-      times, noise = clock.ratios(
-          [r for network in runners for r in network], *reference,
-          repeats=self.repeats, desc='segments (fit)')
-      count = len(runners[0])
+    for chunk, times, _ in self._in_turns(
+        todo, reference, 'segments (fit)',
+        lambda w: segments.runners(model, w, batch=batch)):
       record['segments'].extend(
           {'widths': [int(x) for x in w],
-           'ms': (times[i * count:(i + 1) * count] *
-                  record['segment_reference_ms']).tolist(),
-           'noise': float(np.median(noise[i * count:(i + 1) * count]))}
-          for i, w in enumerate(chunk))
+           'ms': (t * record['segment_reference_ms']).tolist()}
+          for w, t in zip(chunk, times))
       self._save()
-      del runners
+
+  def _in_turns(self, widths: list[Any], reference, desc: str,
+                runners_of: Callable[[Any], list[Any]]
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(width vectors, [their runners' ratios to the reference], [noise]),
+    of `widths` in turns of equal size, up to _NETWORKS_PER_TURN width
+    vectors each: their runners (runners_of) compiled together and timed in
+    turns (clock.ratios), then let go before the next turn's."""
+    turns = -(-len(widths) // _NETWORKS_PER_TURN)
+    for chunk in np.array_split(np.array(widths), turns):
+      runners = [runners_of(w) for w in chunk]
+      times, noise = clock.ratios([r for each in runners for r in each],
+                                  *reference, repeats=self.repeats,
+                                  desc=desc)
+      shape = (len(chunk), len(runners[0]))
+      del runners  # not alive beside the next ones
+      yield chunk, times.reshape(shape), noise.reshape(shape)
 
   def finish(self) -> None:
     """The correction, the validation and the figures a search reads."""
@@ -234,15 +239,16 @@ class Build:
           'more --repeats')
     *_, macs_errors = validated(CostModel(self.model).macs_cost())
     segments_ms = None  # one segment: the network, fitted as such
-    if layers.streams(self.model)[1].max() > 0:
-      segments_ms = np.array([n['ms'] for n in record['segments']])
+    count = layers.streams(self.model)[1].max() + 1
+    if count > 1:
       if not (np.array_equal([n['widths'] for n in record['segments']],
-                             widths[fitted]) and segments_ms.shape[1:] ==
-              (layers.streams(self.model)[1].max() + 1,)):
+                             widths[fitted]) and
+              all(len(n['ms']) == count for n in record['segments'])):
         raise errors.InvalidInput(
             f'{self.path}: its segments timed alone are not the fit\'s '
-            'networks\' (the file was edited?): measure again with another '
-            '--out')
+            f'networks\' {count} segments (the file was edited?): measure '
+            'again with another --out')
+      segments_ms = np.array([n['ms'] for n in record['segments']])
     record['correction'], record['cross_validation'] = (
         predictor.choose_correction(self.model, record['cells'], self.step,
                                     widths[fitted], measured[fitted],

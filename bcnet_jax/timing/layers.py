@@ -6,8 +6,8 @@ conv of group a into group b has a table T[w_a, w_b] over the bins (a
 BatchNorm or depthwise conv, of one dim: T[w]). Layers of one shape share
 their measurements: a `cell` is one (layer shape, input channels, output
 channels) and is timed once, whichever layers and bins need it. The
-search's constraint is their sum, corrected by a fit on whole networks
-(predictor.py).
+search's constraint is their sum, corrected by a fit on networks or
+their segments (predictor.py).
 
   cells = layers.cells(model, step=3)          # {key: Cell}
   fn, args = layers.runner(cells[key], model.space, batch=1)

@@ -10,12 +10,13 @@ the stage's residual stream, not smoothly (experiments/README.md, "Where
 the table's error lives"): so the
 correction has a scale a_s for each stream's segment of layers
 (layers.streams) and a value δ_s for each width of its stream group g_s,
-fitted by ridge regression (on the δ only) to the segments of networks
-timed alone on the same device (segments.py; the full and smallest width
-vectors and random ones), then scaled to the same networks measured whole.
-The penalty, or one scale and offset for every layer instead (the only choice
-of a model without residual streams), is the one whose predictions of
-each fitted network from the others rank them best (choose_correction).
+fitted by ridge regression (on the δ only) to networks measured on the
+same device (the full and smallest width vectors and random ones), either
+whole or by segment timed alone (segments.py; then scaled to the whole
+networks). The fit and its penalty, or one scale and offset for every layer
+instead (the only choice of a model without residual streams), are the
+CANDIDATES candidate whose predictions of each fitted network from the
+others rank them best (choose_correction).
 Random networks measured apart from those, never fitted, give the
 validation: the mean absolute percentage error and Kendall τ of the
 predictions against the mean of two measurements of each, beside the same
@@ -285,8 +286,9 @@ def choose_correction(model, cells: dict[str, float], step: int,
   for fitted_to, ridge in CANDIDATES:
     score = {'fitted_to': fitted_to, 'ridge': ridge, 'kendall_tau': None}
     scores.append(score)
-    if ridge is not None and not per_stream or (
-        fitted_to == 'segments' and segments_ms is None):
+    unfit = ridge is not None and not per_stream
+    untimed = fitted_to == 'segments' and segments_ms is None
+    if unfit or untimed:
       continue
     design = features.design(ridge)
     predicted = np.empty(len(widths))
