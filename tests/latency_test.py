@@ -10,6 +10,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import tempfile
 from unittest import mock
 
@@ -530,6 +531,21 @@ class LatencySearchTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, '--repeats: the file 3, now 4'):
       build.Build(testing_config.get_config(), setup.model, path,
                   **dict(SMALL, repeats=4))
+
+  def test_a_finished_file_scored_on_networks_of_another_seed(self):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / 'experiments/latency_new_networks.py'),
+         f'--latency_file={self.latency_path}', '--networks=3',
+         '--repeats=3'],
+        cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    result = json.loads(out.stdout.splitlines()[-1])
+    self.assertEqual((result['seed'], result['networks']), (1, 3))
+    self.assertEqual(result['correction']['ridge'],
+                     self.record['correction']['ridge'])
+    for predicted_by in ('predictor', 'table', 'macs', 'repeat'):
+      self.assertBetween(result[predicted_by]['kendall_tau'], -1, 1)
+      self.assertGreater(result[predicted_by]['mape'], 0)
 
   def test_the_validation_pairs_each_network_with_its_second_measurement(
       self):

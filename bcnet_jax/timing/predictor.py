@@ -49,7 +49,8 @@ from bcnet_jax.timing import layers
 
 # 2: layers timed one call each; the held-out networks measured twice.
 # 3: the correction per stream segment (a scale and a value per width).
-# 4: that correction fitted to the fit's networks' segments timed alone.
+# 4: the fit's networks' segments timed alone too; that correction fitted
+#    to them or to the whole networks, whichever cross-validates better.
 FORMAT = 'bcnet_jax.latency/4'
 # A finished file of an earlier format still predicts (its cells and its
 # correction were measured and fitted together), so a search reads it; a
