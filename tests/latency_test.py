@@ -340,9 +340,7 @@ class SegmentsTest(absltest.TestCase):
 def operations(fn, args) -> list[str]:
   """The module path that traced each operation of a jitted fn's
   program."""
-  jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
-  if len(jaxpr.eqns) == 1 and channels.subjaxpr(jaxpr.eqns[0]):
-    jaxpr, _ = channels.subjaxpr(jaxpr.eqns[0])
+  jaxpr, _ = segments.program(fn, args)
   return [channels.module_of(e) for e in jaxpr.eqns]
 
 

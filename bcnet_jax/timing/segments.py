@@ -37,11 +37,7 @@ def runners(model, widths: Any, *, batch: int
   runs that segment's operations of the whole network's program on constant
   inputs (its weights and the activations it reads), returning what later
   segments read."""
-  fn, args = clock.network_runner(model, widths, batch=batch)
-  closed = jax.make_jaxpr(fn)(*args)
-  jaxpr, consts = closed.jaxpr, tuple(closed.consts)
-  if len(jaxpr.eqns) == 1 and channels.subjaxpr(jaxpr.eqns[0]):
-    jaxpr, consts = channels.subjaxpr(jaxpr.eqns[0])  # the jitted body
+  jaxpr, consts = program(*clock.network_runner(model, widths, batch=batch))
   consts = dict(zip(jaxpr.constvars, consts))
   owner = _owners(model, jaxpr.eqns)
   out = []
@@ -66,6 +62,16 @@ def runners(model, widths: Any, *, batch: int
                 tuple(jnp.full(v.aval.shape, 0.01, v.aval.dtype)
                       for v in inputs)))
   return out
+
+
+def program(fn: Callable[..., Any], args: tuple[Any, ...]
+            ) -> tuple[Any, tuple[Any, ...]]:
+  """(jaxpr, its constants) of fn(*args): a jitted fn's body."""
+  closed = jax.make_jaxpr(fn)(*args)
+  jaxpr = closed.jaxpr
+  if len(jaxpr.eqns) == 1 and channels.subjaxpr(jaxpr.eqns[0]):
+    return channels.subjaxpr(jaxpr.eqns[0])
+  return jaxpr, tuple(closed.consts)
 
 
 def _variables(atoms: list[Any]) -> list[Any]:
