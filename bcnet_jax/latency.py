@@ -110,9 +110,10 @@ if __name__ == '__main__':
                               'correction is fitted on (timed whole and, '
                               'with residual streams, by segment), besides '
                               'the full and smallest: a correction per '
-                              'residual stream (a value per width of each) '
-                              'is tried with more than about 3 per stream '
-                              'and learns more from 5 or more per width')
+                              'residual stream (a value per width of each '
+                              'stream and class of alike groups) is tried '
+                              'with more than about 3 per stream and '
+                              'learns more from 5 or more per width')
   _NETWORKS = flags.DEFINE_integer('networks', 30, 'random whole networks '
                                    'held out to validate the predictor')
   _CLASSES = flags.DEFINE_integer('num_classes', None, 'outputs of the '

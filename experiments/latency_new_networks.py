@@ -1,7 +1,7 @@
 """A finished latency file scored on random networks it has never seen.
 
   python experiments/latency_new_networks.py --latency_file=latency.json \
-      [--seed 1] [--networks 30] [--repeats 20]
+      [--seed 1] [--networks 30] [--repeats 20] [--out measured.json]
 
 A build's held-out networks say how well its predictor ranks networks it
 was not fitted to, but once they have been looked at while choosing how to
@@ -13,8 +13,10 @@ measures), and prints one JSON line: the mean absolute percentage error and
 Kendall τ of the file's predictor, of the per-layer table with one scale and
 offset, of MACs with their own fit (both fitted to the file's fit networks)
 against the mean of the two measurements, and of the first measurement as a
-prediction of the second. Run it on the machine the file was measured on,
-with nothing else running. Models of the default bins and kwargs only.
+prediction of the second; `--out` keeps the width vectors and both
+measurements (to score another predictor on them later). Run it on the
+machine the file was measured on, with nothing else running. Models of
+the default bins and kwargs only.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import json
 import numpy as np
 
 from bcnet_jax import models
+from bcnet_jax.run import files
 from bcnet_jax.space.costs import CostModel
 from bcnet_jax.timing import clock
 from bcnet_jax.timing import predictor
@@ -34,6 +37,7 @@ def main() -> None:
   parser.add_argument('--seed', type=int, default=1)
   parser.add_argument('--networks', type=int, default=30)
   parser.add_argument('--repeats', type=int, default=clock.REPEATS)
+  parser.add_argument('--out', help='a JSON file for the measurements')
   args = parser.parse_args()
   with open(args.latency_file) as f:
     record = json.load(f)
@@ -58,6 +62,10 @@ def main() -> None:
         [clock.network_runner(model, w, batch=record['batch'])
          for w in widths], *reference, repeats=args.repeats)
     passes.append(times * record['full_ms'])
+  if args.out:
+    files.write_json_atomic(args.out, {
+        'latency_file': args.latency_file, 'seed': args.seed,
+        'widths': widths.tolist(), 'ms': [p.tolist() for p in passes]})
   truth = 0.5 * (passes[0] + passes[1])
   fit = [n for n in record['networks'] if n['role'] == 'fit']
   fit_widths = np.array([n['widths'] for n in fit])

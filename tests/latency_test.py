@@ -57,8 +57,18 @@ def resnet20_latencies() -> tuple:
   correction = {'ridge': 1.0, 'streams': ['stage1', 'stage2', 'stage3'],
                 'scales': [0.8, 1.3, 1.1],
                 'corrections_ms': rng.uniform(-0.3, 0.3, (3, width)).tolist(),
+                'alike': [[f'stage{s}_block{b}_mid' for b in (1, 2, 3)]
+                          for s in (1, 2, 3)],
+                'alike_ms': rng.uniform(-0.1, 0.1, (3, width)).tolist(),
                 'offset_ms': 2.0}
   return model, cells, correction, rng
+
+
+def without_values(correction: dict) -> dict:
+  """The correction with its values per width all 0."""
+  return dict(correction,
+              corrections_ms=np.zeros_like(correction['corrections_ms']),
+              alike_ms=np.zeros_like(correction['alike_ms']))
 
 
 def segments_of(model, cells, correction, widths) -> np.ndarray:
@@ -66,14 +76,16 @@ def segments_of(model, cells, correction, widths) -> np.ndarray:
   scale times its layers' tables, its stream's values, a share of the
   offset); together, the whole correction's prediction."""
   count = len(correction['scales'])
+  # ResNet-20's streams and classes of alike groups: one of each a segment.
+  only = lambda rows, s: [row if i == s else [0.0] * len(row)  # noqa: E731
+                          for i, row in enumerate(rows)]
   parts = []
   for s in range(count):
     alone = dict(correction, offset_ms=correction['offset_ms'] / count,
                  scales=[x if i == s else 0.0
                          for i, x in enumerate(correction['scales'])],
-                 corrections_ms=[row if i == s else [0.0] * len(row)
-                                 for i, row in enumerate(
-                                     correction['corrections_ms'])])
+                 corrections_ms=only(correction['corrections_ms'], s),
+                 alike_ms=only(correction['alike_ms'], s))
     parts.append(predictor.stream_cost(model, cells, 5, alone)(widths))
   return np.stack(parts, 1)
 
@@ -178,6 +190,31 @@ class TablesTest(absltest.TestCase):
     self.assertEqual(segment[paths.index('stage1_block3_bn2')], 0)
     self.assertEqual(segment[paths.index('classifier')], 2)
 
+  def test_alike_groups_are_a_segments_groups_of_equal_channels(self):
+    names = lambda model: [  # noqa: E731
+        (s, [model.space.groups[g] for g in groups])
+        for s, groups in layers.alike_groups(model)]
+    self.assertEqual(
+        names(models.get_model('resnet20_cifar')),
+        [(s - 1, [f'stage{s}_block{b}_mid' for b in (1, 2, 3)])
+         for s in (1, 2, 3)])
+    expand = lambda s, b: f'stage{s}_block{b}_expand'  # noqa: E731
+    self.assertEqual(
+        names(models.get_model('mobilenetv2_cifar')),
+        [(0, ['stem']), (0, ['stage1']), (0, [expand(2, 1)]),
+         (0, [expand(2, 2), expand(3, 1)]),
+         (1, [expand(3, 2), expand(3, 3), expand(4, 1)]),
+         (2, [expand(4, b) for b in (2, 3, 4)] + [expand(5, 1)]),
+         (3, [expand(5, 2), expand(5, 3), expand(6, 1)]),
+         (4, [expand(6, 2), expand(6, 3), expand(7, 1)]),
+         (4, ['stage7']), (4, ['head'])])
+    # No streams: one segment, its groups of equal channels together.
+    vgg = models.get_model('vgg16_cifar')
+    for _, groups in layers.alike_groups(vgg):
+      self.assertLen({tuple(vgg.space.dims[g].edges) for g in groups}, 1)
+    self.assertEqual(sorted(g for _, groups in layers.alike_groups(vgg)
+                            for g in groups), list(range(vgg.space.num_groups)))
+
   def test_the_fitted_correction_predicts_what_it_was_fitted_to(self):
     # Latencies made by a known correction of a known table: the fit finds
     # a predictor of other width vectors within 1%.
@@ -190,11 +227,13 @@ class TablesTest(absltest.TestCase):
     np.testing.assert_allclose(segments_ms.sum(1), truth(fitted_on))
     other = model.space.sample(rng, 100)
     for fitted_to in ('segments', 'networks'):
+      # A small penalty: the values not shrunk, the scales not moved.
       correction = predictor.fit_correction(
           model, cells, 5, fitted_on, 1.1 * truth(fitted_on) + 1.0,
-          segments_ms, (fitted_to, 1.0))
-      self.assertEqual((correction['streams'], correction['fitted_to']),
-                       (known['streams'], fitted_to))
+          segments_ms, (fitted_to, 1e-3))
+      self.assertEqual((correction['streams'], correction['alike'],
+                        correction['fitted_to']),
+                       (known['streams'], known['alike'], fitted_to))
       np.testing.assert_allclose(correction['scales'],
                                  1.1 * np.array(known['scales']), rtol=0.01)
       # As a latency file keeps it, and reads it back.
@@ -202,7 +241,6 @@ class TablesTest(absltest.TestCase):
       files.write_json_atomic(path, {'cells': cells, 'plan': {'step': 5},
                                      'correction': correction})
       fitted = predictor.cost_of(model, files.read_json(path))
-      # The ridge penalty shrinks the δ a little.
       np.testing.assert_allclose(fitted(other), 1.1 * truth(other) + 1.0,
                                  rtol=0.01, err_msg=fitted_to)
     # Another version's streams: named, not mispredicted.
@@ -212,6 +250,31 @@ class TablesTest(absltest.TestCase):
                             dict(known, streams=['stage1', 'stage2']))
     with self.assertRaisesRegex(ValueError, r'\(2 segments.* \(3 segments'):
       predictor.stream_cost(model, cells, 5, dict(known, scales=[1.0, 1.0]))
+    with self.assertRaisesRegex(
+        ValueError, r"alike groups \[\['stage1_block1_mid'\]\] .* finds .* "
+        r"\[\['stage1_block1_mid', "):
+      predictor.stream_cost(model, cells, 5,
+                            dict(known, alike=[['stage1_block1_mid']]))
+    with self.assertRaisesRegex(ValueError, 'values for 2 classes of alike '
+                                'groups, not its 3'):
+      predictor.stream_cost(model, cells, 5,
+                            dict(known, alike_ms=known['alike_ms'][:2]))
+    # A class's values count at each of its groups' widths.
+    no_classes = predictor.stream_cost(model, cells, 5, dict(
+        known, alike_ms=np.zeros_like(known['alike_ms'])))
+    values = np.asarray(known['alike_ms'])
+    groups = [[model.space.groups.index(name) for name in names]
+              for names in known['alike']]
+    np.testing.assert_allclose(
+        truth(other) - no_classes(other),
+        sum(values[k][other[:, g] - model.space.min_bins]
+            for k, class_ in enumerate(groups) for g in class_))
+    # A correction of format 3 or 4 (no classes): its streams' values only.
+    earlier = {k: v for k, v in known.items()
+               if k not in ('alike', 'alike_ms')}
+    np.testing.assert_allclose(
+        predictor.stream_cost(model, cells, 5, earlier)(other),
+        no_classes(other))
     with self.assertRaisesRegex(ValueError, 'neither one scale nor'):
       predictor.cost_of(model, {'cells': cells, 'plan': {'step': 5},
                                 'correction': {'offset_ms': 1.0}})
@@ -232,8 +295,8 @@ class TablesTest(absltest.TestCase):
         max(t['kendall_tau'] for t in tried if t['ridge'] is not None),
         tried[0]['kendall_tau'])
     # A correction per stream that fits a scale below 0 is not kept.
-    negative = dict(known, scales=[0.8, -0.5, 1.1], offset_ms=20.0,
-                    corrections_ms=np.zeros_like(known['corrections_ms']))
+    negative = dict(without_values(known), scales=[0.8, -0.5, 1.1],
+                    offset_ms=20.0)
     chosen, tried = predictor.choose_correction(
         model, cells, 5, widths,
         predictor.stream_cost(model, cells, 5, negative)(widths),
@@ -243,8 +306,7 @@ class TablesTest(absltest.TestCase):
                      [None] + ['a scale not positive'] * 8)
     # Latencies of one scale: every candidate fits them; one scale wins.
     one_scale_segments = segments_of(model, cells, dict(
-        known, scales=[1.5] * 3, offset_ms=2.0,
-        corrections_ms=np.zeros_like(known['corrections_ms'])), widths)
+        without_values(known), scales=[1.5] * 3, offset_ms=2.0), widths)
     chosen, _ = predictor.choose_correction(
         model, cells, 5, widths, one_scale(widths), one_scale_segments)
     self.assertEqual(set(chosen), {'ridge', 'scale', 'offset_ms'})
@@ -531,14 +593,19 @@ class LatencySearchTest(absltest.TestCase):
                   **dict(SMALL, repeats=4))
 
   def test_a_finished_file_scored_on_networks_of_another_seed(self):
+    kept = os.path.join(self.create_tempdir(), 'measured.json')
     out = subprocess.run(
         [sys.executable, str(ROOT / 'experiments/latency_new_networks.py'),
          f'--latency_file={self.latency_path}', '--networks=3',
-         '--repeats=3'],
+         '--repeats=3', f'--out={kept}'],
         cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
     self.assertEqual(out.returncode, 0, out.stderr)
     result = json.loads(out.stdout.splitlines()[-1])
     self.assertEqual((result['seed'], result['networks']), (1, 3))
+    kept = files.read_json(kept)
+    self.assertEqual(np.shape(kept['widths']),
+                     (3, len(self.record['networks'][0]['widths'])))
+    self.assertEqual(np.shape(kept['ms']), (2, 3))
     self.assertEqual(result['correction']['ridge'],
                      self.record['correction']['ridge'])
     for predicted_by in ('predictor', 'table', 'macs', 'repeat'):
@@ -590,13 +657,15 @@ class LatencySearchTest(absltest.TestCase):
                   **SMALL).finish()
 
   def test_a_file_of_the_earlier_format_predicts_but_is_not_resumed(self):
-    # Finished files of formats 2 and 3 (one scale and offset here).
+    # Finished files of formats 2 to 4 (one scale and offset here).
     setup = supernet.Setup.create(testing_config.get_config())
-    for format_ in ('bcnet_jax.latency/2', 'bcnet_jax.latency/3'):
+    for format_ in ('bcnet_jax.latency/2', 'bcnet_jax.latency/3',
+                    'bcnet_jax.latency/4'):
       record = copy.deepcopy(self.record)
       record.update(format=format_,
                     correction={'scale': 1.2, 'offset_ms': 0.5})
-      del record['segments'], record['segment_reference_ms']
+      if format_ != 'bcnet_jax.latency/4':  # timed no segments
+        del record['segments'], record['segment_reference_ms']
       path = self.write('earlier.json', record)
       before = pathlib.Path(path).read_bytes()
       cost, _ = predictor.load(path, self.config(), setup.model)
@@ -608,9 +677,19 @@ class LatencySearchTest(absltest.TestCase):
                                   ".*give another --out"):
         build.Build(testing_config.get_config(), setup.model, path, **SMALL)
       self.assertEqual(pathlib.Path(path).read_bytes(), before)
+    # An unfinished build of format 4: resumed, nothing measured again.
+    record.update(complete=False)
+    path = self.write('format4.json', record)
+    resumed = build.Build(testing_config.get_config(), setup.model, path,
+                          **SMALL).run()
+    self.assertEqual((resumed['format'], resumed['complete']),
+                     (predictor.FORMAT, True))
+    for measured in ('cells', 'networks', 'segments'):
+      self.assertEqual(resumed[measured], record[measured])
     # An unfinished build of format 3 (no segments): resumed, its cells and
     # networks kept, the segments timed.
-    record.update(complete=False)
+    record.update(format='bcnet_jax.latency/3')
+    del record['segments'], record['segment_reference_ms']
     path = self.write('format3.json', record)
     resumed = build.Build(testing_config.get_config(), setup.model, path,
                           **SMALL).run()

@@ -38,9 +38,10 @@ _CELLS_PER_COMPILE = 64
 # Networks (whole, or their segments) compiled and held at once (timed in
 # turns, then saved): an interrupted build measures at most these again.
 _NETWORKS_PER_TURN = 50
-# An unfinished file of this format measured its cells and networks as
-# this version does: its build resumes (and times the segments).
-_RESUMABLE_FORMAT = 'bcnet_jax.latency/3'
+# An unfinished file of these formats measured as this version does (all
+# but format 3's segments): its build resumes (and times them), fitting
+# this version's correction.
+_RESUMABLE_FORMATS = ('bcnet_jax.latency/4', 'bcnet_jax.latency/3')
 
 
 class Build:
@@ -65,16 +66,16 @@ class Build:
       self.record = files.read_json(path)
       predictor.check(self.record, path, model=identity['model'],
                       device=identity['device'], batch=batch)
-      if (self.record['format'] == _RESUMABLE_FORMAT and
+      if (self.record['format'] in _RESUMABLE_FORMATS and
           not self.record['complete']):
-        # Measured as this version measures, but for the segments.
-        self.record.update(format=predictor.FORMAT, segments=[])
+        self.record.setdefault('segments', [])
+        self.record['format'] = predictor.FORMAT
       if self.record['format'] != predictor.FORMAT:
         raise errors.InvalidInput(
             f'{path} was made by an earlier version (format '
             f'{self.record["format"]!r}; this one writes '
-            f'{predictor.FORMAT!r}: it also times the fit\'s networks\' '
-            'segments alone) and cannot be resumed or extended: give '
+            f'{predictor.FORMAT!r}, whose correction also has values per '
+            'width of alike groups) and cannot be resumed or extended: give '
             'another --out (a search still reads the file as it is)')
       differing = [f'--{k}: the file {self.record["plan"].get(k)}, now {v}'
                    for k, v in plan.items()

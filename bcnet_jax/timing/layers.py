@@ -13,6 +13,7 @@ their segments (predictor.py).
   fn, args = layers.runner(cells[key], model.space, batch=1)
   tables, group_a, group_b = layers.tables(model, measured, 3)  # {key: ms}
   stream_groups, segment = layers.streams(model)   # predictor.py's segments
+  classes = layers.alike_groups(model)   # [(segment, groups)] sharing values
 """
 
 from __future__ import annotations
@@ -158,10 +159,32 @@ def streams(model) -> tuple[list[int], np.ndarray]:
   runs = collections.Counter(g for i, g in enumerate(owner)
                              if i == 0 or owner[i - 1] != g)
   stream_groups = sorted(g for g, n in runs.items() if n > 1)
-  segment_of_group = np.maximum(
-      np.searchsorted(stream_groups, np.arange(space.num_groups),
-                      side='right') - 1, 0)
-  return stream_groups, segment_of_group[owner]
+  return stream_groups, _segment_of_groups(space, stream_groups)[owner]
+
+
+def _segment_of_groups(space, stream_groups: list[int]) -> np.ndarray:
+  """The segment each group is in, by the space's group order."""
+  return np.maximum(np.searchsorted(stream_groups, np.arange(space.num_groups),
+                                    side='right') - 1, 0)
+
+
+def alike_groups(model) -> list[tuple[int, list[int]]]:
+  """[(segment, groups)]: the groups other than streams, in classes of one
+  segment and the same channels at every bin (ResNet-20: the mid widths of
+  one stage; MobileNetV2: the expansions of one segment of equal channels;
+  a group of channels no other has is a class of its own). Their layers
+  are alike (ResNet-20's: a conv from the stream and one back, the first
+  block's strided), so a correction shares one value per width between
+  them: as many values as one group's, learned from all of them."""
+  space = model.space
+  stream_groups, _ = streams(model)
+  segment_of = _segment_of_groups(space, stream_groups)
+  classes = {}
+  for g in range(space.num_groups):
+    if g not in stream_groups:
+      key = (int(segment_of[g]), tuple(space.dims[g].edges))
+      classes.setdefault(key, []).append(g)
+  return [(segment, groups) for (segment, _), groups in classes.items()]
 
 
 def tables(model, measured: dict[str, float], step: int

@@ -1,6 +1,7 @@
 """The latency predictor: the per-layer table, corrected on networks.
 
-predicted(c) = Σ_layers a_seg(l) · T_l[c] + Σ_streams δ_s[c[g_s]] + offset_ms
+predicted(c) = Σ_layers a_seg(l) · T_l[c] + Σ_streams δ_s[c[g_s]]
+               + Σ_classes Σ_{g in class} δ_class[c[g]] + offset_ms
 
 The table (layers.py) times each layer alone; a whole network runs them in
 one program, with launch costs, fusions and memory traffic the layers alone
@@ -9,7 +10,9 @@ that lives inside a stage of residual blocks and follows the exact width of
 the stage's residual stream, not smoothly (experiments/README.md, "Where
 the table's error lives"): so the
 correction has a scale a_s for each stream's segment of layers
-(layers.streams) and a value δ_s for each width of its stream group g_s,
+(layers.streams), a value δ_s for each width of its stream group g_s and
+one for each width of each class of alike groups of the segment (the mid
+widths of a stage, whose layers repeat one shape: layers.alike_groups),
 fitted by ridge regression (on the δ only) to networks measured on the
 same device (the full and smallest width vectors and random ones), either
 whole or by segment timed alone (segments.py; then scaled to the whole
@@ -51,18 +54,20 @@ from bcnet_jax.timing import layers
 # 3: the correction per stream segment (a scale and a value per width).
 # 4: the fit's networks' segments timed alone too; that correction fitted
 #    to them or to the whole networks, whichever cross-validates better.
-FORMAT = 'bcnet_jax.latency/4'
+# 5: the correction's values per width of alike groups too.
+FORMAT = 'bcnet_jax.latency/5'
 # A finished file of an earlier format still predicts (its cells and its
 # correction were measured and fitted together), so a search reads it; a
-# build resumes a file of FORMAT (or an unfinished one of format 3).
-READ_FORMATS = (FORMAT, 'bcnet_jax.latency/3', 'bcnet_jax.latency/2',
-                'bcnet_jax.latency/1')
+# build resumes a file of FORMAT (or an unfinished one of format 3 or 4).
+READ_FORMATS = (FORMAT, 'bcnet_jax.latency/4', 'bcnet_jax.latency/3',
+                'bcnet_jax.latency/2', 'bcnet_jax.latency/1')
 # The corrections a build tries (choose_correction), as (fitted to, ridge):
 # ('networks', None), one scale and offset for every layer; a ridge, a
-# scale per segment and a value per width of each stream with this penalty
-# on the values (latencies in units of the slowest fitted network: a value
-# of a width few fitted networks have stays near 0), fitted to the whole
-# networks or to their segments timed alone (then scaled to the networks).
+# scale per segment and a value per width of each stream and each class of
+# alike groups with this penalty on the values (latencies in units of the
+# slowest fitted network: a value of a width few fitted networks have stays
+# near 0), fitted to the whole networks or to their segments timed alone
+# (then scaled to the networks).
 # Each is scored by predicting each of the fit's networks from the others,
 # in FOLDS folds.
 CANDIDATES = (('networks', None),
@@ -108,30 +113,49 @@ def table_cost(model, cells: dict[str, float], step: int, *,
 def stream_cost(model, cells: dict[str, float], step: int,
                 correction: dict[str, Any]) -> Cost:
   """The predictor with a correction per stream: each layer's table times
-  its segment's scale, plus each stream's δ at its group's width (a table
-  of that group and none), plus the offset. Streams other than the
-  correction's (another version's layers.streams) are an error."""
+  its segment's scale, plus each stream's δ at its group's width and each
+  alike group's class's δ at its width (a table of that group and none),
+  plus the offset. Streams or classes other than the correction's (another
+  version's layers.streams or alike_groups) are an error; a correction of
+  format 3 or 4 has no classes."""
   space = model.space
   tables, group_a, group_b = layers.tables(model, cells, step)
   stream_groups, segment = layers.streams(model)
-  names = [space.groups[g] for g in stream_groups]
-  found = f'{names} ({segment.max() + 1} segments of layers)'
+  names = lambda groups: [space.groups[g] for g in groups]  # noqa: E731
+  found = f'{names(stream_groups)} ({segment.max() + 1} segments of layers)'
   saved = (f'{correction["streams"]} ({len(correction["scales"])} segments '
            'of layers)')
-  if saved != found:
+  alike = layers.alike_groups(model)
+  classes = [names(groups) for _, groups in alike]
+  # Formats 3 and 4 have no classes (and no values of theirs).
+  saved_classes = correction.get('alike', 'none (an earlier format)')
+  class_values = correction.get('alike_ms', [])
+  if saved != found or saved_classes not in (classes,
+                                             'none (an earlier format)'):
     raise errors.InvalidInput(
         f'the latency file\'s correction is for the residual streams '
-        f'{saved} of {space.model}, and this version finds {found}: measure '
-        'again with python -m bcnet_jax.latency (another --out)')
+        f'{saved} and alike groups {saved_classes} of {space.model}, and '
+        f'this version finds {found} and {classes}: measure again with '
+        'python -m bcnet_jax.latency (another --out)')
+  if len(class_values) != len(correction.get('alike', [])):
+    raise errors.InvalidInput(
+        f'the latency file\'s correction has values for '
+        f'{len(class_values)} classes of alike groups, not its '
+        f'{len(correction.get("alike", []))} (the file was edited?): '
+        'measure again with python -m bcnet_jax.latency (another --out)')
   scales = np.asarray(correction['scales'])[segment]
-  deltas = np.zeros((len(stream_groups), *tables.shape[1:]))
-  deltas[:, :, 0] = np.asarray(correction['corrections_ms'],
-                               float).reshape(deltas.shape[:2])
+  valued = list(stream_groups)
+  values = [np.asarray(row, float) for row in correction['corrections_ms']]
+  for (_, groups), row in zip(alike, class_values):
+    valued += groups
+    values += [np.asarray(row, float)] * len(groups)
+  deltas = np.zeros((len(valued), *tables.shape[1:]))
+  deltas[:, :, 0] = np.reshape(values, deltas.shape[:2])
   return Cost(space, 'latency_ms',
               np.concatenate([scales[:, None, None] * tables, deltas]),
-              np.concatenate([group_a, stream_groups]).astype(int),
-              np.concatenate([group_b, [space.num_groups] *
-                              len(stream_groups)]).astype(int),
+              np.concatenate([group_a, valued]).astype(int),
+              np.concatenate([group_b,
+                              [space.num_groups] * len(valued)]).astype(int),
               correction['offset_ms'])
 
 
@@ -152,9 +176,10 @@ def cost_of(model, record: dict[str, Any]) -> Cost:
 
 class _Features:
   """What the corrections are fitted on, for a set of networks: each
-  segment's table sum and each stream group's width as one-hot columns,
-  the networks' latencies and (with streams) their segments' timed alone,
-  in units of the slowest network (so that one ridge penalty suits any
+  segment's table sum, each stream group's width and each alike class's
+  widths as one-hot columns (a class's: the sum of its groups'), the
+  networks' latencies and (with streams) their segments' timed alone, in
+  units of the slowest network (so that one ridge penalty suits any
   device)."""
 
   def __init__(self, model, cells: dict[str, float], step: int,
@@ -177,19 +202,27 @@ class _Features:
               group_a[segment == s], group_b[segment == s])(widths)
          for s in range(segment.max() + 1)], 1) / self.unit
     bins = np.arange(space.min_bins, space.bins + 1)
-    self.one_hots = [(widths[:, g, None] == bins).astype(float)
-                     for g in stream_groups]
+    one_hot = lambda groups: sum(  # noqa: E731
+        (widths[:, g, None] == bins).astype(float) for g in groups)
+    classes = layers.alike_groups(model)
+    # (columns, segment) per stream (stream s begins segment s), then per
+    # class: what a value per width multiplies.
+    self.one_hots = ([(one_hot([g]), s)
+                      for s, g in enumerate(stream_groups)] +
+                     [(one_hot(groups), s) for s, groups in classes])
     self.streams = [space.groups[g] for g in stream_groups]
+    self.classes = [[space.groups[g] for g in groups] for _, groups in classes]
     self.bins = len(bins)
 
   def design(self, ridge: float | None) -> np.ndarray:
     """The design matrix a candidate's coefficients multiply: the table's
     sum and 1 (ridge None); per stream, each segment's sum, the one-hot
-    widths of each stream and 1."""
+    widths of each stream and class and 1."""
     ones = np.ones((len(self.sums), 1))
     if ridge is None:
       return np.concatenate([self.sums.sum(1, keepdims=True), ones], 1)
-    return np.concatenate([self.sums, *self.one_hots, ones], 1)
+    return np.concatenate([self.sums, *(c for c, _ in self.one_hots), ones],
+                          1)
 
   def solve(self, candidate: tuple[str, float | None], rows: np.ndarray
             ) -> np.ndarray:
@@ -204,26 +237,35 @@ class _Features:
     return self._solve_by_segment(ridge, rows)
 
   def _solve_by_segment(self, ridge: float, rows: np.ndarray) -> np.ndarray:
-    """Each segment timed alone as its table's sum times a scale, plus a
-    value per width of its stream, plus a constant; then the networks as
-    one scale times the segments' sum plus an offset, multiplied into the
-    coefficients."""
+    """Each segment timed alone as its table's sum times a scale, plus the
+    values of its stream's and classes' widths, plus a constant; then the
+    networks as one scale times the segments' sum plus an offset,
+    multiplied into the coefficients."""
     if self.segments is None:
       raise ValueError('a correction per stream fitted to segments needs '
                        'the networks\' segments timed alone: none given')
-    parts = []
-    for s, one_hot in enumerate(self.one_hots):
-      design = np.concatenate([self.sums[:, s:s + 1], one_hot,
-                               np.ones((len(one_hot), 1))], 1)
-      beta = _ridge(design[rows], self.segments[rows, s], ridge,
+    count = self.sums.shape[1]
+    beta = np.zeros(count + self.bins * len(self.one_hots) + 1)
+    predicted = np.zeros(len(self.sums))
+    for s in range(count):
+      mine = [i for i, (_, segment) in enumerate(self.one_hots)
+              if segment == s]
+      design = np.concatenate([self.sums[:, s:s + 1],
+                               *(self.one_hots[i][0] for i in mine),
+                               np.ones((len(self.sums), 1))], 1)
+      part = _ridge(design[rows], self.segments[rows, s], ridge,
                     penalized=slice(1, -1))
-      parts.append((beta, design @ beta))
-    scale, offset = fit(sum(predicted for _, predicted in parts)[rows],
-                        self.target[rows])
-    return np.concatenate(
-        [scale * np.array([beta[0] for beta, _ in parts]),
-         *(scale * beta[1:-1] for beta, _ in parts),
-         [scale * sum(beta[-1] for beta, _ in parts) + offset]])
+      predicted += design @ part
+      # Its scale, its values (where design() has them), its constant.
+      columns = np.concatenate(
+          [[s], *(count + self.bins * i + np.arange(self.bins)
+                  for i in mine)])
+      beta[columns] = part[:-1]
+      beta[-1] += part[-1]
+    scale, offset = fit(predicted[rows], self.target[rows])
+    beta *= scale
+    beta[-1] += offset
+    return beta
 
   def correction(self, candidate: tuple[str, float | None]
                  ) -> dict[str, Any]:
@@ -234,10 +276,12 @@ class _Features:
       return {'ridge': None, 'scale': float(beta[0]),
               'offset_ms': self.unit * float(beta[1])}
     segments = self.sums.shape[1]
+    values = (self.unit * beta[segments:-1]).reshape(len(self.one_hots),
+                                                     self.bins).tolist()
     return {'ridge': ridge, 'fitted_to': fitted_to, 'streams': self.streams,
             'scales': beta[:segments].tolist(),
-            'corrections_ms': (self.unit * beta[segments:-1]).reshape(
-                len(self.streams), self.bins).tolist(),
+            'corrections_ms': values[:len(self.streams)],
+            'alike': self.classes, 'alike_ms': values[len(self.streams):],
             'offset_ms': self.unit * float(beta[-1])}
 
 
